@@ -1,0 +1,24 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: demo test clean
+
+# torch and torchvision first and pinned, so that pip takes the local builds instead of
+# resolving a newer CUDA wheel for fastai's unpinned requirement.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/pip install -q torch torchvision
+	$(BIN)/pip install -q -e ".[demo,test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	CI=$${CI:-} bash scripts/demo.sh $(BIN)
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf runs/demo-* .pytest_cache
