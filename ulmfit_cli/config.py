@@ -1,0 +1,275 @@
+"""Typed configs for each stage, YAML loading with `--set` overrides, and readable errors.
+
+Precedence: code defaults < `--config a.yaml --config b.yaml` (later wins) < `--set k=v`.
+Defaults follow the ULMFiT paper and fastai 2.8 (see DESIGN.md). Kept free of fastai and
+torch imports so that `ulmfit --help` stays fast.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ulmfit_cli.errors import UlmfitError
+
+META_KEY = "_meta"  # a run's config.yaml keeps stage/version/argv here; ignored when loaded back
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- shared sections
+class RunSection(Section):
+    name: str = Field("run", description="run name; the run dir defaults to runs/<name>")
+    dir: str | None = Field(None, description="run directory (default runs/<name>)")
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+
+
+class InitSection(Section):
+    from_run: str | None = Field(None, description="upstream run directory whose weights and vocab to start from")
+
+
+class Arch(Section):
+    """AWD-LSTM size. Downstream stages leave these unset to take them from `init.from_run`."""
+    emb_sz: int | None = Field(None, gt=0)
+    n_hid: int | None = Field(None, gt=0)
+    n_layers: int | None = Field(None, ge=1)
+
+
+class PretrainModel(Arch):
+    emb_sz: int = Field(400, gt=0)
+    n_hid: int = Field(1152, gt=0)       # paper 1150; fastai 1152
+    n_layers: int = Field(3, ge=1)
+    drop_mult: float = Field(1.0, ge=0)  # scales fastai's LM dropouts (0.1, 0.15, 0.25, 0.02, 0.2)
+
+
+class FinetuneModel(Arch):
+    drop_mult: float = Field(1.0, ge=0)
+
+
+class ClassifierModel(Arch):
+    drop_mult: float = Field(0.5, ge=0)  # scales fastai's classifier dropouts (0.4, 0.3, 0.4, 0.05, 0.5)
+    lin_ftrs: list[int] = Field(default_factory=lambda: [50], description="hidden sizes of the concat-pooling head")
+    max_len: int = Field(72 * 20, gt=0, description="tokens of each document the classifier reads (the last ones)")
+
+
+class TextData(Section):
+    text_col: str = "text"
+    valid_pct: float = Field(0.1, gt=0, lt=1)
+    workers: int | None = Field(None, ge=0, description="tokenizer processes (default: all cores; 0 = in-process)")
+
+
+class VocabData(Section):
+    max_vocab: int = Field(60000, gt=0)
+    min_freq: int = Field(3, ge=1)
+
+
+class PretrainData(VocabData):
+    source: str = Field(description="Wikipedia pages-articles dump (.xml/.xml.bz2), a text file or a folder of text files")
+    valid_pct: float = Field(0.1, gt=0, lt=1, description="share of articles held out for validation")
+    max_docs: int | None = Field(None, gt=0, description="use only the first N articles/documents")
+    min_doc_chars: int = Field(0, ge=0, description="drop dump articles with less clean text than this")
+    workers: int | None = Field(None, ge=0)
+
+
+class FinetuneData(VocabData, TextData):
+    train: str
+    valid: str | None = None
+
+
+class ClassifierData(TextData):
+    train: str
+    valid: str | None = None
+    test: str | None = None
+    label_col: str = "label"
+
+
+class LMTrain(Section):
+    bs: int = Field(64, gt=0)
+    bptt: int = Field(72, gt=0)     # paper 70; fastai 72
+    epochs: int = Field(10, ge=0)
+    lr: float = Field(1e-2, gt=0)
+    wd: float = Field(0.01, ge=0)
+    moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
+
+
+class FinetuneTrain(LMTrain):
+    frozen_epochs: int = Field(1, ge=0, description="epochs with only the last layer group trainable")
+    frozen_lr: float = Field(1e-2, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    lr_div: float = Field(2.6 ** 4, ge=1, description="unfrozen rates are slice(lr / lr_div, lr)")
+
+
+class UnfreezeStage(Section):
+    freeze_to: int = Field(description="layer groups before this index stay frozen (-1: head only, 0: all trainable)")
+    epochs: int | None = Field(None, ge=1, description="default: train.epochs")
+    lr: float | None = Field(None, gt=0, description="default: train.lr")
+
+
+def _fastai_unfreezing() -> list[UnfreezeStage]:
+    # fastai's IMDb recipe: head, then two more groups, then everything (2 epochs).
+    return [UnfreezeStage(freeze_to=-1, lr=2e-2), UnfreezeStage(freeze_to=-2, lr=1e-2),
+            UnfreezeStage(freeze_to=-3, lr=5e-3), UnfreezeStage(freeze_to=0, lr=1e-3, epochs=2)]
+
+
+class ClassifierTrain(Section):
+    bs: int = Field(64, gt=0)
+    bptt: int = Field(72, gt=0)
+    epochs: int = Field(1, ge=1, description="epochs of a stage that names none")
+    lr: float = Field(2e-2, gt=0, description="rate of a stage that names none")
+    lr_div: float = Field(2.6 ** 4, ge=1, description="each stage trains with slice(lr / lr_div, lr)")
+    wd: float = Field(0.01, ge=0)
+    moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
+    stages: list[UnfreezeStage] = Field(default_factory=_fastai_unfreezing, min_length=1)
+
+
+# ---------------------------------------------------------------- stage configs
+class StageConfig(Section):
+    run: RunSection = Field(default_factory=RunSection)
+
+
+class PretrainConfig(StageConfig):
+    data: PretrainData
+    model: PretrainModel = Field(default_factory=PretrainModel)
+    train: LMTrain = Field(default_factory=LMTrain)
+
+
+class FinetuneConfig(StageConfig):
+    data: FinetuneData
+    init: InitSection = Field(default_factory=InitSection)
+    model: FinetuneModel = Field(default_factory=FinetuneModel)
+    train: FinetuneTrain = Field(default_factory=FinetuneTrain)
+
+
+class ClassifierConfig(StageConfig):
+    data: ClassifierData
+    init: InitSection = Field(default_factory=InitSection)
+    model: ClassifierModel = Field(default_factory=ClassifierModel)
+    train: ClassifierTrain = Field(default_factory=ClassifierTrain)
+
+    @model_validator(mode="after")
+    def _one_label_source(self):
+        if self.data.label_col == self.data.text_col:
+            raise ValueError("data.label_col and data.text_col name the same column")
+        return self
+
+
+STAGES: dict[str, type[StageConfig]] = {
+    "pretrain": PretrainConfig,
+    "finetune-lm": FinetuneConfig,
+    "train-clf": ClassifierConfig,
+}
+
+
+# ---------------------------------------------------------------- loading
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise UlmfitError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise UlmfitError(f"{path}: not valid YAML:\n{e}") from None
+    except UnicodeDecodeError as e:
+        raise UlmfitError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UlmfitError(f"{path}: a config must be a mapping of sections (data:, model:, train:, run:), "
+                          f"not a {type(data).__name__}")
+    data.pop(META_KEY, None)
+    return data
+
+
+def _merge(into: dict, new: dict, origin: dict, source: str, prefix: tuple = ()) -> None:
+    """Deep-merge `new` into `into`, remembering which source set each leaf."""
+    for key, value in new.items():
+        path = prefix + (str(key),)
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, origin, source, path)
+        else:
+            into[key] = value
+            origin[path] = source
+
+
+def _parse_override(item: str) -> tuple[tuple[str, ...], Any]:
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UlmfitError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. --set train.lr=1e-3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise UlmfitError(f"--set {item!r}: the value is not valid YAML: {e}") from None
+    return tuple(key.split(".")), value
+
+
+def _source_of(loc: tuple, origin: dict) -> str:
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in origin:
+            return origin[loc[:n]]
+    return "code defaults" if loc else "the config"
+
+
+def _known_keys(cls: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in cls.model_fields.items():
+        keys.append(prefix + name)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _known_keys(ann, prefix + name + ".")
+    return keys
+
+
+def _format_errors(err: ValidationError, origin: dict, cls: type[BaseModel], stage: str) -> str:
+    known = _known_keys(cls)
+    lines = [f"invalid {stage} config:"]
+    for e in err.errors():
+        loc = tuple(str(p) for p in e["loc"])
+        key = ".".join(loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+            close = difflib.get_close_matches(key, known, n=1)
+            if close:
+                msg += f" (did you mean {close[0]}?)"
+        elif e["type"] == "missing":
+            msg = "required, but no config sets it"
+        else:
+            msg = f"{e['msg']} (got {e.get('input')!r})"
+        where = "" if e["type"] == "missing" else f"  [from {_source_of(loc, origin)}]"
+        lines.append(f"  {key}: {msg}{where}")
+    return "\n".join(lines)
+
+
+def load_config(stage: str, paths: list[Path], overrides: list[str]) -> StageConfig:
+    """Merge the YAML files and overrides into the stage's validated config."""
+    cls = STAGES[stage]
+    data: dict = {}
+    origin: dict = {}
+    for path in paths:
+        _merge(data, _read_yaml(Path(path)), origin, str(path))
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = data
+        for i, k in enumerate(keys[:-1]):
+            if not isinstance(node.get(k, {}), dict):
+                raise UlmfitError(f"--set {item!r}: {'.'.join(keys[:i + 1])} is a value, not a section")
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+        origin[keys] = f"--set {item}"
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise UlmfitError(_format_errors(e, origin, cls, stage)) from None
+
+
+def to_yaml(cfg: BaseModel, meta: dict | None = None) -> str:
+    data = cfg.model_dump(mode="json")
+    if meta:
+        data = {META_KEY: meta, **data}
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)

@@ -1,0 +1,19 @@
+"""Console output: progress bars only on a terminal, never under CI, so logs stay readable."""
+import os
+import sys
+
+from tqdm.auto import tqdm
+
+
+def show_bars() -> bool:
+    """Progress bars make sense only when a person watches a terminal."""
+    return sys.stderr.isatty() and os.environ.get("CI", "").lower() not in ("1", "true", "yes")
+
+
+def progress(iterable=None, **kwargs):
+    """A tqdm bar that disappears (and prints nothing) when bars are off."""
+    return tqdm(iterable, disable=not show_bars(), dynamic_ncols=True, **kwargs)
+
+
+def info(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,120 @@
+"""Read the user's texts: CSV/TSV tables, fastText `__label__x text` files, or one document per line.
+
+Every problem names the config key, the file and (where it helps) the column or line.
+Empty documents are dropped and counted, never silently kept as empty samples.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ulmfit_cli.errors import UlmfitError
+
+FASTTEXT_PREFIX = "__label__"
+
+
+def _read_text(path: Path, key: str) -> str:
+    if not path.is_file():
+        raise UlmfitError(f"{key}: file not found: {path}")
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise UlmfitError(f"{key}: {path} is not UTF-8 text (byte offset {e.start}, line {line})") from None
+
+
+def file_format(path: Path, text: str) -> str:
+    name = path.name.lower()
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith(".tsv"):
+        return "tsv"
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    return "fasttext" if first.startswith(FASTTEXT_PREFIX) else "lines"
+
+
+def _parse_fasttext(text: str) -> pd.DataFrame:
+    rows = []
+    for line in text.splitlines():
+        words = line.split()
+        labels = [w[len(FASTTEXT_PREFIX):] for w in words if w.startswith(FASTTEXT_PREFIX)]
+        if not words:
+            continue
+        rows.append({"label": labels[0] if labels else None,
+                     "text": " ".join(w for w in words if not w.startswith(FASTTEXT_PREFIX))})
+    return pd.DataFrame(rows, columns=["label", "text"])
+
+
+def read_texts(path: str | Path, key: str, text_col: str = "text", label_col: str | None = None) -> pd.DataFrame:
+    """A frame with column `text` (and `label` when `label_col` is given), empty texts dropped.
+
+    For fastText files the columns are always `text` and `label`; for a plain text file
+    (one document per line) there is only `text`.
+    """
+    path = Path(path)
+    text = _read_text(path, key)
+    fmt = file_format(path, text)
+    if fmt in ("csv", "tsv"):
+        import io
+        try:
+            df = pd.read_csv(io.StringIO(text), sep="," if fmt == "csv" else "\t", dtype=str,
+                             keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            raise UlmfitError(f"{key}: {path} is not a readable {fmt.upper()} file: {str(e).strip()}") from None
+        names = {"text": text_col, "label": label_col}
+    elif fmt == "fasttext":
+        df = _parse_fasttext(text)
+        names = {"text": "text", "label": "label"}
+        if label_col is not None and df["label"].isna().any():
+            bad = int(df["label"].isna().to_numpy().argmax()) + 1
+            raise UlmfitError(f"{key}: {path}: document {bad} has no {FASTTEXT_PREFIX} label")
+    else:
+        if label_col is not None:
+            raise UlmfitError(f"{key}: {path} has no labels: use a CSV/TSV with a '{label_col}' column "
+                              f"or fastText lines ('{FASTTEXT_PREFIX}pos some text')")
+        df = pd.DataFrame({"text": [ln for ln in text.splitlines()]})
+        names = {"text": "text", "label": None}
+    for role, col in names.items():
+        if col is not None and col not in df.columns:
+            what = "data.text_col" if role == "text" else "data.label_col"
+            raise UlmfitError(f"{key}: {path} has no column '{col}' ({what}); "
+                              f"its columns are: {', '.join(map(str, df.columns))}")
+    out = pd.DataFrame({"text": df[names["text"]].astype(str)})
+    if label_col is not None:
+        out["label"] = df[names["label"]].astype(str).str.strip()
+    out = out[out["text"].str.strip() != ""].reset_index(drop=True)
+    if label_col is not None:
+        empty = out["label"] == ""
+        if empty.any():
+            row = int(empty.to_numpy().argmax())
+            raise UlmfitError(f"{key}: {path}: document {row + 1} has an empty label in '{label_col}'")
+    if out.empty:
+        raise UlmfitError(f"{key}: {path} has no non-empty documents")
+    out.attrs["dropped_empty"] = len(df) - len(out)
+    return out
+
+
+def read_text_documents(path: Path, key: str) -> list[str]:
+    """Documents of a plain-text corpus file.
+
+    WikiText files (`*.tokens`) are split into articles at their ` = Title = ` lines;
+    any other file holds one document per non-empty line.
+    """
+    text = _read_text(path, key)
+    lines = text.splitlines()
+    if not path.name.endswith(".tokens"):
+        return [ln for ln in lines if ln.strip()]
+    docs, cur = [], []
+    for ln in lines:
+        s = ln.strip()
+        if s.startswith("= ") and s.endswith(" =") and not s.startswith("= ="):
+            if any(c.strip() for c in cur):
+                docs.append("\n".join(c.strip() for c in cur if c.strip()))
+            cur = [s.strip("= ").strip()]
+        else:
+            cur.append(ln)
+    if any(c.strip() for c in cur):
+        docs.append("\n".join(c.strip() for c in cur if c.strip()))
+    return docs

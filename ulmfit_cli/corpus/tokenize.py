@@ -1,0 +1,86 @@
+"""fastai's word tokenization (spaCy + fastai's default rules), vocab and numericalization.
+
+Reproduces what `TextBlock`/`tokenize_df` produce (`xxbos`, `xxmaj`, `xxup`, `xxrep`,
+`xxwrep`), so vocabularies stay compatible with fastai's pretrained models. Documents are
+tokenized in batches on a process pool so a progress bar can follow the work.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+import numpy as np
+from fastai.text.core import SpacyTokenizer, TokenizeWithRules, defaults
+from fastai.text.data import make_vocab
+
+from ulmfit_cli.console import progress
+
+UNK, PAD = "xxunk", "xxpad"
+_BATCH_CHARS = 200_000     # text per task sent to a worker
+_IN_PROCESS_CHARS = 1_000_000  # below this, starting workers costs more than it saves
+
+_tokenizer = None
+
+
+def _make_tokenizer() -> TokenizeWithRules:
+    tok = SpacyTokenizer()
+    tok.pipe.__self__.max_length = 10 ** 9  # spaCy's 1M-char guard is for its parser; we only split words
+    return TokenizeWithRules(tok, rules=defaults.text_proc_rules)
+
+
+def _init_worker() -> None:
+    global _tokenizer
+    _tokenizer = _make_tokenizer()
+
+
+def _tokenize_batch(texts: list[str]) -> list[list[str]]:
+    return [list(t) for t in _tokenizer(texts)]
+
+
+def _batches(texts: list[str]) -> list[tuple[int, int]]:
+    """(start, end) ranges of about `_BATCH_CHARS` characters each."""
+    ranges, st, size = [], 0, 0
+    for i, t in enumerate(texts):
+        size += len(t)
+        if size >= _BATCH_CHARS:
+            ranges.append((st, i + 1))
+            st, size = i + 1, 0
+    if st < len(texts):
+        ranges.append((st, len(texts)))
+    return ranges
+
+
+def tokenize(texts: list[str], workers: int | None = None, desc: str = "tokenizing") -> list[list[str]]:
+    """Token lists for `texts`, in order."""
+    n = len(texts)
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    out: list = [None] * n
+    bar = progress(total=n, desc=desc, unit="doc")
+    if workers == 0 or sum(map(len, texts)) < _IN_PROCESS_CHARS:
+        _init_worker()
+        for st, end in _batches(texts):
+            out[st:end] = _tokenize_batch(texts[st:end])
+            bar.update(end - st)
+    else:
+        with ProcessPoolExecutor(workers, initializer=_init_worker) as ex:
+            futs = {ex.submit(_tokenize_batch, texts[st:end]): st for st, end in _batches(texts)}
+            for fut in as_completed(futs):
+                toks = fut.result()
+                st = futs[fut]
+                out[st:st + len(toks)] = toks
+                bar.update(len(toks))
+    bar.close()
+    return out
+
+
+def build_vocab(docs: list[list[str]], max_vocab: int, min_freq: int) -> list[str]:
+    """fastai's `make_vocab`: special tokens first, most frequent next, padded to a multiple of 8."""
+    return make_vocab(Counter(t for d in docs for t in d), min_freq=min_freq, max_vocab=max_vocab)
+
+
+def numericalize(docs: list[list[str]], vocab: list[str]) -> list[np.ndarray]:
+    """Token ids (int64, as fastai's embedding expects); unknown words map to `xxunk`."""
+    o2i = {w: i for i, w in enumerate(vocab)}
+    unk = o2i[UNK]
+    return [np.fromiter((o2i.get(t, unk) for t in d), dtype=np.int64, count=len(d)) for d in docs]

@@ -1,0 +1,159 @@
+"""Run directories: create (or refuse), write atomically, publish only when a stage succeeds,
+and read an upstream run back safely (YAML, JSON and weights-only tensors, never pickle).
+
+A stage writes into a hidden staging folder next to the run (`runs/.NAME.partial`) and
+renames it into place at the end, so a failed or killed run never changes a finished one,
+even under `--force`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ulmfit_cli import __version__
+from ulmfit_cli.config import META_KEY, StageConfig, to_yaml
+from ulmfit_cli.errors import UlmfitError
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Run:
+    """The run being written. `path` is the staging folder until the stage finishes."""
+    path: Path
+    final: Path
+    stage: str
+
+    def write_json(self, name: str, obj) -> None:
+        _atomic_write(self.path / name, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
+
+    def save_weights(self, name: str, state_dict: dict) -> None:
+        import torch  # late: keeps `ulmfit --help` fast
+        tmp = self.path / f".{name}.tmp"
+        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
+        os.replace(tmp, self.path / name)
+
+    def log_metrics(self, record: dict) -> None:
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def resolve_run_dir(cfg: StageConfig, run_dir: Path | None) -> Path:
+    if run_dir is not None:
+        cfg.run.dir = str(run_dir)
+    elif cfg.run.dir is None:
+        cfg.run.dir = str(Path("runs") / cfg.run.name)
+    return Path(cfg.run.dir)
+
+
+@contextmanager
+def open_run(stage: str, cfg: StageConfig, final: Path, force: bool):
+    """Yield a `Run` writing into a staging folder; publish it as `final` on success."""
+    if final.exists() and not final.is_dir():
+        raise UlmfitError(f"run dir {final} exists and is not a directory")
+    if final.is_dir() and any(final.iterdir()) and not force:
+        raise UlmfitError(f"run dir {final} is not empty: pass --force to replace it "
+                          f"(it is kept until the new run finishes), or choose another --run-dir")
+    staging = final.parent / f".{final.name}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)  # left by a crashed run: never a finished one
+    staging.mkdir(parents=True)
+    run = Run(path=staging, final=final, stage=stage)
+    meta = {"stage": stage, "version": __version__, "argv": sys.argv,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    _atomic_write(staging / "config.yaml", to_yaml(cfg, meta).encode())
+    try:
+        yield run
+    except UlmfitError:
+        shutil.rmtree(staging, ignore_errors=True)  # bad input: leave no trace
+        raise
+    except BaseException:
+        print(f"ulmfit: the unfinished run is kept in {staging} for inspection; {final} is unchanged",
+              file=sys.stderr)
+        raise
+    if final.exists():
+        old = final.parent / f".{final.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+    run.path = final
+
+
+# ---------------------------------------------------------------- reading an upstream run
+@dataclass
+class UpstreamRun:
+    path: Path
+    stage: str
+    config: dict
+    vocab: list[str]
+
+    def arch(self) -> dict:
+        model = self.config.get("model", {})
+        return {k: model.get(k) for k in ("emb_sz", "n_hid", "n_layers")}
+
+    def weights(self, name: str) -> dict:
+        return load_weights(self.path / name)
+
+
+def read_run(path: Path | str, key: str, stages: tuple[str, ...], weights: str) -> UpstreamRun:
+    """Open a finished run for reading; `key` names the config key or option that pointed here."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UlmfitError(f"{key}: {path} is not a directory")
+    cfg_file = path / "config.yaml"
+    if not cfg_file.is_file():
+        raise UlmfitError(f"{key}: {path} is not a ulmfit run (no config.yaml)")
+    try:
+        config = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UlmfitError(f"{key}: {cfg_file} is not readable YAML: {e}") from None
+    stage = (config or {}).get(META_KEY, {}).get("stage") if isinstance(config, dict) else None
+    if stage not in stages:
+        raise UlmfitError(f"{key}: {path} is a {stage or 'unknown'} run; expected one of: {', '.join(stages)}")
+    for name in ("vocab.json", weights):
+        if not (path / name).is_file():
+            raise UlmfitError(f"{key}: {path} has no {name} (an unfinished run?)")
+    vocab = read_json(path / "vocab.json", key)
+    if not (isinstance(vocab, list) and vocab and all(isinstance(t, str) for t in vocab)):
+        raise UlmfitError(f"{key}: {path / 'vocab.json'} is not a JSON list of tokens")
+    return UpstreamRun(path=path, stage=stage, config=config, vocab=vocab)
+
+
+def read_json(path: Path, key: str):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UlmfitError(f"{key}: {path} is not valid JSON: {e}") from None
+
+
+def load_weights(path: Path) -> dict:
+    """A plain state dict, loaded with `weights_only=True`: a pickle that would run code is refused."""
+    import pickle
+
+    import torch
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UlmfitError(f"{path}: not a weights-only state dict, refused to load it ({first})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UlmfitError(f"{path}: expected a state dict of tensors")
+    return state
