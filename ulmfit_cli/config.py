@@ -83,7 +83,8 @@ class FinetuneData(VocabData, TextData):
     valid: str | None = None
 
 
-class ClassifierData(TextData):
+class ClassifierData(VocabData, TextData):
+    """max_vocab/min_freq apply only without init.from_run (the classifier otherwise uses that run's vocab)."""
     train: str
     valid: str | None = None
     test: str | None = None
@@ -272,4 +273,4 @@ def to_yaml(cfg: BaseModel, meta: dict | None = None) -> str:
     data = cfg.model_dump(mode="json")
     if meta:
         data = {META_KEY: meta, **data}
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

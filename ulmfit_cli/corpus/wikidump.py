@@ -29,7 +29,12 @@ def _local(tag: str) -> str:
 
 
 def is_dump(path: Path) -> bool:
-    return path.name.endswith((".xml", ".xml.bz2"))
+    """A bz2 stream or an XML file (dumps keep their names, e.g. `...-pages-articles1.xml-p10p30302.bz2`)."""
+    if path.name.endswith((".xml", ".bz2")):
+        return True
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+    return head.startswith((b"BZh", b"<?xml", b"<mediawiki"))
 
 
 @dataclass
@@ -50,7 +55,8 @@ def clean_wikitext(title: str, wikitext: str) -> str:
 def iter_articles(path: Path, stats: DumpStats | None = None, min_chars: int = 0) -> Iterator[str]:
     """Yield the clean text of each article of the dump, in dump order."""
     stats = stats if stats is not None else DumpStats()
-    opener = bz2.open if path.name.endswith(".bz2") else open
+    with open(path, "rb") as f:
+        opener = bz2.open if f.read(3) == b"BZh" else open
     try:
         with opener(path, "rb") as f:
             root = None

@@ -1,0 +1,91 @@
+"""Shared fixtures: a small MediaWiki XML dump, an easy labelled set, and a CLI runner."""
+from __future__ import annotations
+
+import bz2
+import os
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ulmfit_cli.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ["CI"] = "true"  # no progress bars in test logs
+
+WORDS = ("the history of science city river music film team war state church language family "
+         "people north south early modern first large small world album game series island").split()
+
+
+def _article(rng: random.Random, title: str) -> str:
+    sentences = []
+    for _ in range(rng.randint(25, 40)):
+        n = rng.randint(6, 14)
+        sentences.append(" ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + ".")
+    body = " ".join(sentences)
+    return (f"{{{{Infobox thing|name={title}|size=42}}}}\n'''{title}''' is a [[Topic|topic]] "
+            f"of ''interest''.<ref>A source, p. 3.</ref> <!-- hidden note -->\n== History ==\n{body}\n"
+            f"{{| class=\"wikitable\"\n|-\n| cellA || cellB\n|}}\n[[Category:Things]]\n")
+
+
+def write_dump(path: Path, n_articles: int = 12, seed: int = 0) -> Path:
+    """A real MediaWiki export (schema 0.10): articles, a redirect and a template page."""
+    from xml.sax.saxutils import escape
+    rng = random.Random(seed)
+    pages = []
+    for i in range(n_articles):
+        pages.append((f"Article {i}", 0, _article(rng, f"Article {i}"), False))
+    pages.append(("Old name", 0, "#REDIRECT [[Article 0]]", True))
+    pages.append(("Template:Infobox thing", 10, "{{{name}}} TEMPLATEBODY", False))
+    xml = ['<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="en">',
+           "<siteinfo><sitename>Wikipedia</sitename></siteinfo>"]
+    for pid, (title, ns, text, redirect) in enumerate(pages, 1):
+        xml.append(f"<page><title>{escape(title)}</title><ns>{ns}</ns><id>{pid}</id>"
+                   + (f'<redirect title="Article 0" />' if redirect else "")
+                   + f"<revision><id>{pid + 100}</id><text xml:space=\"preserve\">{escape(text)}</text>"
+                   "</revision></page>")
+    xml.append("</mediawiki>")
+    data = "\n".join(xml).encode()
+    if path.name.endswith(".bz2"):
+        path.write_bytes(bz2.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def write_easy_csv(path: Path, n: int = 160, seed: int = 0) -> Path:
+    """Two classes that a cue word separates perfectly, in varied filler."""
+    import pandas as pd
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        cue = rng.choice(["great", "wonderful", "excellent"] if label == "pos" else ["awful", "terrible", "boring"])
+        filler = [rng.choice(WORDS) for _ in range(rng.randint(4, 10))]
+        filler.insert(rng.randint(0, len(filler)), cue)
+        rows.append({"text": " ".join(filler), "label": label})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def dump(tmp_path) -> Path:
+    return write_dump(tmp_path / "tiny-pages-articles.xml.bz2")
+
+
+@pytest.fixture
+def easy_csv(tmp_path) -> Path:
+    return write_easy_csv(tmp_path / "easy.csv")
+
+
+@pytest.fixture
+def cli():
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return invoke

@@ -1,0 +1,81 @@
+"""Reading corpora: dump extraction, tables and fastText files, and fastai-compatible tokens."""
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_DATA, write_dump
+from ulmfit_cli.corpus.sources import pretrain_documents
+from ulmfit_cli.corpus.tables import read_text_documents, read_texts
+from ulmfit_cli.corpus.wikidump import DumpStats, iter_articles
+from ulmfit_cli.errors import UlmfitError
+
+
+@pytest.mark.parametrize("name", ["d-pages-articles.xml.bz2", "d-pages-articles.xml"])
+def test_dump_keeps_articles_and_strips_markup(tmp_path, name):
+    stats = DumpStats()
+    docs = list(iter_articles(write_dump(tmp_path / name, n_articles=3), stats))
+    assert len(docs) == 3 and stats.pages == 5
+    assert stats.skipped["redirect"] == 1 and stats.skipped["namespace"] == 1
+    text = "\n".join(docs)
+    assert "Article 0 is a topic of" in text
+    for markup in ("{{", "[[", "<ref", "A source", "'''", "<!--", "hidden note", "cellA", "TEMPLATEBODY",
+                   "Category:", "Infobox"):
+        assert markup not in text, markup
+
+
+def test_text_folder_with_wikitext_split(tmp_path):
+    body = " = Alpha = \n\n some text @-@ here \n\n = = Part = = \n\n more \n = Beta = \n\n beta text \n"
+    (tmp_path / "wiki.train.tokens").write_text(body)
+    (tmp_path / "wiki.valid.tokens").write_text(" = Gamma = \n\n gamma text \n")
+    train, valid = pretrain_documents(tmp_path)
+    assert len(train) == 2 and train[0].startswith("Alpha") and "= = Part = =" in train[0]
+    assert valid == ["Gamma\ngamma text"]
+
+
+def test_fasttext_tsv_and_lines(tmp_path):
+    ft = tmp_path / "reviews.cor"
+    ft.write_text("__label__pos a fine film\n\n__label__neg dull and long\n")
+    df = read_texts(ft, "data.train", label_col="label")
+    assert df.to_dict("records") == [{"text": "a fine film", "label": "pos"}, {"text": "dull and long", "label": "neg"}]
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("sentence\ty\nhello there\t1\n\t0\nbye\t0\n")
+    df = read_texts(tsv, "data.train", text_col="sentence", label_col="y")
+    assert df["text"].tolist() == ["hello there", "bye"] and df.attrs["dropped_empty"] == 1
+    lines = tmp_path / "docs.txt"
+    lines.write_text("first doc\n\nsecond doc\n")
+    assert read_texts(lines, "data.train")["text"].tolist() == ["first doc", "second doc"]
+    assert read_text_documents(lines, "data.source") == ["first doc", "second doc"]
+
+
+def test_tokens_match_fastai_tokenize1():
+    from fastai.text.core import SpacyTokenizer, tokenize1
+
+    from ulmfit_cli.corpus.tokenize import tokenize
+    texts = ["The QUICK brown fox!!!! jumps over the lazy dog dog dog dog.", "Hello <br /> world &amp; co."]
+    ours = tokenize(texts, workers=0)
+    assert ours == [list(tokenize1(t, SpacyTokenizer())) for t in texts]
+    assert ours[0][0] == "xxbos" and "xxup" in ours[0] and "xxrep" in ours[0] and "xxwrep" in ours[0]
+
+
+def test_parallel_tokenization_matches_in_process(monkeypatch):
+    from ulmfit_cli.corpus import tokenize as tk
+    monkeypatch.setattr(tk, "_IN_PROCESS_CHARS", 0)
+    monkeypatch.setattr(tk, "_BATCH_CHARS", 50)
+    texts = [f"Document number {i} talks about Rivers and CITIES." for i in range(40)]
+    assert tk.tokenize(texts, workers=2) == tk.tokenize(texts, workers=0)
+
+
+def test_missing_label_in_fasttext_file_is_named(tmp_path):
+    ft = tmp_path / "r.cor"
+    ft.write_text("__label__pos fine\nno label here\n")
+    with pytest.raises(UlmfitError, match="document 2 has no __label__"):
+        read_texts(ft, "data.train", label_col="label")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "wiki").is_dir(), reason="../shared/data is absent (a fresh clone)")
+def test_real_dump_sample_extracts_clean_articles():
+    stats = DumpStats()
+    docs = list(iter_articles(SHARED_DATA / "wiki" / "enwiki-pages-articles-sample.xml.bz2", stats))
+    assert stats.pages == 206 and len(docs) > 80 and stats.skipped["redirect"] > 50
+    assert docs[0].startswith("Anarchism is a political philosophy")
+    assert not any("{{" in d or "[[" in d or "<ref" in d for d in docs)

@@ -1,0 +1,133 @@
+"""The `ulmfit` command line: one thin command per stage.
+
+Each training command resolves its config (files, then `--set` overrides), opens the run
+directory and calls the stage's `run()`. Bad input ends with a one-screen message and
+exit code 2. fastai is imported only inside commands so that `--help` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ulmfit_cli import __version__
+from ulmfit_cli.errors import UlmfitError
+
+app = typer.Typer(
+    name="ulmfit",
+    help="Train text classifiers the ULMFiT way: pretrain an AWD-LSTM language model, fine-tune it on "
+         "your texts, train a classifier with gradual unfreezing, and sample text from any LM.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ConfigOpt = Annotated[list[Path], typer.Option(
+    "--config", "-c", help="YAML config file; repeat to merge several (later files win).")]
+SetOpt = Annotated[list[str], typer.Option(
+    "--set", "-s", metavar="KEY=VALUE",
+    help="Override one config key, e.g. --set train.lr=1e-3 (repeatable; the value is parsed as YAML).")]
+RunDirOpt = Annotated[Optional[Path], typer.Option(
+    "--run-dir", help="Where to write the run (default: run.dir, else runs/<run.name>).")]
+ForceOpt = Annotated[bool, typer.Option(
+    "--force", help="Replace a non-empty run dir; the old run is kept until the new one finishes.")]
+PrintOpt = Annotated[bool, typer.Option(
+    "--print-config", help="Print the resolved config as YAML and exit without running.")]
+
+
+def fail(message: str, code: int = 2):
+    typer.secho(f"ulmfit: error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _run_stage(stage: str, module: str, configs: list[Path], overrides: list[str], run_dir: Path | None,
+               force: bool, print_config: bool) -> None:
+    from ulmfit_cli.config import load_config, to_yaml
+    from ulmfit_cli.runs import open_run, resolve_run_dir
+    try:
+        cfg = load_config(stage, configs or [], overrides or [])
+        final = resolve_run_dir(cfg, run_dir)
+        if print_config:
+            typer.echo(to_yaml(cfg), nl=False)
+            return
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
+        stage_mod = importlib.import_module(f"ulmfit_cli.stages.{module}")
+        with open_run(stage, cfg, final, force) as run:
+            results = stage_mod.run(cfg, run)
+    except UlmfitError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    shown = {k: v for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    typer.echo(f"{stage} finished: {final}")
+    for k, v in shown.items():
+        typer.echo(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+
+
+@app.command()
+def pretrain(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
+             print_config: PrintOpt = False):
+    """Pretrain an AWD-LSTM language model on a Wikipedia dump (data.source: *.xml.bz2 / *.xml),
+    a text file, or a folder of text files (WikiText-103 style). Writes vocab.json, lm.pth,
+    encoder.pth, metrics.jsonl and results.json into the run dir."""
+    _run_stage("pretrain", "pretrain", config, set_, run_dir, force, print_config)
+
+
+@app.command("finetune-lm")
+def finetune_lm(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+                force: ForceOpt = False, print_config: PrintOpt = False):
+    """Fine-tune a language model (init.from_run) on your texts (data.train: CSV/TSV with
+    data.text_col, fastText lines, or one document per line): one frozen epoch, then unfrozen
+    with discriminative rates. Writes lm.pth, encoder.pth and vocab.json."""
+    _run_stage("finetune-lm", "finetune_lm", config, set_, run_dir, force, print_config)
+
+
+@app.command("train-clf")
+def train_clf(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+              force: ForceOpt = False, print_config: PrintOpt = False):
+    """Train a classifier on the encoder of init.from_run with gradual unfreezing (train.stages).
+    Reads data.train (and data.valid, data.test) with data.text_col and data.label_col; reports
+    accuracy and macro-F1; writes model.pth, vocab.json, labels.json and results.json."""
+    _run_stage("train-clf", "train_clf", config, set_, run_dir, force, print_config)
+
+
+@app.command()
+def generate(
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="A pretrain or finetune-lm run dir.")],
+    prompt: Annotated[str, typer.Option(help="Text the samples start with.")] = "",
+    n_words: Annotated[int, typer.Option(min=1, help="Tokens to generate per sample.")] = 40,
+    temperature: Annotated[float, typer.Option(min=0.01, help="Below 1: safer words; above 1: wilder.")] = 1.0,
+    n_samples: Annotated[int, typer.Option(min=1, help="How many samples to print.")] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed; the same seed gives the same text.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+):
+    """Sample text from a language model run (fastai's predict: temperature, never xxunk)."""
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"--device: expected auto, cpu or cuda, got {device!r}")
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
+    from ulmfit_cli.stages.generate import generate as sample
+    try:
+        texts = sample(str(run_dir), prompt, n_words, temperature, n_samples, seed, device)
+    except UlmfitError as e:
+        fail(str(e))
+    for i, text in enumerate(texts):
+        typer.echo(f"[{i + 1}] {text}" if n_samples > 1 else text)
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"ulmfit-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Print the version and exit.")] = False):
+    pass
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,187 @@
+"""The only place that builds fastai learners and moves weights between stages.
+
+LM: `language_model_learner(..., pretrained=False)`; classifier: `text_classifier_learner`
+with the encoder of an upstream run. Vocabulary transfer uses fastai's `match_embeds`
+(known words keep their rows, new words get the mean embedding). Every weight file is a
+plain state dict read with `weights_only=True`.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import fastai.callback.all  # noqa: F401  (patches fit_one_cycle, freeze_to, to_fp16 onto Learner)
+import torch
+from fastai.callback.core import Callback
+from fastai.callback.progress import ProgressCallback
+from fastai.learner import Recorder
+from fastai.losses import CrossEntropyLossFlat
+from fastai.metrics import F1Score, Perplexity, accuracy
+from fastai.text.learner import language_model_learner, match_embeds, text_classifier_learner
+from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_clas_config, awd_lstm_lm_config
+from fastai.text.models.core import get_language_model
+
+from ulmfit_cli.config import Arch, RunSection
+from ulmfit_cli.console import info, show_bars
+from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.runs import Run, UpstreamRun
+
+ARCH_KEYS = ("emb_sz", "n_hid", "n_layers")
+
+
+# ---------------------------------------------------------------- device and precision
+def pick_device(run: RunSection) -> torch.device:
+    """The device for `run.device`, after checking that `run.precision` works there."""
+    cuda = torch.cuda.is_available()
+    if run.device == "cuda" and not cuda:
+        raise UlmfitError("run.device: cuda was asked for, but PyTorch sees no CUDA GPU here")
+    device = torch.device("cuda" if run.device == "cuda" or (run.device == "auto" and cuda) else "cpu")
+    if device.type == "cpu" and run.precision != "fp32":
+        # fastai's MixedPrecision autocasts on CUDA only; on CPU it would silently train in fp32.
+        raise UlmfitError(f"run.precision: {run.precision} needs a CUDA GPU (this run is on the CPU); "
+                          f"use run.precision=fp32")
+    if run.precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise UlmfitError("run.precision: bf16 is not supported by this GPU; use fp16")
+    return device
+
+
+def _set_precision(learn, precision: str):
+    if precision == "fp16":
+        learn.to_fp16()
+    elif precision == "bf16":
+        learn.to_bf16()
+    return learn
+
+
+# ---------------------------------------------------------------- architecture
+def inherit_arch(model: Arch, upstream: UpstreamRun | None, key: str = "init.from_run") -> dict:
+    """Fill unset AWD-LSTM sizes from the upstream run; refuse sizes that contradict it."""
+    if upstream is None:
+        missing = [k for k in ARCH_KEYS if getattr(model, k) is None]
+        defaults = {"emb_sz": 400, "n_hid": 1152, "n_layers": 3}
+        for k in missing:
+            setattr(model, k, defaults[k])
+        return {k: getattr(model, k) for k in ARCH_KEYS}
+    theirs = upstream.arch()
+    clash = [f"model.{k}: config says {getattr(model, k)}, {upstream.path} has {theirs[k]}"
+             for k in ARCH_KEYS if getattr(model, k) is not None and getattr(model, k) != theirs[k]]
+    if clash:
+        raise UlmfitError(f"{key}: the run's architecture does not match the config:\n  " + "\n  ".join(clash)
+                          + "\n(leave model.emb_sz/n_hid/n_layers unset to take them from the run)")
+    for k in ARCH_KEYS:
+        setattr(model, k, theirs[k])
+    return theirs
+
+
+def awd_config(arch: dict, classifier: bool = False) -> dict:
+    cfg = dict(awd_lstm_clas_config if classifier else awd_lstm_lm_config)
+    cfg.update({k: arch[k] for k in ARCH_KEYS})
+    return cfg
+
+
+# ---------------------------------------------------------------- learners
+def _quiet(learn):
+    """Off a terminal, fastai's bars and table give way to MetricsLog's one line per epoch."""
+    if not show_bars():
+        learn.remove_cb(ProgressCallback)
+        learn.logger = lambda *_: None
+    return learn
+
+
+def lm_learner(dls, arch: dict, drop_mult: float, train, precision: str, run: Run, stage: str):
+    learn = language_model_learner(dls, AWD_LSTM, config=awd_config(arch), drop_mult=drop_mult,
+                                   pretrained=False, metrics=[accuracy, Perplexity()], wd=train.wd,
+                                   moms=train.moms, cbs=[MetricsLog(run, stage, count_tokens=True)])
+    return _quiet(_set_precision(learn, precision))
+
+
+def clf_learner(dls, arch: dict, n_out: int, model_cfg, train, precision: str, run: Run, stage: str):
+    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=train.bptt, config=awd_config(arch, classifier=True),
+                                    pretrained=False, drop_mult=model_cfg.drop_mult, n_out=n_out,
+                                    lin_ftrs=model_cfg.lin_ftrs, max_len=model_cfg.max_len,
+                                    loss_func=CrossEntropyLossFlat(),
+                                    metrics=[accuracy, F1Score(average="macro")], wd=train.wd, moms=train.moms,
+                                    cbs=[MetricsLog(run, stage, count_tokens=True)])
+    return _quiet(_set_precision(learn, precision))
+
+
+def lm_model(vocab: list[str], arch: dict, weights: dict) -> torch.nn.Module:
+    """A bare AWD-LSTM language model with an LM run's weights (for generation)."""
+    model = get_language_model(AWD_LSTM, len(vocab), config=awd_config(arch))
+    _load(model, weights, "lm.pth")
+    return model
+
+
+def _load(module: torch.nn.Module, weights: dict, what: str) -> None:
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()][:4]
+        raise UlmfitError(f"{what} does not fit the model:\n  " + "\n  ".join(lines)) from None
+
+
+def transfer_lm(learn, upstream: UpstreamRun, vocab: list[str]) -> float:
+    """Load an upstream LM into `learn`, remapping embeddings to the new vocab; return vocab overlap."""
+    weights = match_embeds(upstream.weights("lm.pth"), upstream.vocab, vocab)
+    _load(learn.model, weights, f"{upstream.path / 'lm.pth'}")
+    known = set(upstream.vocab)
+    return sum(w in known for w in vocab) / len(vocab)
+
+
+def load_encoder(learn, upstream: UpstreamRun) -> None:
+    _load(learn.model[0].module, upstream.weights("encoder.pth"), f"{upstream.path / 'encoder.pth'}")
+
+
+def encoder_state(learn) -> dict:
+    encoder = learn.model[0]
+    return getattr(encoder, "module", encoder).state_dict()
+
+
+def check_freeze_to(learn, freeze_to: int, where: str) -> None:
+    n = len(learn.splitter(learn.model))
+    if not -n <= freeze_to < n:
+        raise UlmfitError(f"{where}: freeze_to={freeze_to} is out of range for {n} layer groups "
+                          f"(use -{n}..{n - 1}; 0 trains everything)")
+
+
+# ---------------------------------------------------------------- metrics log
+class MetricsLog(Callback):
+    """Appends one JSON line per epoch to metrics.jsonl (and prints it when bars are off).
+
+    Tokens are counted from batch shapes only, so logging never waits on the GPU.
+    """
+    order = Recorder.order + 1  # after the Recorder has the epoch's values
+
+    def __init__(self, run: Run, stage: str, count_tokens: bool = False):
+        self.out, self.stage, self.count_tokens = run, stage, count_tokens
+        self.phase, self.epoch_total = "", 0
+
+    def before_epoch(self):
+        self.t0, self.tokens, self.trained = time.perf_counter(), 0, False
+
+    def before_train(self):
+        self.trained = True  # `learn.validate()` also fires after_epoch: log training epochs only
+
+    def after_batch(self):
+        if self.training and self.count_tokens:
+            self.tokens += self.xb[0].numel()
+
+    def after_epoch(self):
+        if not self.trained:
+            return
+        names = self.recorder.metric_names[1:-1]  # drop 'epoch' and 'time'
+        values = self.recorder.values[-1]
+        seconds = time.perf_counter() - self.t0
+        self.epoch_total += 1
+        rec = {"stage": self.stage, "phase": self.phase, "epoch": self.epoch_total}
+        for name, v in zip(names, values):
+            rec[name] = None if v is None or not math.isfinite(float(v)) else round(float(v), 6)
+        rec["lr"] = float(self.opt.hypers[-1]["lr"])
+        rec["seconds"] = round(seconds, 3)
+        if self.count_tokens:
+            rec["tokens_per_s"] = round(self.tokens / seconds, 1) if seconds > 0 else None
+        self.out.log_metrics(rec)
+        if not show_bars():
+            shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in rec.items() if k not in ("stage", "lr") and v is not None and v != "")
+            info(f"[{self.stage}] {shown}")

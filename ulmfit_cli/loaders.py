@@ -1,0 +1,58 @@
+"""fastai DataLoaders over already-numericalized documents.
+
+Language model: fastai's `LMDataLoader` (documents shuffled each epoch, concatenated, cut
+into `bs` streams of `bptt` windows). Classifier: fastai's `SortedDL` (length-sorted
+batches, padded by chunks as `TextDataLoaders` does).
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import torch
+from fastai.data.core import DataLoaders
+from fastai.text.data import LMDataLoader, SortedDL, TensorText, pad_input_chunk
+from fastai.torch_core import TensorCategory
+
+from ulmfit_cli.corpus.tokenize import PAD
+from ulmfit_cli.errors import UlmfitError
+
+
+def check_lm_size(docs: list[np.ndarray], bs: int, bptt: int, what: str) -> None:
+    n = sum(len(d) for d in docs)
+    if (n - 1) // bs < 1:
+        raise UlmfitError(f"{what} has {n} tokens: too small for one batch of train.bs={bs} "
+                          f"(needs more than {bs} tokens; lower train.bs or add text)")
+
+
+def lm_dls(train: list[np.ndarray], valid: list[np.ndarray], vocab: list[str], bs: int, bptt: int,
+           device: torch.device) -> DataLoaders:
+    check_lm_size(train, bs, bptt, "the training split")
+    check_lm_size(valid, bs, bptt, "the validation split")
+    as_t = lambda docs: [torch.from_numpy(d) for d in docs]  # noqa: E731
+    trn = LMDataLoader(as_t(train), bs=bs, seq_len=bptt, shuffle=True, device=device)
+    val = LMDataLoader(as_t(valid), bs=bs, seq_len=bptt, shuffle=False, device=device)
+    dls = DataLoaders(trn, val, device=device)
+    dls.vocab = vocab
+    return dls
+
+
+def _samples(docs: list[np.ndarray], ys: np.ndarray) -> list[tuple]:
+    return [(TensorText(torch.from_numpy(d)), TensorCategory(torch.tensor(int(y)))) for d, y in zip(docs, ys)]
+
+
+def clf_dl(docs: list[np.ndarray], ys: np.ndarray, vocab: list[str], bs: int, bptt: int, device: torch.device,
+           shuffle: bool = False) -> SortedDL:
+    pad = partial(pad_input_chunk, pad_idx=vocab.index(PAD), pad_first=True, seq_len=bptt)
+    # Training drops the last partial batch (as fastai does): a batch of one breaks BatchNorm.
+    return SortedDL(_samples(docs, ys), bs=min(bs, len(docs)) if shuffle else bs, shuffle=shuffle,
+                    drop_last=shuffle, before_batch=pad, device=device)
+
+
+def clf_dls(train, train_y, valid, valid_y, vocab, bs, bptt, device) -> DataLoaders:
+    if len(train) < 2:
+        raise UlmfitError(f"the training split has {len(train)} document(s): too few for one batch")
+    dls = DataLoaders(clf_dl(train, train_y, vocab, bs, bptt, device, shuffle=True),
+                      clf_dl(valid, valid_y, vocab, bs * 2, bptt, device), device=device)
+    dls.vocab = vocab
+    return dls

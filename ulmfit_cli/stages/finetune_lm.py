@@ -1,0 +1,47 @@
+"""Stage 2: fine-tune a pretrained language model on the target corpus.
+
+The pretrained embeddings are remapped to the target vocabulary (fastai's `match_embeds`),
+then, as in the paper: `frozen_epochs` with only the last layer group trainable, and
+`epochs` unfrozen with discriminative rates `slice(lr / lr_div, lr)`, both `fit_one_cycle`.
+Without `init.from_run` the LM is trained from scratch (the paper's no-pretraining ablation).
+"""
+from __future__ import annotations
+
+from ulmfit_cli import paths
+from ulmfit_cli.config import FinetuneConfig
+from ulmfit_cli.console import info
+from ulmfit_cli.corpus.tables import read_texts
+from ulmfit_cli.learners import inherit_arch, lm_learner, transfer_lm
+from ulmfit_cli.runs import Run, read_run
+from ulmfit_cli.stages.lm_common import lm_data, save_lm, split_docs, start
+
+LM_STAGES = ("pretrain", "finetune-lm")
+
+
+def run(cfg: FinetuneConfig, run: Run) -> dict:
+    device = start(cfg)
+    upstream = read_run(cfg.init.from_run, "init.from_run", LM_STAGES, "lm.pth") if cfg.init.from_run else None
+    arch = inherit_arch(cfg.model, upstream)
+    train_path = paths.resolve(cfg.data.train, "data.train")
+    texts = read_texts(train_path, "data.train", cfg.data.text_col)["text"].tolist()
+    if cfg.data.valid:
+        valid = read_texts(paths.resolve(cfg.data.valid, "data.valid"), "data.valid", cfg.data.text_col)
+        train, valid = texts, valid["text"].tolist()
+    else:
+        train, valid = split_docs(texts, cfg.data.valid_pct, cfg.run.seed)
+    dls, vocab, stats = lm_data(train, valid, cfg.data, cfg.train, device, train_path.name)
+    run.write_json("vocab.json", vocab)
+    learn = lm_learner(dls, arch, cfg.model.drop_mult, cfg.train, cfg.run.precision, run, "finetune-lm")
+    t = cfg.train
+    if upstream is not None:
+        stats["vocab_overlap"] = transfer_lm(learn, upstream, vocab)
+        info(f"init.from_run: {upstream.path}: {stats['vocab_overlap']:.1%} of the new vocab was pretrained")
+        if t.frozen_epochs:
+            learn.metrics_log.phase = "frozen"
+            learn.freeze()
+            learn.fit_one_cycle(t.frozen_epochs, t.frozen_lr)
+    if t.epochs:
+        learn.metrics_log.phase = "unfrozen"
+        learn.unfreeze()
+        learn.fit_one_cycle(t.epochs, slice(t.lr / t.lr_div, t.lr))
+    return save_lm(run, learn, stats)

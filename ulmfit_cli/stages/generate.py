@@ -1,0 +1,49 @@
+"""Sample text from a language-model run with fastai's `LMLearner.predict` semantics.
+
+As fastai: the prompt is tokenized with the same rules (so it starts with `xxbos`), each
+next word is drawn from softmax(logits) ** (1 / temperature), `xxunk` is never drawn, and
+the output is decoded with `decode_spec_tokens`. The hidden state carries over between
+steps, which gives the same distribution as fastai's re-reading of the whole sequence.
+"""
+from __future__ import annotations
+
+import torch
+from fastai.text.learner import decode_spec_tokens
+
+from ulmfit_cli.config import RunSection
+from ulmfit_cli.corpus.tokenize import PAD, UNK, numericalize, tokenize
+from ulmfit_cli.learners import lm_model, pick_device
+from ulmfit_cli.runs import read_run
+from ulmfit_cli.stages.finetune_lm import LM_STAGES
+
+BOS = "xxbos"
+
+
+@torch.no_grad()
+def generate(run_dir: str, prompt: str, n_words: int = 40, temperature: float = 1.0, n_samples: int = 1,
+             seed: int | None = None, device: str = "auto") -> list[str]:
+    up = read_run(run_dir, "--run-dir", LM_STAGES, "lm.pth")
+    dev = pick_device(RunSection(device=device))
+    model = lm_model(up.vocab, up.arch(), up.weights("lm.pth")).to(dev).eval()
+    prompt_ids = torch.from_numpy(numericalize(tokenize([prompt], workers=0), up.vocab)[0]).to(dev)
+    unk = up.vocab.index(UNK)
+    gen = torch.Generator(device=dev)
+    if seed is not None:
+        gen.manual_seed(seed)
+    else:
+        gen.seed()
+    samples = []
+    for _ in range(n_samples):
+        model.reset()
+        ids, x = prompt_ids.tolist(), prompt_ids[None]
+        for _ in range(n_words):
+            probs = model(x)[0][0, -1].float().softmax(-1)
+            probs[unk] = 0.0
+            if temperature != 1.0:
+                probs = probs.pow(1 / temperature)
+            nxt = torch.multinomial(probs, 1, generator=gen)
+            ids.append(int(nxt))
+            x = nxt[None]
+        words = [up.vocab[i] for i in ids if up.vocab[i] not in (BOS, PAD)]
+        samples.append(" ".join(decode_spec_tokens(words)))
+    return samples

@@ -1,0 +1,57 @@
+"""What pretrain and finetune-lm share: the article split, tokens to DataLoaders, and the LM's outputs."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from fastai.torch_core import set_seed
+
+from ulmfit_cli.console import info
+from ulmfit_cli.corpus.tokenize import build_vocab, numericalize, tokenize
+from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.learners import encoder_state, pick_device
+from ulmfit_cli.loaders import lm_dls
+from ulmfit_cli.runs import Run
+
+
+def start(cfg):
+    """Device (precision checked) and seeds, before any data is read or loader built."""
+    device = pick_device(cfg.run)
+    set_seed(cfg.run.seed, reproducible=True)
+    return device
+
+
+def split_docs(docs: list[str], valid_pct: float, seed: int) -> tuple[list[str], list[str]]:
+    """Hold out a `valid_pct` share of whole documents (articles), reproducibly from `seed`."""
+    if len(docs) < 2:
+        raise UlmfitError(f"the corpus has {len(docs)} document(s): need at least 2 to hold some out "
+                          f"for validation")
+    order = np.random.default_rng(seed).permutation(len(docs))
+    n_valid = min(len(docs) - 1, max(1, round(len(docs) * valid_pct)))
+    valid = set(order[:n_valid].tolist())
+    return [d for i, d in enumerate(docs) if i not in valid], [d for i, d in enumerate(docs) if i in valid]
+
+
+def lm_data(train: list[str], valid: list[str], data, train_cfg, device, source: str):
+    """Tokenize both splits, build the vocab on the training split, and wrap them in fastai loaders."""
+    toks = tokenize(train + valid, workers=data.workers)
+    trn, val = toks[:len(train)], toks[len(train):]
+    vocab = build_vocab(trn, data.max_vocab, data.min_freq)
+    n_trn, n_val = sum(map(len, trn)), sum(map(len, val))
+    info(f"{source}: {len(train)} train / {len(valid)} valid documents, {n_trn:,} / {n_val:,} tokens, "
+         f"vocab {len(vocab):,}")
+    dls = lm_dls(numericalize(trn, vocab), numericalize(val, vocab), vocab, train_cfg.bs, train_cfg.bptt, device)
+    return dls, vocab, {"train_docs": len(train), "valid_docs": len(valid), "train_tokens": n_trn,
+                        "valid_tokens": n_val, "vocab_size": len(vocab)}
+
+
+def save_lm(run: Run, learn, stats: dict) -> dict:
+    """Validate, write lm.pth, encoder.pth and results.json; return the results."""
+    loss, acc, ppl = (float(v) for v in learn.validate())
+    if not math.isfinite(loss):
+        raise RuntimeError(f"training diverged: validation loss is {loss}")
+    run.save_weights("lm.pth", learn.model.state_dict())
+    run.save_weights("encoder.pth", encoder_state(learn))
+    results = {"valid_loss": loss, "valid_accuracy": acc, "valid_perplexity": ppl, **stats}
+    run.write_json("results.json", results)
+    return results

@@ -1,0 +1,103 @@
+"""Stage 3: train a text classifier on a fine-tuned (or pretrained) encoder.
+
+fastai's `text_classifier_learner` (concat pooling, head `model.lin_ftrs`) with the
+upstream encoder and vocabulary, trained by gradual unfreezing: each entry of
+`train.stages` calls `freeze_to` and `fit_one_cycle(epochs, slice(lr / lr_div, lr))`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import train_test_split
+
+from ulmfit_cli import paths
+from ulmfit_cli.config import ClassifierConfig
+from ulmfit_cli.console import info
+from ulmfit_cli.corpus.tables import read_texts
+from ulmfit_cli.corpus.tokenize import build_vocab, numericalize, tokenize
+from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.learners import check_freeze_to, clf_learner, inherit_arch, load_encoder
+from ulmfit_cli.loaders import clf_dl, clf_dls
+from ulmfit_cli.runs import Run, read_run
+from ulmfit_cli.stages.finetune_lm import LM_STAGES
+from ulmfit_cli.stages.lm_common import start
+
+
+def _read(cfg: ClassifierConfig, key: str) -> pd.DataFrame:
+    value = getattr(cfg.data, key.split(".")[1])
+    return read_texts(paths.resolve(value, key), key, cfg.data.text_col, cfg.data.label_col)
+
+
+def _check_labels(df: pd.DataFrame, labels: list[str], key: str, path: str) -> None:
+    unseen = sorted(set(df["label"]) - set(labels))
+    if unseen:
+        raise UlmfitError(f"{key}: {path} has labels that data.train never has: {', '.join(unseen[:20])}"
+                          + (f" (and {len(unseen) - 20} more)" if len(unseen) > 20 else ""))
+
+
+def _split(df: pd.DataFrame, pct: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    try:
+        return train_test_split(df, test_size=pct, random_state=seed, stratify=df["label"])
+    except ValueError:  # a class too rare to stratify, or too few rows: plain random split
+        return train_test_split(df, test_size=max(pct, 1 / len(df)), random_state=seed)
+
+
+def _scores(learn, dl, ys: np.ndarray, prefix: str) -> dict:
+    probs, _ = learn.get_preds(dl=dl)  # fastai undoes SortedDL's order
+    pred = probs.argmax(1).numpy()
+    return {f"{prefix}_accuracy": float(accuracy_score(ys, pred)),
+            f"{prefix}_macro_f1": float(f1_score(ys, pred, average="macro")), f"{prefix}_n": int(len(ys))}
+
+
+def run(cfg: ClassifierConfig, run: Run) -> dict:
+    device = start(cfg)
+    upstream = read_run(cfg.init.from_run, "init.from_run", LM_STAGES, "encoder.pth") if cfg.init.from_run else None
+    arch = inherit_arch(cfg.model, upstream)
+    train = _read(cfg, "data.train")
+    labels = sorted(train["label"].unique())
+    if len(labels) < 2:
+        raise UlmfitError(f"data.train: {cfg.data.train}: column '{cfg.data.label_col}' has a single class "
+                          f"({labels[0]!r}); a classifier needs at least two")
+    if cfg.data.valid:
+        valid = _read(cfg, "data.valid")
+        _check_labels(valid, labels, "data.valid", cfg.data.valid)
+    else:
+        train, valid = _split(train, cfg.data.valid_pct, cfg.run.seed)
+    test = None
+    if cfg.data.test:
+        test = _read(cfg, "data.test")
+        _check_labels(test, labels, "data.test", cfg.data.test)
+
+    parts = [train, valid] + ([test] if test is not None else [])
+    toks = tokenize([t for p in parts for t in p["text"]], workers=cfg.data.workers)
+    bounds = np.cumsum([0] + [len(p) for p in parts])
+    toks = [toks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    vocab = upstream.vocab if upstream is not None else build_vocab(toks[0], cfg.data.max_vocab, cfg.data.min_freq)
+    ids = [numericalize(t, vocab) for t in toks]
+    label_idx = {lbl: i for i, lbl in enumerate(labels)}
+    ys = [p["label"].map(label_idx).to_numpy() for p in parts]
+    info(f"classifier: {len(train)} train / {len(valid)} valid"
+         + (f" / {len(test)} test" if test is not None else "") + f" documents, {len(labels)} classes")
+
+    run.write_json("vocab.json", vocab)
+    run.write_json("labels.json", labels)
+    t = cfg.train
+    dls = clf_dls(ids[0], ys[0], ids[1], ys[1], vocab, t.bs, t.bptt, device)
+    learn = clf_learner(dls, arch, len(labels), cfg.model, t, cfg.run.precision, run, "train-clf")
+    for i, st in enumerate(t.stages):
+        check_freeze_to(learn, st.freeze_to, f"train.stages[{i}]")
+    if upstream is not None:
+        load_encoder(learn, upstream)
+    for i, st in enumerate(t.stages):
+        learn.metrics_log.phase = f"freeze_to {st.freeze_to}"
+        learn.freeze_to(st.freeze_to)
+        lr = st.lr or t.lr
+        learn.fit_one_cycle(st.epochs or t.epochs, slice(lr / t.lr_div, lr))
+
+    results = {"labels": labels, "pretrained_encoder": upstream is not None, **_scores(learn, dls.valid, ys[1], "valid")}
+    if test is not None:
+        results.update(_scores(learn, clf_dl(ids[2], ys[2], vocab, t.bs * 2, t.bptt, device), ys[2], "test"))
+    run.save_weights("model.pth", learn.model.state_dict())
+    run.write_json("results.json", results)
+    return results
