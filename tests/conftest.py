@@ -19,13 +19,21 @@ os.environ["CI"] = "true"  # no progress bars in test logs
 
 WORDS = ("the history of science city river music film team war state church language family "
          "people north south early modern first large small world album game series island").split()
+POS_CUES, NEG_CUES = ["great", "wonderful", "excellent"], ["awful", "terrible", "boring"]
 
 
 def _article(rng: random.Random, title: str) -> str:
+    # Words mostly follow a fixed successor, so the LM must read its input to predict (on uniformly
+    # random words it learns to ignore the input and its encoder is no use to a classifier).
+    # The classifier's cue words occur here too, so pretraining gives them rows of their own.
+    vocab = WORDS + POS_CUES + NEG_CUES
+    successor = {w: vocab[(i * 7 + 3) % len(vocab)] for i, w in enumerate(vocab)}
     sentences = []
     for _ in range(rng.randint(25, 40)):
-        n = rng.randint(6, 14)
-        sentences.append(" ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + ".")
+        words = [rng.choice(vocab)]
+        for _ in range(rng.randint(6, 14)):
+            words.append(successor[words[-1]] if rng.random() < 0.8 else rng.choice(vocab))
+        sentences.append(" ".join(words).capitalize() + ".")
     body = " ".join(sentences)
     return (f"{{{{Infobox thing|name={title}|size=42}}}}\n'''{title}''' is a [[Topic|topic]] "
             f"of ''interest''.<ref>A source, p. 3.</ref> <!-- hidden note -->\n== History ==\n{body}\n"
@@ -64,7 +72,7 @@ def write_easy_csv(path: Path, n: int = 160, seed: int = 0) -> Path:
     rows = []
     for i in range(n):
         label = "pos" if i % 2 == 0 else "neg"
-        cue = rng.choice(["great", "wonderful", "excellent"] if label == "pos" else ["awful", "terrible", "boring"])
+        cue = rng.choice(POS_CUES if label == "pos" else NEG_CUES)
         filler = [rng.choice(WORDS) for _ in range(rng.randint(4, 10))]
         filler.insert(rng.randint(0, len(filler)), cue)
         rows.append({"text": " ".join(filler), "label": label})

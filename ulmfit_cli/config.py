@@ -263,6 +263,8 @@ def load_config(stage: str, paths: list[Path], overrides: list[str]) -> StageCon
             node = node.setdefault(k, {})
         node[keys[-1]] = value
         origin[keys] = f"--set {item}"
+    for name in cls.model_fields:  # an absent section reports its missing keys, not itself
+        data.setdefault(name, {})
     try:
         return cls.model_validate(data)
     except ValidationError as e:

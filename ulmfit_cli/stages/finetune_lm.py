@@ -28,7 +28,7 @@ def run(cfg: FinetuneConfig, run: Run) -> dict:
         valid = read_texts(paths.resolve(cfg.data.valid, "data.valid"), "data.valid", cfg.data.text_col)
         train, valid = texts, valid["text"].tolist()
     else:
-        train, valid = split_docs(texts, cfg.data.valid_pct, cfg.run.seed)
+        train, valid = split_docs(texts, cfg.data.valid_pct, cfg.run.seed, f"data.train: {train_path}")
     dls, vocab, stats = lm_data(train, valid, cfg.data, cfg.train, device, train_path.name)
     run.write_json("vocab.json", vocab)
     learn = lm_learner(dls, arch, cfg.model.drop_mult, cfg.train, cfg.run.precision, run, "finetune-lm")

@@ -21,11 +21,11 @@ def start(cfg):
     return device
 
 
-def split_docs(docs: list[str], valid_pct: float, seed: int) -> tuple[list[str], list[str]]:
+def split_docs(docs: list[str], valid_pct: float, seed: int, source: str) -> tuple[list[str], list[str]]:
     """Hold out a `valid_pct` share of whole documents (articles), reproducibly from `seed`."""
     if len(docs) < 2:
-        raise UlmfitError(f"the corpus has {len(docs)} document(s): need at least 2 to hold some out "
-                          f"for validation")
+        raise UlmfitError(f"{source} has {len(docs)} non-empty document(s): need at least 2 to hold some "
+                          f"out for validation")
     order = np.random.default_rng(seed).permutation(len(docs))
     n_valid = min(len(docs) - 1, max(1, round(len(docs) * valid_pct)))
     valid = set(order[:n_valid].tolist())

@@ -16,7 +16,8 @@ def run(cfg: PretrainConfig, run: Run) -> dict:
     device = start(cfg)
     source = paths.resolve(cfg.data.source, "data.source")
     docs, valid = pretrain_documents(source, cfg.data.max_docs, cfg.data.min_doc_chars)
-    train, valid = (docs, valid) if valid is not None else split_docs(docs, cfg.data.valid_pct, cfg.run.seed)
+    train, valid = (docs, valid) if valid is not None else split_docs(docs, cfg.data.valid_pct, cfg.run.seed,
+                                                                                   f"data.source: {source}")
     dls, vocab, stats = lm_data(train, valid, cfg.data, cfg.train, device, source.name)
     run.write_json("vocab.json", vocab)
     arch = cfg.model.model_dump(include={"emb_sz", "n_hid", "n_layers"})
