@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	CI=$${CI:-} bash scripts/demo.sh $(BIN)
+	bash scripts/demo.sh $(BIN)
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -22,18 +22,22 @@ WORDS = ("the history of science city river music film team war state church lan
 POS_CUES, NEG_CUES = ["great", "wonderful", "excellent"], ["awful", "terrible", "boring"]
 
 
+VOCAB = WORDS + POS_CUES + NEG_CUES
+SUCCESSOR = {w: VOCAB[(i * 7 + 3) % len(VOCAB)] for i, w in enumerate(VOCAB)}
+
+
+def _chain(rng: random.Random, n: int) -> list[str]:
+    words = [rng.choice(WORDS)]
+    while len(words) < n:
+        words.append(SUCCESSOR[words[-1]] if rng.random() < 0.8 else rng.choice(VOCAB))
+    return words
+
+
 def _article(rng: random.Random, title: str) -> str:
     # Words mostly follow a fixed successor, so the LM must read its input to predict (on uniformly
     # random words it learns to ignore the input and its encoder is no use to a classifier).
     # The classifier's cue words occur here too, so pretraining gives them rows of their own.
-    vocab = WORDS + POS_CUES + NEG_CUES
-    successor = {w: vocab[(i * 7 + 3) % len(vocab)] for i, w in enumerate(vocab)}
-    sentences = []
-    for _ in range(rng.randint(25, 40)):
-        words = [rng.choice(vocab)]
-        for _ in range(rng.randint(6, 14)):
-            words.append(successor[words[-1]] if rng.random() < 0.8 else rng.choice(vocab))
-        sentences.append(" ".join(words).capitalize() + ".")
+    sentences = [" ".join(_chain(rng, rng.randint(7, 15))).capitalize() + "." for _ in range(rng.randint(25, 40))]
     body = " ".join(sentences)
     return (f"{{{{Infobox thing|name={title}|size=42}}}}\n'''{title}''' is a [[Topic|topic]] "
             f"of ''interest''.<ref>A source, p. 3.</ref> <!-- hidden note -->\n== History ==\n{body}\n"
@@ -73,7 +77,7 @@ def write_easy_csv(path: Path, n: int = 160, seed: int = 0) -> Path:
     for i in range(n):
         label = "pos" if i % 2 == 0 else "neg"
         cue = rng.choice(POS_CUES if label == "pos" else NEG_CUES)
-        filler = [rng.choice(WORDS) for _ in range(rng.randint(4, 10))]
+        filler = [w for w in _chain(rng, rng.randint(5, 11)) if w not in POS_CUES + NEG_CUES]
         filler.insert(rng.randint(0, len(filler)), cue)
         rows.append({"text": " ".join(filler), "label": label})
     pd.DataFrame(rows).to_csv(path, index=False)

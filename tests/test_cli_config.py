@@ -89,3 +89,16 @@ def test_fp16_on_cpu_is_refused_before_any_work(cli, tmp_path, dump):
               "--set", "run.precision=fp16", "--run-dir", tmp_path / "run")
     assert res.exit_code == 2 and "run.precision" in res.output and "CUDA" in res.output
     assert not (tmp_path / "run").exists()
+
+
+def test_every_shipped_config_validates(cli):
+    stage_of = {"pretrain": "pretrain", "finetune-lm": "finetune-lm", "train-clf": "train-clf",
+                "wikitext103": "pretrain"}
+    files = sorted((ROOT / "configs").rglob("*.yaml"))
+    checked = 0
+    for f in files:
+        if f.stem in stage_of:
+            res = cli(stage_of[f.stem], "-c", f, "--print-config")
+            assert res.exit_code == 0, (f, res.output)
+            checked += 1
+    assert checked >= 7

@@ -21,14 +21,14 @@ def pipeline(tmp_path_factory):
     runner = CliRunner()
     run = lambda *a: runner.invoke(app, [str(x) for x in a], catch_exceptions=False)  # noqa: E731
     out = {"tmp": tmp, "lm": tmp / "lm", "ft": tmp / "ft", "clf": tmp / "clf"}
-    out["pretrain"] = run("pretrain", "-c", TINY, "--set", f"data.source={dump}", "--set", "train.epochs=2",
-                          "--run-dir", out["lm"])
+    out["pretrain"] = run("pretrain", "-c", TINY, "--set", f"data.source={dump}", "--set", "train.epochs=4",
+                          "--set", "train.lr=0.03", "--set", "model.drop_mult=0.2", "--run-dir", out["lm"])
     out["finetune"] = run("finetune-lm", "-c", TINY, "--set", f"data.train={train}",
-                          "--set", f"init.from_run={out['lm']}", "--set", "train.epochs=2", "--run-dir", out["ft"])
+                          "--set", f"init.from_run={out['lm']}", "--set", "train.epochs=2", "--set", "model.drop_mult=0.2", "--run-dir", out["ft"])
     out["clf_result"] = run("train-clf", "-c", TINY, "--set", f"data.train={train}", "--set", f"data.test={test}",
-                            "--set", f"init.from_run={out['ft']}", "--set", "data.valid_pct=0.25",
+                            "--set", f"init.from_run={out['ft']}", "--set", "data.valid_pct=0.25", "--set", "model.drop_mult=0.2",
                             "--set", "train.stages=[{freeze_to: -1, epochs: 3, lr: 0.05}, "
-                                     "{freeze_to: 0, epochs: 4, lr: 0.01}]",
+                                     "{freeze_to: 0, epochs: 8, lr: 0.02}]",
                             "--run-dir", out["clf"])
     out["run"] = run
     return out
@@ -79,7 +79,7 @@ def test_classifier_beats_chance_and_reports_figures(pipeline):
     model = torch.load(d / "model.pth", weights_only=True)
     assert any(k.startswith("1.") for k in model)  # the head
     phases = [json.loads(ln)["phase"] for ln in (d / "metrics.jsonl").read_text().splitlines()]
-    assert phases == ["freeze_to -1"] * 3 + ["freeze_to 0"] * 4
+    assert phases == ["freeze_to -1"] * 3 + ["freeze_to 0"] * 8
 
 
 def test_generate_is_reproducible_with_a_seed(pipeline):
