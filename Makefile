@@ -9,7 +9,6 @@ BIN     = $(VENV)/bin
 # resolving a newer CUDA wheel for fastai's unpinned requirement.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/pip install -q torch torchvision
 	$(BIN)/pip install -q -e ".[demo,test]"
 	touch $@

@@ -86,7 +86,6 @@ def test_from_run_with_another_architecture(cli, tmp_path, dump, easy_csv):
     res = cli("train-clf", "-c", TINY, "--set", f"data.train={easy_csv}", "--set", f"init.from_run={lm}",
               "--set", "model.n_hid=64", "--run-dir", tmp_path / "run")
     _assert_clean_failure(res, tmp_path, "init.from_run", "model.n_hid", "64", "32")
-    # a classifier run is not an LM: finetune-lm refuses it by its stage
     res = cli("generate", "--run-dir", tmp_path / "nowhere")
     assert res.exit_code == 2 and "nowhere" in res.output
 

@@ -104,3 +104,40 @@ def test_finished_run_is_refused_then_replaced_only_with_force(pipeline):
     assert res.exit_code == 2 and "data.source" in res.output and "not found" in res.output
     assert (lm / "lm.pth").read_bytes() == before  # a failed --force run changed nothing
     assert not list(lm.parent.glob(".*partial"))
+
+
+def test_a_classifier_run_is_not_a_language_model(pipeline):
+    run, clf = pipeline["run"], pipeline["clf"]
+    res = run("finetune-lm", "-c", TINY, "--set", f"data.train={pipeline['tmp'] / 'train.csv'}",
+              "--set", f"init.from_run={clf}", "--run-dir", pipeline["tmp"] / "ft2")
+    assert res.exit_code == 2 and "is a train-clf run" in res.output and "init.from_run" in res.output
+    res = run("generate", "--run-dir", clf)
+    assert res.exit_code == 2 and "is a train-clf run" in res.output
+
+
+class _Evil:
+    """Unpickling this would create a file: the loader must refuse it instead."""
+    def __init__(self, sentinel):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return (open, (str(self.sentinel), "w"))
+
+
+def test_weights_that_would_run_code_are_refused(pipeline, tmp_path):
+    import shutil
+    run_dir = tmp_path / "evil-lm"
+    shutil.copytree(pipeline["ft"], run_dir)
+    sentinel = tmp_path / "pwned"
+    torch.save({"x": _Evil(sentinel)}, run_dir / "lm.pth")
+    res = pipeline["run"]("generate", "--run-dir", run_dir)
+    assert res.exit_code == 2 and "lm.pth" in res.output and "refused" in res.output
+    assert not sentinel.exists()
+
+
+def test_downstream_sizes_come_from_the_upstream_run(pipeline):
+    res = pipeline["run"]("train-clf", "--set", "data.train=x.csv", "--set", f"init.from_run={pipeline['ft']}",
+                          "--print-config")
+    assert res.exit_code == 0, res.output
+    model = yaml.safe_load(res.output)["model"]
+    assert (model["emb_sz"], model["n_hid"], model["n_layers"]) == (16, 32, 2)

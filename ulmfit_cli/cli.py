@@ -46,9 +46,11 @@ def fail(message: str, code: int = 2):
 def _run_stage(stage: str, module: str, configs: list[Path], overrides: list[str], run_dir: Path | None,
                force: bool, print_config: bool) -> None:
     from ulmfit_cli.config import load_config, to_yaml
-    from ulmfit_cli.runs import open_run, resolve_run_dir
+    from ulmfit_cli.runs import inherit_arch, open_run, resolve_run_dir, upstream_of
     try:
         cfg = load_config(stage, configs or [], overrides or [])
+        if stage in ("finetune-lm", "train-clf"):  # sizes come from init.from_run, in config.yaml too
+            inherit_arch(cfg.model, upstream_of(stage, cfg))
         final = resolve_run_dir(cfg, run_dir)
         if print_config:
             typer.echo(to_yaml(cfg), nl=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ulmfit_cli.errors import UlmfitError
 
@@ -59,7 +59,21 @@ class ClassifierModel(Arch):
     max_len: int = Field(72 * 20, gt=0, description="tokens of each document the classifier reads (the last ones)")
 
 
-class TextData(Section):
+class Encoded(Section):
+    encoding: str = Field("utf-8", description="text encoding of the input files, e.g. cp1252 or latin-1")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        import codecs
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r}") from None
+        return value
+
+
+class TextData(Encoded):
     text_col: str = "text"
     valid_pct: float = Field(0.1, gt=0, lt=1)
     workers: int | None = Field(None, ge=0, description="tokenizer processes (default: all cores; 0 = in-process)")
@@ -70,7 +84,7 @@ class VocabData(Section):
     min_freq: int = Field(3, ge=1)
 
 
-class PretrainData(VocabData):
+class PretrainData(VocabData, Encoded):
     source: str = Field(description="Wikipedia pages-articles dump (.xml/.xml.bz2), a text file or a folder of text files")
     valid_pct: float = Field(0.1, gt=0, lt=1, description="share of articles held out for validation")
     max_docs: int | None = Field(None, gt=0, description="use only the first N articles/documents")

@@ -21,12 +21,10 @@ from fastai.text.learner import language_model_learner, match_embeds, text_class
 from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_clas_config, awd_lstm_lm_config
 from fastai.text.models.core import get_language_model
 
-from ulmfit_cli.config import Arch, RunSection
+from ulmfit_cli.config import RunSection
 from ulmfit_cli.console import info, show_bars
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.runs import Run, UpstreamRun
-
-ARCH_KEYS = ("emb_sz", "n_hid", "n_layers")
+from ulmfit_cli.runs import ARCH_KEYS, Run, UpstreamRun
 
 
 # ---------------------------------------------------------------- device and precision
@@ -54,25 +52,6 @@ def _set_precision(learn, precision: str):
 
 
 # ---------------------------------------------------------------- architecture
-def inherit_arch(model: Arch, upstream: UpstreamRun | None, key: str = "init.from_run") -> dict:
-    """Fill unset AWD-LSTM sizes from the upstream run; refuse sizes that contradict it."""
-    if upstream is None:
-        missing = [k for k in ARCH_KEYS if getattr(model, k) is None]
-        defaults = {"emb_sz": 400, "n_hid": 1152, "n_layers": 3}
-        for k in missing:
-            setattr(model, k, defaults[k])
-        return {k: getattr(model, k) for k in ARCH_KEYS}
-    theirs = upstream.arch()
-    clash = [f"model.{k}: config says {getattr(model, k)}, {upstream.path} has {theirs[k]}"
-             for k in ARCH_KEYS if getattr(model, k) is not None and getattr(model, k) != theirs[k]]
-    if clash:
-        raise UlmfitError(f"{key}: the run's architecture does not match the config:\n  " + "\n  ".join(clash)
-                          + "\n(leave model.emb_sz/n_hid/n_layers unset to take them from the run)")
-    for k in ARCH_KEYS:
-        setattr(model, k, theirs[k])
-    return theirs
-
-
 def awd_config(arch: dict, classifier: bool = False) -> dict:
     cfg = dict(awd_lstm_clas_config if classifier else awd_lstm_lm_config)
     cfg.update({k: arch[k] for k in ARCH_KEYS})

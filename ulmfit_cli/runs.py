@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from ulmfit_cli import __version__
-from ulmfit_cli.config import META_KEY, StageConfig, to_yaml
+from ulmfit_cli.config import META_KEY, Arch, StageConfig, to_yaml
 from ulmfit_cli.errors import UlmfitError
 
 
@@ -98,6 +98,10 @@ def open_run(stage: str, cfg: StageConfig, final: Path, force: bool):
 
 
 # ---------------------------------------------------------------- reading an upstream run
+ARCH_KEYS = ("emb_sz", "n_hid", "n_layers")
+PAPER_ARCH = {"emb_sz": 400, "n_hid": 1152, "n_layers": 3}
+LM_STAGES = ("pretrain", "finetune-lm")
+UPSTREAM_WEIGHTS = {"finetune-lm": "lm.pth", "train-clf": "encoder.pth"}  # what each stage loads
 @dataclass
 class UpstreamRun:
     path: Path
@@ -157,3 +161,28 @@ def load_weights(path: Path) -> dict:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UlmfitError(f"{path}: expected a state dict of tensors")
     return state
+
+
+def upstream_of(stage: str, cfg: StageConfig) -> UpstreamRun | None:
+    """The run `init.from_run` names (checked to be a finished LM run), or None."""
+    init = getattr(cfg, "init", None)
+    if init is None or not init.from_run:
+        return None
+    return read_run(init.from_run, "init.from_run", LM_STAGES, UPSTREAM_WEIGHTS[stage])
+
+
+def inherit_arch(model: Arch, upstream: UpstreamRun | None) -> None:
+    """Fill unset AWD-LSTM sizes from the upstream run (or the paper's); refuse contradicting ones."""
+    if upstream is None:
+        for k in ARCH_KEYS:
+            if getattr(model, k) is None:
+                setattr(model, k, PAPER_ARCH[k])
+        return
+    theirs = upstream.arch()
+    clash = [f"model.{k}: config says {getattr(model, k)}, {upstream.path} has {theirs[k]}"
+             for k in ARCH_KEYS if getattr(model, k) is not None and getattr(model, k) != theirs[k]]
+    if clash:
+        raise UlmfitError("init.from_run: the run's architecture does not match the config:\n  "
+                          + "\n  ".join(clash) + "\n(leave model.emb_sz/n_hid/n_layers unset to take them from the run)")
+    for k in ARCH_KEYS:
+        setattr(model, k, theirs[k])

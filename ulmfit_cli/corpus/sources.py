@@ -15,7 +15,7 @@ from ulmfit_cli.errors import UlmfitError
 TEXT_SUFFIXES = (".txt", ".tokens", ".raw")
 
 
-def _documents(path: Path, max_docs: int | None, min_chars: int) -> list[str]:
+def _documents(path: Path, max_docs: int | None, min_chars: int, encoding: str) -> list[str]:
     if is_dump(path):
         stats = DumpStats()
         docs = []
@@ -26,11 +26,11 @@ def _documents(path: Path, max_docs: int | None, min_chars: int) -> list[str]:
         info(f"{path.name}: {stats.pages} pages read, {stats.articles} articles kept, skipped: "
              + ", ".join(f"{k} {v}" for k, v in stats.skipped.items()))
         return docs
-    docs = read_text_documents(path, "data.source")
+    docs = read_text_documents(path, "data.source", encoding)
     return docs[:max_docs] if max_docs else docs
 
 
-def pretrain_documents(path: Path, max_docs: int | None = None, min_chars: int = 0
+def pretrain_documents(path: Path, max_docs: int | None = None, min_chars: int = 0, encoding: str = "utf-8"
                        ) -> tuple[list[str], list[str] | None]:
     """(documents, validation documents or None when the split is left to `data.valid_pct`)."""
     if path.is_dir():
@@ -40,7 +40,7 @@ def pretrain_documents(path: Path, max_docs: int | None = None, min_chars: int =
         train = [f for f in files if "train" in f.name]
         valid = [f for f in files if "valid" in f.name]
         if train and valid:
-            return ([d for f in train for d in _documents(f, max_docs, min_chars)],
-                    [d for f in valid for d in _documents(f, max_docs, min_chars)])
-        return [d for f in files for d in _documents(f, max_docs, min_chars)], None
-    return _documents(path, max_docs, min_chars), None
+            return ([d for f in train for d in _documents(f, max_docs, min_chars, encoding)],
+                    [d for f in valid for d in _documents(f, max_docs, min_chars, encoding)])
+        return [d for f in files for d in _documents(f, max_docs, min_chars, encoding)], None
+    return _documents(path, max_docs, min_chars, encoding), None

@@ -14,15 +14,16 @@ from ulmfit_cli.errors import UlmfitError
 FASTTEXT_PREFIX = "__label__"
 
 
-def _read_text(path: Path, key: str) -> str:
+def _read_text(path: Path, key: str, encoding: str) -> str:
     if not path.is_file():
         raise UlmfitError(f"{key}: file not found: {path}")
     raw = path.read_bytes()
     try:
-        return raw.decode("utf-8")
+        return raw.decode(encoding)
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
-        raise UlmfitError(f"{key}: {path} is not UTF-8 text (byte offset {e.start}, line {line})") from None
+        raise UlmfitError(f"{key}: {path} is not {encoding} text (byte offset {e.start}, line {line}); "
+                          f"set data.encoding if the file has another encoding (e.g. cp1252)") from None
 
 
 def file_format(path: Path, text: str) -> str:
@@ -47,14 +48,15 @@ def _parse_fasttext(text: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["label", "text"])
 
 
-def read_texts(path: str | Path, key: str, text_col: str = "text", label_col: str | None = None) -> pd.DataFrame:
+def read_texts(path: str | Path, key: str, text_col: str = "text", label_col: str | None = None,
+               encoding: str = "utf-8") -> pd.DataFrame:
     """A frame with column `text` (and `label` when `label_col` is given), empty texts dropped.
 
     For fastText files the columns are always `text` and `label`; for a plain text file
     (one document per line) there is only `text`.
     """
     path = Path(path)
-    text = _read_text(path, key)
+    text = _read_text(path, key, encoding)
     fmt = file_format(path, text)
     if fmt in ("csv", "tsv"):
         import io
@@ -96,13 +98,13 @@ def read_texts(path: str | Path, key: str, text_col: str = "text", label_col: st
     return out
 
 
-def read_text_documents(path: Path, key: str) -> list[str]:
+def read_text_documents(path: Path, key: str, encoding: str = "utf-8") -> list[str]:
     """Documents of a plain-text corpus file.
 
     WikiText files (`*.tokens`) are split into articles at their ` = Title = ` lines;
     any other file holds one document per non-empty line.
     """
-    text = _read_text(path, key)
+    text = _read_text(path, key, encoding)
     lines = text.splitlines()
     if not path.name.endswith(".tokens"):
         return [ln for ln in lines if ln.strip()]

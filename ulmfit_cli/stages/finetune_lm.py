@@ -11,21 +11,21 @@ from ulmfit_cli import paths
 from ulmfit_cli.config import FinetuneConfig
 from ulmfit_cli.console import info
 from ulmfit_cli.corpus.tables import read_texts
-from ulmfit_cli.learners import inherit_arch, lm_learner, transfer_lm
-from ulmfit_cli.runs import Run, read_run
+from ulmfit_cli.learners import lm_learner, transfer_lm
+from ulmfit_cli.runs import ARCH_KEYS, Run, inherit_arch, upstream_of
 from ulmfit_cli.stages.lm_common import lm_data, save_lm, split_docs, start
-
-LM_STAGES = ("pretrain", "finetune-lm")
 
 
 def run(cfg: FinetuneConfig, run: Run) -> dict:
     device = start(cfg)
-    upstream = read_run(cfg.init.from_run, "init.from_run", LM_STAGES, "lm.pth") if cfg.init.from_run else None
-    arch = inherit_arch(cfg.model, upstream)
+    upstream = upstream_of("finetune-lm", cfg)
+    inherit_arch(cfg.model, upstream)  # done by the CLI already; kept for callers of run()
+    arch = cfg.model.model_dump(include=set(ARCH_KEYS))
     train_path = paths.resolve(cfg.data.train, "data.train")
-    texts = read_texts(train_path, "data.train", cfg.data.text_col)["text"].tolist()
+    texts = read_texts(train_path, "data.train", cfg.data.text_col, encoding=cfg.data.encoding)["text"].tolist()
     if cfg.data.valid:
-        valid = read_texts(paths.resolve(cfg.data.valid, "data.valid"), "data.valid", cfg.data.text_col)
+        valid = read_texts(paths.resolve(cfg.data.valid, "data.valid"), "data.valid", cfg.data.text_col,
+                           encoding=cfg.data.encoding)
         train, valid = texts, valid["text"].tolist()
     else:
         train, valid = split_docs(texts, cfg.data.valid_pct, cfg.run.seed, f"data.train: {train_path}")

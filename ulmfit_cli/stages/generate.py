@@ -13,8 +13,7 @@ from fastai.text.learner import decode_spec_tokens
 from ulmfit_cli.config import RunSection
 from ulmfit_cli.corpus.tokenize import PAD, UNK, numericalize, tokenize
 from ulmfit_cli.learners import lm_model, pick_device
-from ulmfit_cli.runs import read_run
-from ulmfit_cli.stages.finetune_lm import LM_STAGES
+from ulmfit_cli.runs import LM_STAGES, read_run
 
 BOS = "xxbos"
 

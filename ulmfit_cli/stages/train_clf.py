@@ -17,16 +17,15 @@ from ulmfit_cli.console import info
 from ulmfit_cli.corpus.tables import read_texts
 from ulmfit_cli.corpus.tokenize import build_vocab, numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.learners import check_freeze_to, clf_learner, inherit_arch, load_encoder
+from ulmfit_cli.learners import check_freeze_to, clf_learner, load_encoder
 from ulmfit_cli.loaders import clf_dl, clf_dls
-from ulmfit_cli.runs import Run, read_run
-from ulmfit_cli.stages.finetune_lm import LM_STAGES
+from ulmfit_cli.runs import ARCH_KEYS, Run, inherit_arch, upstream_of
 from ulmfit_cli.stages.lm_common import start
 
 
 def _read(cfg: ClassifierConfig, key: str) -> pd.DataFrame:
     value = getattr(cfg.data, key.split(".")[1])
-    return read_texts(paths.resolve(value, key), key, cfg.data.text_col, cfg.data.label_col)
+    return read_texts(paths.resolve(value, key), key, cfg.data.text_col, cfg.data.label_col, cfg.data.encoding)
 
 
 def _check_labels(df: pd.DataFrame, labels: list[str], key: str, path: str) -> None:
@@ -52,8 +51,9 @@ def _scores(learn, dl, ys: np.ndarray, prefix: str) -> dict:
 
 def run(cfg: ClassifierConfig, run: Run) -> dict:
     device = start(cfg)
-    upstream = read_run(cfg.init.from_run, "init.from_run", LM_STAGES, "encoder.pth") if cfg.init.from_run else None
-    arch = inherit_arch(cfg.model, upstream)
+    upstream = upstream_of("train-clf", cfg)
+    inherit_arch(cfg.model, upstream)  # done by the CLI already; kept for callers of run()
+    arch = cfg.model.model_dump(include=set(ARCH_KEYS))
     train = _read(cfg, "data.train")
     labels = sorted(train["label"].unique())
     if len(labels) < 2:
