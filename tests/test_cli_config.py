@@ -98,7 +98,9 @@ def test_every_shipped_config_validates(cli):
     checked = 0
     for f in files:
         if f.stem in stage_of:
-            res = cli(stage_of[f.stem], "-c", f, "--print-config")
+            # the upstream runs do not exist here: check the schema, not the chain of runs
+            unset = ["--set", "init.from_run=null"] if stage_of[f.stem] != "pretrain" else []
+            res = cli(stage_of[f.stem], "-c", f, *unset, "--print-config")
             assert res.exit_code == 0, (f, res.output)
             checked += 1
     assert checked >= 7
