@@ -49,7 +49,7 @@ def save_lm(run: Run, learn, stats: dict) -> dict:
     """Validate, write lm.pth, encoder.pth and results.json; return the results."""
     loss, acc, ppl = (float(v) for v in learn.validate())
     if not math.isfinite(loss):
-        raise RuntimeError(f"training diverged: validation loss is {loss}")
+        raise UlmfitError(f"training diverged: the validation loss is {loss}; lower train.lr")
     run.save_weights("lm.pth", learn.model.state_dict())
     run.save_weights("encoder.pth", encoder_state(learn))
     results = {"valid_loss": loss, "valid_accuracy": acc, "valid_perplexity": ppl, **stats}
