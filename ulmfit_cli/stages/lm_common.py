@@ -47,7 +47,8 @@ def lm_data(train: list[str], valid: list[str], data, train_cfg, device, source:
 
 def save_lm(run: Run, learn, stats: dict) -> dict:
     """Validate, write lm.pth, encoder.pth and results.json; return the results."""
-    loss, acc, ppl = (float(v) for v in learn.validate())
+    with learn.no_bar():
+        loss, acc, ppl = (float(v) for v in learn.validate())
     if not math.isfinite(loss):
         raise UlmfitError(f"training diverged: the validation loss is {loss}; lower train.lr")
     run.save_weights("lm.pth", learn.model.state_dict())

@@ -43,7 +43,8 @@ def _split(df: pd.DataFrame, pct: float, seed: int) -> tuple[pd.DataFrame, pd.Da
 
 
 def _scores(learn, dl, ys: np.ndarray, prefix: str) -> dict:
-    probs, _ = learn.get_preds(dl=dl)  # fastai undoes SortedDL's order
+    with learn.no_bar():
+        probs, _ = learn.get_preds(dl=dl)  # fastai undoes SortedDL's order
     pred = probs.argmax(1).numpy()
     return {f"{prefix}_accuracy": float(accuracy_score(ys, pred)),
             f"{prefix}_macro_f1": float(f1_score(ys, pred, average="macro")), f"{prefix}_n": int(len(ys))}
