@@ -17,6 +17,12 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ["CI"] = "true"  # no progress bars in test logs
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _token_store_cache(tmp_path_factory):
+    """Token stores built by tests go to a temporary cache, never the user's ~/.cache/ulmfit."""
+    os.environ["ULMFIT_CACHE"] = str(tmp_path_factory.mktemp("ulmfit-cache"))
+
 WORDS = ("the history of science city river music film team war state church language family "
          "people north south early modern first large small world album game series island").split()
 POS_CUES, NEG_CUES = ["great", "wonderful", "excellent"], ["awful", "terrible", "boring"]

@@ -4,8 +4,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_DATA, write_dump
-from ulmfit_cli.corpus.sources import pretrain_documents
-from ulmfit_cli.corpus.tables import read_text_documents, read_texts
+from ulmfit_cli.corpus.tables import iter_text_documents, read_texts
 from ulmfit_cli.corpus.wikidump import DumpStats, iter_articles
 from ulmfit_cli.errors import UlmfitError
 
@@ -23,13 +22,11 @@ def test_dump_keeps_articles_and_strips_markup(tmp_path, name):
         assert markup not in text, markup
 
 
-def test_text_folder_with_wikitext_split(tmp_path):
+def test_wikitext_files_split_into_articles(tmp_path):
     body = " = Alpha = \n\n some text @-@ here \n\n = = Part = = \n\n more \n = Beta = \n\n beta text \n"
     (tmp_path / "wiki.train.tokens").write_text(body)
-    (tmp_path / "wiki.valid.tokens").write_text(" = Gamma = \n\n gamma text \n")
-    train, valid = pretrain_documents(tmp_path)
-    assert len(train) == 2 and train[0].startswith("Alpha") and "= = Part = =" in train[0]
-    assert valid == ["Gamma\ngamma text"]
+    docs = list(iter_text_documents(tmp_path / "wiki.train.tokens", "data.source"))
+    assert docs == ["Alpha\nsome text @-@ here\n= = Part = =\nmore", "Beta\nbeta text"]
 
 
 def test_fasttext_tsv_and_lines(tmp_path):
@@ -44,7 +41,7 @@ def test_fasttext_tsv_and_lines(tmp_path):
     lines = tmp_path / "docs.txt"
     lines.write_text("first doc\n\nsecond doc\n")
     assert read_texts(lines, "data.train")["text"].tolist() == ["first doc", "second doc"]
-    assert read_text_documents(lines, "data.source") == ["first doc", "second doc"]
+    assert list(iter_text_documents(lines, "data.source")) == ["first doc", "second doc"]
 
 
 def test_tokens_match_fastai_tokenize1():

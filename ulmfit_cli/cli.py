@@ -78,6 +78,30 @@ def pretrain(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt =
     _run_stage("pretrain", "pretrain", config, set_, run_dir, force, print_config)
 
 
+@app.command()
+def prepare(config: ConfigOpt = None, set_: SetOpt = None,
+            force: Annotated[bool, typer.Option("--force", help="Rebuild the token store even if it is cached.")] = False,
+            print_config: PrintOpt = False):
+    """Turn a pretrain config's data.source (dump, dump parts, text files) into a token store in
+    data.cache_dir, streaming and in parallel (data.workers). `pretrain` reuses it."""
+    from ulmfit_cli.config import load_config, to_yaml
+    try:
+        cfg = load_config("pretrain", config or [], set_ or [])
+        if print_config:
+            typer.echo(to_yaml(cfg), nl=False)
+            return
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
+        from ulmfit_cli.corpus.prepare import prepare as build
+        store = build(cfg.data, cfg.run.seed, force=force)
+    except UlmfitError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    typer.echo(f"token store: {store.path}")
+    for k in ("train_docs", "valid_docs", "train_tokens", "valid_tokens", "vocab_size", "unk_rate", "seconds"):
+        typer.echo(f"  {k}: {store.stats[k]}")
+
+
 @app.command("finetune-lm")
 def finetune_lm(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
                 force: ForceOpt = False, print_config: PrintOpt = False):

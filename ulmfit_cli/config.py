@@ -89,7 +89,10 @@ class PretrainData(VocabData, Encoded):
     valid_pct: float = Field(0.1, gt=0, lt=1, description="share of articles held out for validation")
     max_docs: int | None = Field(None, gt=0, description="use only the first N articles/documents")
     min_doc_chars: int = Field(0, ge=0, description="drop dump articles with less clean text than this")
-    workers: int | None = Field(None, ge=0)
+    workers: int | None = Field(None, ge=0, description="worker processes (default: all cores; 0 = in-process)")
+    cache_dir: str | None = Field(None, description="where token stores are kept and reused "
+                                                    "(default: $ULMFIT_CACHE, else ~/.cache/ulmfit)")
+    keep_truncated: bool = Field(False, description="keep the complete pages of a truncated dump instead of failing")
 
 
 class FinetuneData(VocabData, TextData):

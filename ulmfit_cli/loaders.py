@@ -1,8 +1,9 @@
 """fastai DataLoaders over already-numericalized documents.
 
 Language model: fastai's `LMDataLoader` (documents shuffled each epoch, concatenated, cut
-into `bs` streams of `bptt` windows). Classifier: fastai's `SortedDL` (length-sorted
-batches, padded by chunks as `TextDataLoaders` does).
+into `bs` streams of `bptt` windows), over in-memory documents or over a token store's
+memory-mapped files. Classifier: fastai's `SortedDL` (length-sorted batches, padded by
+chunks as `TextDataLoaders` does).
 """
 from __future__ import annotations
 
@@ -34,6 +35,38 @@ def lm_dls(train: list[np.ndarray], valid: list[np.ndarray], vocab: list[str], b
     val = LMDataLoader(as_t(valid), bs=bs, seq_len=bptt, shuffle=False, device=device)
     dls = DataLoaders(trn, val, device=device)
     dls.vocab = vocab
+    return dls
+
+
+def _pieces(tokens: np.ndarray, offsets: np.ndarray, size: int) -> list[torch.Tensor]:
+    """Memory-mapped views of runs of whole documents of about `size` tokens each.
+
+    fastai's LMDataLoader shuffles these each epoch (a whole corpus of single documents would
+    cost a Python object per article); the views read the file only when a batch needs it.
+    """
+    total = int(offsets[-1])
+    cuts = offsets[np.searchsorted(offsets, np.arange(size, total, size))] if total > size else []
+    bounds = np.unique(np.concatenate([[0], cuts, [total]])).astype(np.int64)
+    return [torch.from_numpy(tokens[a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def _as_long(t: torch.Tensor) -> torch.Tensor:
+    return t.long()  # the store keeps uint16/int32 ids; embeddings want int64
+
+
+def store_lm_dls(store, bs: int, bptt: int, device: torch.device, piece_tokens: int = 1 << 20) -> DataLoaders:
+    """LM DataLoaders reading a `TokenStore` through numpy.memmap."""
+    loaders = []
+    for split in ("train", "valid"):
+        n = store.n_tokens(split)
+        if (n - 1) // bs < 1:
+            raise UlmfitError(f"the {split} split of {store.path} has {n} tokens: too small for one batch of "
+                              f"train.bs={bs} (lower train.bs or add text)")
+        pieces = _pieces(store.tokens(split), store.offsets(split), piece_tokens)
+        loaders.append(LMDataLoader(pieces, lens=[len(p) for p in pieces], bs=bs, seq_len=bptt,
+                                    shuffle=split == "train", after_batch=_as_long, device=device))
+    dls = DataLoaders(*loaders, device=device)
+    dls.vocab = store.vocab
     return dls
 
 

@@ -5,6 +5,7 @@ Empty documents are dropped and counted, never silently kept as empty samples.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -98,25 +99,35 @@ def read_texts(path: str | Path, key: str, text_col: str = "text", label_col: st
     return out
 
 
-def read_text_documents(path: Path, key: str, encoding: str = "utf-8") -> list[str]:
-    """Documents of a plain-text corpus file.
+def iter_text_documents(path: Path, key: str, encoding: str = "utf-8") -> Iterator[str]:
+    """Documents of a plain-text corpus file, read as a stream.
 
     WikiText files (`*.tokens`) are split into articles at their ` = Title = ` lines;
     any other file holds one document per non-empty line.
     """
-    text = _read_text(path, key, encoding)
-    lines = text.splitlines()
-    if not path.name.endswith(".tokens"):
-        return [ln for ln in lines if ln.strip()]
-    docs, cur = [], []
-    for ln in lines:
-        s = ln.strip()
-        if s.startswith("= ") and s.endswith(" =") and not s.startswith("= ="):
-            if any(c.strip() for c in cur):
-                docs.append("\n".join(c.strip() for c in cur if c.strip()))
-            cur = [s.strip("= ").strip()]
-        else:
-            cur.append(ln)
-    if any(c.strip() for c in cur):
-        docs.append("\n".join(c.strip() for c in cur if c.strip()))
-    return docs
+    if not path.is_file():
+        raise UlmfitError(f"{key}: file not found: {path}")
+    wikitext = path.name.endswith(".tokens")
+    cur: list[str] = []
+    offset = 0
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as e:
+                raise UlmfitError(f"{key}: {path} is not {encoding} text (byte offset {offset + e.start}, "
+                                  f"line {n}); set data.encoding if the file has another encoding "
+                                  f"(e.g. cp1252)") from None
+            offset += len(raw)
+            s = line.strip()
+            if not wikitext:
+                if s:
+                    yield line.rstrip("\r\n")
+            elif s.startswith("= ") and s.endswith(" =") and not s.startswith("= ="):
+                if cur:
+                    yield "\n".join(cur)
+                cur = [s.strip("= ").strip()]
+            elif s:
+                cur.append(s)
+    if cur:
+        yield "\n".join(cur)

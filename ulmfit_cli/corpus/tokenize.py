@@ -1,17 +1,19 @@
 """fastai's word tokenization (spaCy + fastai's default rules), vocab and numericalization.
 
-Reproduces what `TextBlock`/`tokenize_df` produce (`xxbos`, `xxmaj`, `xxup`, `xxrep`,
-`xxwrep`), so vocabularies stay compatible with fastai's pretrained models. Documents are
+Produces exactly what `TextBlock`/`tokenize_df` produce (`xxbos`, `xxmaj`, `xxup`, `xxrep`,
+`xxwrep`), so vocabularies stay compatible with fastai's pretrained models, but without
+the per-token `L` wrappers of fastai's `TokenizeWithRules` (most of its time). Documents are
 tokenized in batches on a process pool so a progress bar can follow the work.
 """
 from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
-from fastai.text.core import SpacyTokenizer, TokenizeWithRules, defaults
+from fastai.text.core import defaults, replace_space
 from fastai.text.data import make_vocab
 
 from ulmfit_cli.console import progress
@@ -23,19 +25,38 @@ _IN_PROCESS_CHARS = 1_000_000  # below this, starting workers costs more than it
 _tokenizer = None
 
 
-def _make_tokenizer() -> TokenizeWithRules:
-    tok = SpacyTokenizer()
-    tok.pipe.__self__.max_length = 10 ** 9  # spaCy's 1M-char guard is for its parser; we only split words
-    return TokenizeWithRules(tok, rules=defaults.text_proc_rules)
+class WordTokenizer:
+    """fastai's `TokenizeWithRules(SpacyTokenizer())`: the same rules, spaCy tokenizer and special
+    cases, the same output, in plain lists."""
+
+    def __init__(self, lang: str = "en"):
+        import spacy
+        from spacy.symbols import ORTH
+        self.nlp = spacy.blank(lang)
+        for w in defaults.text_spec_tok:
+            self.nlp.tokenizer.add_special_case(w, [{ORTH: w}])
+        self.nlp.max_length = 10 ** 9  # spaCy's 1M-char guard is for its parser; we only split words
+        self.rules = list(defaults.text_proc_rules)
+        # fastai's only post rule turns spaces inside a token into '▁'; applied below without a call per token
+        assert defaults.text_postproc_rules == [replace_space], "fastai's post rules changed"
+
+    def _pre(self, text: str) -> str:
+        for rule in self.rules:
+            text = rule(text)
+        return text
+
+    def __call__(self, texts: list[str]) -> Iterator[list[str]]:
+        for doc in self.nlp.tokenizer.pipe(map(self._pre, texts), batch_size=5000):
+            yield [t.text.replace(" ", "▁") if " " in t.text else t.text for t in doc]
 
 
 def _init_worker() -> None:
     global _tokenizer
-    _tokenizer = _make_tokenizer()
+    _tokenizer = WordTokenizer()
 
 
 def _tokenize_batch(texts: list[str]) -> list[list[str]]:
-    return [list(t) for t in _tokenizer(texts)]
+    return list(_tokenizer(texts))
 
 
 def _batches(texts: list[str]) -> list[tuple[int, int]]:

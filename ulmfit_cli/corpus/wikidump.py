@@ -1,9 +1,11 @@
-"""Stream clean article text out of a MediaWiki `pages-articles` XML dump (.xml or .xml.bz2).
+"""Stream pages out of a MediaWiki `pages-articles` XML dump (.xml, .xml.bz2, multistream) and
+clean their markup.
 
-The XML is parsed incrementally (the .bz2 is decompressed as a stream) and each page is
-freed once read, so memory does not grow with the dump. Markup is removed by
-wikiextractor's cleaner (templates, tables, refs, link targets, bold/italic quotes,
-comments); only namespace-0 articles that are not redirects are kept.
+`iter_pages` parses the XML incrementally (a `.bz2` is decompressed as a stream) and frees
+each page once read, so memory does not grow with the dump; it keeps namespace-0 pages that
+are not redirects. `clean_page` removes the markup with wikiextractor's cleaner (templates,
+tables, refs, link targets, bold/italic quotes, comments) and filters disambiguation pages,
+lists and stubs; it is what `prepare`'s worker processes run.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ulmfit_cli.console import info
 from ulmfit_cli.errors import UlmfitError
 
 logging.getLogger("wikiextractor").setLevel(logging.ERROR)  # it warns per article about templates
@@ -22,6 +25,7 @@ from wikiextractor.extract import Extractor  # noqa: E402
 
 _FORMULA = re.compile(r"\b(?:formula|codice)_\d+\b")
 _DISAMBIG = re.compile(r"\{\{\s*(?:disambig|disambiguation|dab|hndis|geodis|surname|given name)\b[^}]*\}\}", re.I)
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 
 def _local(tag: str) -> str:
@@ -40,9 +44,9 @@ def is_dump(path: Path) -> bool:
 @dataclass
 class DumpStats:
     pages: int = 0
-    articles: int = 0
-    skipped: dict = field(default_factory=lambda: {"namespace": 0, "redirect": 0, "disambiguation/list": 0,
-                                                   "too short": 0})
+    bytes_read: int = 0       # position in the (compressed) file, for progress
+    truncated: bool = False
+    skipped: dict = field(default_factory=lambda: {"namespace": 0, "redirect": 0})
 
 
 def clean_wikitext(title: str, wikitext: str) -> str:
@@ -52,58 +56,85 @@ def clean_wikitext(title: str, wikitext: str) -> str:
     return _FORMULA.sub("", text)
 
 
-def iter_articles(path: Path, stats: DumpStats | None = None, min_chars: int = 0) -> Iterator[str]:
-    """Yield the clean text of each article of the dump, in dump order."""
+def clean_page(title: str, wikitext: str, min_chars: int = 0) -> tuple[str, str | None]:
+    """(clean text, None), or ("", reason) for a page that is not kept."""
+    if title.endswith("(disambiguation)") or title.startswith("List of") or _DISAMBIG.search(wikitext):
+        return "", "disambiguation/list"
+    text = clean_wikitext(title, wikitext)
+    if len(text) < max(min_chars, 1):
+        return "", "too short"
+    return text, None
+
+
+def iter_pages(path: Path, stats: DumpStats | None = None, lang_warning: bool = False,
+               keep_truncated: bool = False) -> Iterator[tuple[str, str]]:
+    """(title, wikitext) of each namespace-0 page that is not a redirect, in dump order."""
     stats = stats if stats is not None else DumpStats()
-    with open(path, "rb") as f:
-        opener = bz2.open if f.read(3) == b"BZh" else open
+    raw = open(path, "rb")
+    stream = bz2.BZ2File(raw) if raw.read(3) == b"BZh" else raw
+    raw.seek(0)
     try:
-        with opener(path, "rb") as f:
-            root = None
-            for event, elem in ET.iterparse(f, events=("start", "end")):
-                tag = _local(elem.tag)
-                if root is None:
-                    if tag != "mediawiki":
-                        raise UlmfitError(f"{path}: not a MediaWiki XML export (root element <{tag}>, "
-                                          f"expected <mediawiki>)")
-                    root = elem
-                    continue
-                if event != "end" or tag != "page":
-                    continue
-                stats.pages += 1
-                text = _page(elem, path, stats, min_chars)
-                root.clear()  # drop finished pages: constant memory
-                if text:
-                    stats.articles += 1
-                    yield text
+        root = None
+        for event, elem in ET.iterparse(stream, events=("start", "end")):
+            tag = _local(elem.tag)
+            if root is None:
+                if tag != "mediawiki":
+                    raise UlmfitError(f"{path}: not a MediaWiki XML export (root element <{tag}>, "
+                                      f"expected <mediawiki>)")
+                root = elem
+                lang = elem.get(_XML_LANG, "en")
+                if lang_warning and lang != "en":
+                    info(f"warning: {path.name} is a dump with xml:lang=\"{lang}\", tokenized with the English "
+                         f"(spaCy 'en') rules; consider data.tokenizer: sentencepiece")
+                continue
+            if event != "end" or tag != "page":
+                continue
+            stats.pages += 1
+            stats.bytes_read = raw.tell()
+            page = _page(elem, stats)
+            root.clear()  # drop finished pages: constant memory
+            if page:
+                yield page
     except ET.ParseError as e:
-        raise UlmfitError(f"{path}: the XML is malformed or truncated ({e}); "
-                          f"after {stats.pages} pages") from None
+        stats.bytes_read = raw.tell()
+        _broken(path, f"the XML is malformed or truncated ({e})", stats, keep_truncated)
     except (OSError, EOFError) as e:
-        raise UlmfitError(f"{path}: cannot read the dump ({e}); a truncated or corrupted download? "
-                          f"after {stats.pages} pages") from None
+        stats.bytes_read = raw.tell()
+        _broken(path, f"cannot read it ({e}); a truncated or corrupted download?", stats, keep_truncated)
+    finally:
+        stream.close()
+        raw.close()
 
 
-def _page(page: ET.Element, path: Path, stats: DumpStats, min_chars: int) -> str | None:
+def _broken(path: Path, why: str, stats: DumpStats, keep_truncated: bool) -> None:
+    where = f"it broke after {stats.pages} complete pages, by byte {stats.bytes_read:,} of the file"
+    if not keep_truncated:
+        raise UlmfitError(f"{path}: {why}; {where}. Set data.keep_truncated=true to keep the complete "
+                          f"pages before that point") from None
+    stats.truncated = True
+    info(f"warning: {path}: {why}; {where}; keeping the {stats.pages} complete pages before it")
+
+
+def _page(page: ET.Element, stats: DumpStats) -> tuple[str, str] | None:
     fields = {_local(c.tag): c for c in page}
-    if (fields.get("ns") is not None and fields["ns"].text != "0"):
+    if fields.get("ns") is not None and fields["ns"].text != "0":
         stats.skipped["namespace"] += 1
         return None
-    if "redirect" in fields:
-        stats.skipped["redirect"] += 1
-        return None
-    title = fields["title"].text if "title" in fields else ""
     revision = fields.get("revision")
     text_el = None if revision is None else next((c for c in revision if _local(c.tag) == "text"), None)
     wikitext = (text_el.text or "") if text_el is not None else ""
-    if wikitext.lstrip().lower().startswith("#redirect"):
+    if "redirect" in fields or wikitext.lstrip().lower().startswith("#redirect"):
         stats.skipped["redirect"] += 1
         return None
-    if title.endswith("(disambiguation)") or title.startswith("List of") or _DISAMBIG.search(wikitext):
-        stats.skipped["disambiguation/list"] += 1
-        return None
-    text = clean_wikitext(title, wikitext)
-    if len(text) < max(min_chars, 1):
-        stats.skipped["too short"] += 1
-        return None
-    return text
+    return (fields["title"].text or "") if "title" in fields else "", wikitext
+
+
+def iter_articles(path: Path, stats: DumpStats | None = None, min_chars: int = 0) -> Iterator[str]:
+    """Clean text of each kept article, in dump order (one process; `prepare` runs this in parallel)."""
+    stats = stats if stats is not None else DumpStats()
+    for title, wikitext in iter_pages(path, stats):
+        text, reason = clean_page(title, wikitext, min_chars)
+        if reason:
+            stats.skipped[reason] = stats.skipped.get(reason, 0) + 1
+        else:
+            yield text

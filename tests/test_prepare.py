@@ -1,0 +1,188 @@
+"""`ulmfit prepare` and the token store: streaming extraction, caching, interruption, memmap loading."""
+import bz2
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY, write_dump
+from ulmfit_cli.config import PretrainData
+from ulmfit_cli.corpus import prepare as prep
+from ulmfit_cli.corpus.store import COMPLETE, TokenStore
+from ulmfit_cli.corpus.tokenize import numericalize, tokenize
+from ulmfit_cli.corpus.wikidump import iter_articles
+from ulmfit_cli.errors import UlmfitError
+
+
+def _data(tmp_path, source, **kw) -> PretrainData:
+    return PretrainData(source=str(source), cache_dir=str(tmp_path / "cache"), workers=0, min_freq=1, **kw)
+
+
+def _all_tokens(store: TokenStore) -> list[list[str]]:
+    docs = []
+    for split in ("train", "valid"):
+        toks, offs = store.tokens(split), store.offsets(split)
+        docs += [[store.vocab[i] for i in toks[a:b]] for a, b in zip(offs[:-1], offs[1:])]
+    return docs
+
+
+def test_store_holds_fastai_tokens_of_every_article(tmp_path):
+    dump = write_dump(tmp_path / "w-pages-articles.xml.bz2", n_articles=10)
+    store = prep.prepare(_data(tmp_path, dump), seed=0)
+    assert (store.path / COMPLETE).is_file() and store.stats["articles"] == 10
+    assert store.stats["skipped"]["redirect"] == 1 and store.stats["skipped"]["namespace"] == 1
+    assert store.stats["valid_docs"] == 1 and store.stats["train_docs"] == 9
+    assert store.tokens("train").dtype == np.uint16 and isinstance(store.tokens("train"), np.memmap)
+    expected = tokenize(list(iter_articles(dump)), workers=0)
+    assert sorted(map(tuple, _all_tokens(store))) == sorted(map(tuple, expected))
+
+
+def test_workers_do_not_change_the_store(tmp_path, monkeypatch):
+    monkeypatch.setattr(prep, "_BATCH_CHARS", 2000)  # many small batches, out-of-order completion
+    dump = write_dump(tmp_path / "w-pages-articles.xml.bz2", n_articles=12)
+    a = prep.prepare(_data(tmp_path / "a", dump), seed=3)
+    b = prep.prepare(_data(tmp_path / "b", dump).model_copy(update={"workers": 2}), seed=3)
+    assert a.vocab == b.vocab
+    for split in ("train", "valid"):
+        assert np.array_equal(a.tokens(split), b.tokens(split))
+        assert np.array_equal(a.offsets(split), b.offsets(split))
+
+
+def test_second_prepare_reuses_the_cache_and_a_change_rebuilds(tmp_path):
+    dump = write_dump(tmp_path / "w-pages-articles.xml.bz2")
+    first = prep.prepare(_data(tmp_path, dump), seed=0)
+    stamp = (first.path / COMPLETE).stat().st_mtime_ns
+    again = prep.prepare(_data(tmp_path, dump), seed=0)
+    assert again.path == first.path and (again.path / COMPLETE).stat().st_mtime_ns == stamp
+    other = prep.prepare(_data(tmp_path, dump, max_vocab=40), seed=0)
+    assert other.path != first.path and len(other.vocab) <= 48
+
+
+def test_interrupted_prepare_leaves_no_finished_store(tmp_path, monkeypatch):
+    dump = write_dump(tmp_path / "w-pages-articles.xml.bz2")
+    calls = {"n": 0}
+    real = prep._work
+
+    def dies(*a):
+        calls["n"] += 1
+        raise KeyboardInterrupt
+    monkeypatch.setattr(prep, "_work", dies)
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare(_data(tmp_path, dump), seed=0)
+    cache = tmp_path / "cache"
+    assert calls["n"] == 1 and not any((p / COMPLETE).exists() for p in cache.iterdir())
+    monkeypatch.setattr(prep, "_work", real)
+    store = prep.prepare(_data(tmp_path, dump), seed=0)  # starts again cleanly
+    assert (store.path / COMPLETE).is_file() and not list(cache.glob("*.partial"))
+
+
+def _multistream(xml: bytes, pages_per_stream: int) -> bytes:
+    """bz2 streams of a few pages each, as Wikipedia's multistream dumps are made."""
+    cuts = [0] + [m for m in range(len(xml)) if xml.startswith(b"<page>", m)][::pages_per_stream][1:] + [len(xml)]
+    return b"".join(bz2.compress(xml[a:b]) for a, b in zip(cuts[:-1], cuts[1:]))
+
+
+def test_corrupt_bz2_is_named_and_builds_nothing_unless_asked(tmp_path):
+    streams = _multistream(write_dump(tmp_path / "good.xml", n_articles=40).read_bytes(), 10)
+    bad = tmp_path / "cut-pages-articles.xml.bz2"
+    bad.write_bytes(streams[: int(len(streams) * 0.6)])
+    with pytest.raises(UlmfitError, match="cut-pages-articles.xml.bz2.*truncated or corrupted"):
+        prep.prepare(_data(tmp_path, bad), seed=0)
+    assert not list((tmp_path / "cache").glob("*/" + COMPLETE))
+    store = prep.prepare(_data(tmp_path, bad, keep_truncated=True), seed=0)
+    assert store.stats["truncated_input"] and 0 < store.stats["articles"] < 40
+
+
+def test_wikitext_folder_keeps_its_split(tmp_path):
+    (tmp_path / "wiki.train.tokens").write_text(" = A = \n\n alpha words here \n = B = \n\n beta words \n")
+    (tmp_path / "wiki.valid.tokens").write_text(" = C = \n\n gamma words \n")
+    store = prep.prepare(_data(tmp_path, tmp_path), seed=0)
+    assert store.stats["train_docs"] == 2 and store.stats["valid_docs"] == 1
+
+
+@pytest.mark.parametrize("piece_tokens", [1 << 20, 300])
+def test_memmap_loader_covers_every_token_once_per_epoch(tmp_path, piece_tokens):
+    from collections import Counter
+
+    from ulmfit_cli.loaders import store_lm_dls
+    dump = write_dump(tmp_path / "w-pages-articles.xml.bz2", n_articles=10)
+    store = prep.prepare(_data(tmp_path, dump), seed=0)
+    bs, bptt = 4, 16
+    dls = store_lm_dls(store, bs, bptt, torch.device("cpu"), piece_tokens=piece_tokens)
+    assert dls.vocab == store.vocab
+    stream = np.asarray(store.tokens("train"), dtype=np.int64)
+    n = (len(stream) - 1) // bs
+    orders = []
+    for _ in range(2):  # each epoch: every token at most once, all but the < bs left over
+        rows = [[] for _ in range(bs)]
+        for x, y in dls.train:
+            assert x.dtype == torch.int64 and torch.equal(x[:, 1:], y[:, :-1])
+            for r in range(bs):
+                rows[r] += x[r].tolist()
+        seen = Counter(t for row in rows for t in row)
+        assert all(len(row) == n for row in rows)
+        assert not seen - Counter(stream.tolist()) and sum((Counter(stream.tolist()) - seen).values()) <= bs
+        orders.append(rows)
+    if piece_tokens < len(stream):  # pieces are shuffled each epoch
+        assert orders[0] != orders[1]
+    else:  # one piece: the rows are the stream itself, in order
+        assert rows[0] == stream[:n].tolist()
+
+
+def test_pretrain_from_store_matches_in_memory_tokens(cli, tmp_path):
+    dump = write_dump(tmp_path / "w-pages-articles.xml.bz2", n_articles=12)
+    res = cli("prepare", "-c", TINY, "--set", f"data.source={dump}", "--set", f"data.cache_dir={tmp_path / 'c'}")
+    assert res.exit_code == 0, res.output
+    assert "token store" in res.output or "token store" in (res.stderr if hasattr(res, "stderr") else "")
+    res = cli("pretrain", "-c", TINY, "--set", f"data.source={dump}", "--set", f"data.cache_dir={tmp_path / 'c'}",
+              "--run-dir", tmp_path / "lm")
+    assert res.exit_code == 0, res.output
+    vocab = json.loads((tmp_path / "lm" / "vocab.json").read_text())
+    store = TokenStore.open(next((tmp_path / "c").iterdir()))
+    assert vocab == store.vocab
+    docs = tokenize(list(iter_articles(dump)), workers=0)
+    ids = numericalize(docs, vocab)
+    assert sum(map(len, ids)) == store.stats["train_tokens"] + store.stats["valid_tokens"]
+
+
+def test_non_english_dump_warns(tmp_path, capsys):
+    dump = write_dump(tmp_path / "de-pages-articles.xml", n_articles=3)
+    dump.write_text(dump.read_text().replace('xml:lang="en"', 'xml:lang="de"'))
+    prep.prepare(_data(tmp_path, dump), seed=0)
+    assert "xml:lang=\"de\"" in capsys.readouterr().err
+
+
+def test_multistream_bz2(tmp_path):
+    multi = tmp_path / "m-pages-articles-multistream.xml.bz2"
+    multi.write_bytes(_multistream(write_dump(tmp_path / "x.xml", n_articles=4).read_bytes(), 2))
+    store = prep.prepare(_data(tmp_path, multi), seed=0)
+    assert store.stats["articles"] == 4
+
+
+def test_memmap_and_in_memory_loaders_reach_the_same_validation_loss(tmp_path):
+    from fastai.torch_core import set_seed
+
+    from ulmfit_cli.config import LMTrain
+    from ulmfit_cli.learners import lm_learner
+    from ulmfit_cli.loaders import lm_dls, store_lm_dls
+    from ulmfit_cli.runs import Run
+    store = prep.prepare(_data(tmp_path, write_dump(tmp_path / "w-pages-articles.xml.bz2", n_articles=16)), seed=0)
+    docs = {s: [np.asarray(store.tokens(s)[a:b], dtype=np.int64)
+                for a, b in zip(store.offsets(s)[:-1], store.offsets(s)[1:])] for s in ("train", "valid")}
+    train = LMTrain(bs=8, bptt=16, epochs=2, lr=1e-2)
+    arch = {"emb_sz": 16, "n_hid": 32, "n_layers": 2}
+    cpu = torch.device("cpu")
+    losses = []
+    for make in (lambda: lm_dls(docs["train"], docs["valid"], store.vocab, 8, 16, cpu),
+                 lambda: store_lm_dls(store, 8, 16, cpu, piece_tokens=500)):
+        set_seed(0, reproducible=True)
+        learn = lm_learner(make(), arch, 0.2, train, "fp32", Run(tmp_path, tmp_path, "test"), "test")
+        learn.fit_one_cycle(2, 1e-2)
+        with learn.no_bar():
+            losses.append(float(learn.validate()[0]))
+    # the validation windows are the same tokens in the same order
+    a, b = (list(d.valid) for d in (lm_dls(docs["train"], docs["valid"], store.vocab, 8, 16, cpu),
+                                    store_lm_dls(store, 8, 16, cpu)))
+    assert len(a) == len(b) and all(torch.equal(x[0], y[0]) for x, y in zip(a, b))
+    assert losses[1] == pytest.approx(losses[0], rel=0.02)
