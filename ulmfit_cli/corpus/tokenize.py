@@ -8,6 +8,7 @@ tokenized in batches on a process pool so a progress bar can follow the work.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -25,9 +26,21 @@ _IN_PROCESS_CHARS = 1_000_000  # below this, starting workers costs more than it
 _tokenizer = None
 
 
+_RUNS = re.compile(r"\s+|\S+")  # `\s` is str.isspace(), the test spaCy's tokenizer loop uses
+_MEMO_MAX = 1 << 20            # cached runs per process (a few hundred MB at most)
+
+
 class WordTokenizer:
     """fastai's `TokenizeWithRules(SpacyTokenizer())`: the same rules, spaCy tokenizer and special
-    cases, the same output, in plain lists."""
+    cases, the same output, in plain lists, and several times faster.
+
+    spaCy's tokenizer cuts the text at whitespace and tokenizes each run of non-space characters
+    on its own (prefixes, suffixes, infixes, special cases); a run of whitespace becomes a token,
+    less the single space that marks the previous token's trailing whitespace. The loop below
+    repeats that cut (a port of `Tokenizer._tokenize_affixes`) and asks spaCy only about runs
+    it has not seen before: most words of a corpus repeat, and building a spaCy `Doc` per token
+    is where spaCy spends its time. Tests compare the output with fastai's on real text.
+    """
 
     def __init__(self, lang: str = "en"):
         import spacy
@@ -39,6 +52,28 @@ class WordTokenizer:
         self.rules = list(defaults.text_proc_rules)
         # fastai's only post rule turns spaces inside a token into '▁'; applied below without a call per token
         assert defaults.text_postproc_rules == [replace_space], "fastai's post rules changed"
+        self.memo: dict[str, list[str]] = {}
+
+    def _run(self, run: str) -> list[str]:
+        toks = self.memo.get(run)
+        if toks is None:
+            toks = [t.text.replace(" ", "▁") if " " in t.text else t.text for t in self.nlp.tokenizer(run)]
+            if len(self.memo) >= _MEMO_MAX:
+                self.memo.clear()
+            self.memo[run] = toks
+        return toks
+
+    def tokenize(self, text: str) -> list[str]:
+        """Tokens of one text after fastai's rules."""
+        out: list[str] = []
+        for m in _RUNS.finditer(text):
+            run = m.group()
+            if m.start() and run[0] == " ":  # marks the previous token's trailing space
+                run = run[1:]
+                if not run:
+                    continue
+            out.extend(self._run(run))
+        return out
 
     def _pre(self, text: str) -> str:
         for rule in self.rules:
@@ -46,8 +81,8 @@ class WordTokenizer:
         return text
 
     def __call__(self, texts: list[str]) -> Iterator[list[str]]:
-        for doc in self.nlp.tokenizer.pipe(map(self._pre, texts), batch_size=5000):
-            yield [t.text.replace(" ", "▁") if " " in t.text else t.text for t in doc]
+        for text in texts:
+            yield self.tokenize(self._pre(text))
 
 
 def _init_worker() -> None:

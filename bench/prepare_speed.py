@@ -1,0 +1,165 @@
+"""Dump -> numericalized tokens: the stock fastai path against `ulmfit prepare`, in one run.
+
+The dump is the Wikipedia sample (gensim's copy, or ../shared/data) with its pages repeated
+`--copies` times under renamed titles (10 copies: about 60 MB of XML). Both paths use the same
+number of worker processes:
+
+- stock fastai: wikiextractor 3.1 (`--no-templates --json`, as a tutorial runs it) -> a
+  DataFrame -> `tokenize_df` (spaCy + fastai's rules) -> fastai's `Numericalize` into a list
+  of tensors, which is what `TextBlock` holds in memory;
+- ulmfit: `ulmfit prepare` (streaming extraction, tokenization and numericalization into an
+  on-disk token store).
+
+Each path runs in its own process tree; peak RSS is the largest sum of RSS over that tree.
+  python bench/prepare_speed.py [--copies 10] [--workers 2] [--skip-stock]
+"""
+from __future__ import annotations
+
+import argparse
+import bz2
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sample_dump() -> Path:
+    shared = ROOT.parent / "shared" / "data" / "wiki" / "enwiki-pages-articles-sample.xml.bz2"
+    if shared.is_file():
+        return shared
+    import gensim
+    return (Path(gensim.__file__).parent / "test" / "test_data"
+            / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+
+
+def make_dump(out: Path, copies: int) -> int:
+    """The sample's pages `copies` times, titles renamed; returns the XML size in bytes."""
+    xml = bz2.decompress(sample_dump().read_bytes()).decode("utf-8")
+    head, rest = xml.split("<page>", 1)
+    body, tail = ("<page>" + rest).rsplit("</page>", 1)
+    body += "</page>"
+    parts = [head]
+    for c in range(copies):
+        parts.append(re.sub(r"<title>(.*?)</title>", lambda m: f"<title>{m.group(1)} (copy {c})</title>", body)
+                     if c else body)
+    parts.append(tail)
+    data = "".join(parts).encode("utf-8")
+    out.write_bytes(bz2.compress(data, 9))
+    return len(data)
+
+
+def _tree_mem(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in bytes summed over `pid` and its descendants.
+
+    RSS counts the shared pages of forked workers (torch's libraries, say) once per process;
+    PSS splits them between the processes that share them: the memory the tree really uses.
+    """
+    rss = pss = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for ln in f:
+                    if ln.startswith("Rss:"):
+                        rss += int(ln.split()[1]) * 1024
+                    elif ln.startswith("Pss:"):
+                        pss += int(ln.split()[1]) * 1024
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            pass
+    return rss, pss
+
+
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, tuple[int, int], str]:
+    """(seconds, (peak tree RSS, peak tree PSS), stdout) of a command."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    peak = (0, 0)
+    stop = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not stop.is_set():
+            rss, pss = _tree_mem(proc.pid)
+            peak = (max(peak[0], rss), max(peak[1], pss))
+            time.sleep(0.1)
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    out, err = proc.communicate()
+    stop.set()
+    th.join()
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        sys.exit(f"{' '.join(cmd[:4])} failed:\n{err[-3000:]}")
+    return seconds, peak, out
+
+
+STOCK = r'''
+import json, sys, glob, time, warnings
+warnings.filterwarnings("ignore")
+import pandas as pd
+from fastai.text.all import tokenize_df, Numericalize
+out_dir, workers = sys.argv[1], int(sys.argv[2])
+t0 = time.perf_counter()
+rows = [json.loads(ln) for f in sorted(glob.glob(out_dir + "/*/wiki_*")) for ln in open(f, encoding="utf-8")]
+df = pd.DataFrame({"text": [r["text"] for r in rows if r["text"].strip()]})
+tok_df, count = tokenize_df(df, "text", n_workers=workers)
+num = Numericalize(min_freq=3, max_vocab=60000)
+num.setup(tok_df["text"])
+ids = [num(t) for t in tok_df["text"]]
+print(json.dumps({"docs": len(ids), "tokens": int(sum(len(t) for t in ids)), "vocab": len(num.vocab),
+                  "tokenize_seconds": time.perf_counter() - t0}))
+'''
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--copies", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--skip-stock", action="store_true", help="measure ulmfit prepare only")
+    args = ap.parse_args()
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        dump = tmp / "enwiki-bench-pages-articles.xml.bz2"
+        xml_bytes = make_dump(dump, args.copies)
+        mb = xml_bytes / 1e6
+        print(f"dump: {args.copies} copies of the sample, {mb:.1f} MB of XML ({dump.stat().st_size / 1e6:.1f} MB bz2), "
+              f"{args.workers} workers, {os.cpu_count()} cores")
+        rows = []
+        if not args.skip_stock:
+            ext_s, ext_rss, _ = run_measured([py, "-m", "wikiextractor.WikiExtractor", str(dump), "--no-templates",
+                                              "--json", "--processes", str(args.workers), "-q", "-o", str(tmp / "wx")])
+            tok_s, tok_rss, out = run_measured([py, "-c", STOCK, str(tmp / "wx"), str(args.workers)])
+            stock = json.loads(out.strip().splitlines()[-1])
+            rows.append(("stock fastai (wikiextractor + tokenize_df + Numericalize)", ext_s + tok_s,
+                         tuple(map(max, ext_rss, tok_rss)), stock["tokens"], stock["docs"]))
+            print(f"  stock: wikiextractor {ext_s:.1f} s, tokenize_df + Numericalize {tok_s:.1f} s")
+        env = {**os.environ, "CI": "true", "ULMFIT_CACHE": str(tmp / "cache")}
+        sec, rss, _ = run_measured([py, "-m", "ulmfit_cli", "prepare", "--set", f"data.source={dump}",
+                                    "--set", f"data.workers={args.workers}"], env=env)
+        stats = json.loads(next((tmp / "cache").glob("*/stats.json")).read_text())
+        rows.append(("ulmfit prepare", sec, rss, stats["train_tokens"] + stats["valid_tokens"],
+                     stats["train_docs"] + stats["valid_docs"]))
+    print()
+    print("| path | seconds | MB of XML/s | tokens/s | peak RSS (sum over processes) | peak PSS | documents | tokens |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, s, (r, p), t, d in rows:
+        print(f"| {name} | {s:.1f} | {mb / s:.2f} | {t / s:,.0f} | {r / 2**30:.2f} GB | {p / 2**30:.2f} GB | {d:,} | {t:,} |")
+    if len(rows) == 2:
+        print(f"\nspeed-up of ulmfit prepare: {rows[0][1] / rows[1][1]:.2f}x; "
+              f"peak PSS ratio {rows[1][2][1] / rows[0][2][1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
