@@ -92,7 +92,7 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, tuple[
         while not stop.is_set():
             rss, pss = _tree_mem(proc.pid)
             peak = (max(peak[0], rss), max(peak[1], pss))
-            time.sleep(0.1)
+            time.sleep(0.25)
     th = threading.Thread(target=sample, daemon=True)
     th.start()
     out, err = proc.communicate()
