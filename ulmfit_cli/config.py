@@ -93,6 +93,10 @@ class PretrainData(VocabData, Encoded):
     cache_dir: str | None = Field(None, description="where token stores are kept and reused "
                                                     "(default: $ULMFIT_CACHE, else ~/.cache/ulmfit)")
     keep_truncated: bool = Field(False, description="keep the complete pages of a truncated dump instead of failing")
+    tokenizer: Literal["spacy", "sentencepiece"] = Field(
+        "spacy", description="spacy: fastai's word tokenizer; sentencepiece: fastai's subword tokenizer, trained here")
+    sp_vocab_size: int | None = Field(None, gt=8, description="SentencePiece vocab (default: fastai's rule of thumb)")
+    sp_train_chars: int = Field(50_000_000, gt=0, description="text the SentencePiece model is trained on")
 
 
 class FinetuneData(VocabData, TextData):

@@ -48,6 +48,11 @@ class Run:
         torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
         os.replace(tmp, self.path / name)
 
+    def copy_in(self, src: Path | None, name: str) -> None:
+        """Copy a file the run depends on (a tokenizer model) into the run dir."""
+        if src is not None:
+            shutil.copyfile(src, self.path / name)
+
     def log_metrics(self, record: dict) -> None:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -115,6 +120,12 @@ class UpstreamRun:
 
     def weights(self, name: str) -> dict:
         return load_weights(self.path / name)
+
+    @property
+    def sp_model(self) -> Path | None:
+        """The SentencePiece model of a run trained on subwords, if any."""
+        from ulmfit_cli.corpus.tokenize import SP_MODEL  # late: fastai
+        return self.path / SP_MODEL if (self.path / SP_MODEL).is_file() else None
 
 
 def read_run(path: Path | str, key: str, stages: tuple[str, ...], weights: str) -> UpstreamRun:

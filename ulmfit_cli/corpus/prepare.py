@@ -65,8 +65,9 @@ def cache_key(data: PretrainData, seed: int, files: list[Path]) -> dict:
     return {
         "version": STORE_VERSION,
         "files": [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files],
-        "tokenizer": {"name": "fastai-spacy-rules", "lang": "en", "fastai": fastai.__version__,
-                      "spacy": spacy.__version__},
+        "tokenizer": {"name": data.tokenizer, "rules": "fastai-default", "fastai": fastai.__version__,
+                      "spacy": spacy.__version__, "sp_vocab_size": data.sp_vocab_size,
+                      "sp_train_chars": data.sp_train_chars},
         "encoding": data.encoding, "max_vocab": data.max_vocab, "min_freq": data.min_freq,
         "valid_pct": data.valid_pct, "seed": seed, "max_docs": data.max_docs,
         "min_doc_chars": data.min_doc_chars,
@@ -84,9 +85,9 @@ def store_path(data: PretrainData, source: Path, key: dict) -> Path:
 _tokenizer = None
 
 
-def _init_worker() -> None:
+def _init_worker(sp_model: Path | None) -> None:
     global _tokenizer
-    _tokenizer = tok.WordTokenizer()
+    _tokenizer = tok.make_tokenizer(sp_model)
 
 
 def _work(kind: str, batch: list, min_chars: int) -> tuple:
@@ -111,6 +112,25 @@ def _work(kind: str, batch: list, min_chars: int) -> tuple:
 
 
 # ---------------------------------------------------------------- the stream
+def _train_sentencepiece(files: list[Path], data: PretrainData, out_dir: Path) -> Path:
+    """A first, partial pass: `data.sp_train_chars` of clean text after fastai's rules -> the model."""
+    sample = out_dir / "sp_train.txt"
+    size = 0
+    with open(sample, "w", encoding="utf-8") as f:
+        for kind, batch, _ in _jobs(files, data, DumpStats(), None):
+            for item in batch:
+                text = clean_page(*item, data.min_doc_chars)[0] if kind == "dump" else item
+                if text:
+                    line = tok.apply_rules(text).replace("\n", " ")
+                    f.write(line + "\n")
+                    size += len(line)
+            if size >= data.sp_train_chars:
+                break
+    info(f"token store: training SentencePiece on {size / 1e6:.1f}M characters")
+    model = tok.train_sentencepiece(sample, out_dir, data.sp_vocab_size)
+    return model.rename(out_dir / tok.SP_MODEL)
+
+
 def _jobs(files: list[Path], data: PretrainData, stats: DumpStats, bar) -> Iterator[tuple]:
     """(kind, batch, split-or-None) tuples of about `_BATCH_CHARS` characters each."""
     split = _fixed_split(files)
@@ -124,16 +144,18 @@ def _jobs(files: list[Path], data: PretrainData, stats: DumpStats, bar) -> Itera
             batch.append(item)
             size += len(item[1]) if kind == "dump" else len(item)
             if size >= _BATCH_CHARS:
-                bar.n = done_bytes + stats.bytes_read
-                bar.refresh()
+                if bar is not None:
+                    bar.n = done_bytes + stats.bytes_read
+                    bar.refresh()
                 yield kind, batch, split and split[f]
                 batch, size = [], 0
         if batch:
             yield kind, batch, split and split[f]
         done_bytes += f.stat().st_size
         stats.bytes_read = 0
-    bar.n = done_bytes
-    bar.refresh()
+    if bar is not None:
+        bar.n = done_bytes
+        bar.refresh()
 
 
 def prepare(data: PretrainData, seed: int, force: bool = False) -> TokenStore:
@@ -198,14 +220,15 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, path: Pa
         return data.max_docs is not None and n_docs >= data.max_docs
 
     try:
+        sp_model = _train_sentencepiece(files, data, writer.partial) if data.tokenizer == "sentencepiece" else None
         jobs = _jobs(files, data, stats, bar)
         if workers == 0:
-            _init_worker()
+            _init_worker(sp_model)
             for kind, batch, split in jobs:
                 if consume(_work(kind, batch, data.min_doc_chars), split):
                     break
         else:
-            with ProcessPoolExecutor(workers, initializer=_init_worker) as ex:
+            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(sp_model,)) as ex:
                 pending: deque = deque()
                 stop = False
                 for kind, batch, split in jobs:

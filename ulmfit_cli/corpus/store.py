@@ -50,6 +50,12 @@ class TokenStore:
         read = lambda name: json.loads((path / name).read_text(encoding="utf-8"))  # noqa: E731
         return cls(path=path, vocab=read("vocab.json"), stats=read("stats.json"), meta=read("meta.json"))
 
+    @property
+    def sp_model(self) -> Path | None:
+        """The SentencePiece model the tokens were made with, if any."""
+        from ulmfit_cli.corpus.tokenize import SP_MODEL
+        return self.path / SP_MODEL if (self.path / SP_MODEL).is_file() else None
+
     def tokens(self, split: str) -> np.ndarray:
         dtype = token_dtype(len(self.vocab))
         file = self.path / f"{split}.bin"
@@ -100,6 +106,8 @@ class StoreWriter:
     def finish(self, vocab: list[str], remap: np.ndarray, stats: dict, meta: dict) -> TokenStore:
         """Remap provisional ids to final ids, write the metadata, mark complete, publish."""
         dtype = token_dtype(len(vocab))
+        for leftover in ("sp_train.txt", "spm.vocab"):
+            (self.partial / leftover).unlink(missing_ok=True)
         for split in SPLITS:
             self.files[split].close()
             tmp = self.partial / f"{split}.tmp"

@@ -11,6 +11,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
@@ -20,6 +21,7 @@ from fastai.text.data import make_vocab
 from ulmfit_cli.console import progress
 
 UNK, PAD = "xxunk", "xxpad"
+SP_MODEL = "tokenizer.model"  # a SentencePiece model, in a token store or run dir that uses one
 _BATCH_CHARS = 200_000     # text per task sent to a worker
 _IN_PROCESS_CHARS = 1_000_000  # below this, starting workers costs more than it saves
 
@@ -49,7 +51,6 @@ class WordTokenizer:
         for w in defaults.text_spec_tok:
             self.nlp.tokenizer.add_special_case(w, [{ORTH: w}])
         self.nlp.max_length = 10 ** 9  # spaCy's 1M-char guard is for its parser; we only split words
-        self.rules = list(defaults.text_proc_rules)
         # fastai's only post rule turns spaces inside a token into '▁'; applied below without a call per token
         assert defaults.text_postproc_rules == [replace_space], "fastai's post rules changed"
         self.memo: dict[str, list[str]] = {}
@@ -75,19 +76,55 @@ class WordTokenizer:
             out.extend(self._run(run))
         return out
 
-    def _pre(self, text: str) -> str:
-        for rule in self.rules:
-            text = rule(text)
-        return text
+    def __call__(self, texts: list[str]) -> Iterator[list[str]]:
+        for text in texts:
+            yield self.tokenize(apply_rules(text))
+
+
+def apply_rules(text: str) -> str:
+    for rule in defaults.text_proc_rules:
+        text = rule(text)
+    return text
+
+
+class SubwordTokenizer:
+    """fastai's `TokenizeWithRules(SentencePieceTokenizer(sp_model=...))`, in plain lists."""
+
+    def __init__(self, sp_model: Path):
+        from sentencepiece import SentencePieceProcessor
+        self.sp = SentencePieceProcessor()
+        self.sp.Load(str(sp_model))
 
     def __call__(self, texts: list[str]) -> Iterator[list[str]]:
         for text in texts:
-            yield self.tokenize(self._pre(text))
+            yield [p.replace(" ", "▁") for p in self.sp.EncodeAsPieces(apply_rules(text))]
 
 
-def _init_worker() -> None:
+def train_sentencepiece(text_file: Path, out_dir: Path, vocab_size: int | None) -> Path:
+    """fastai's SentencePiece training (unigram, special tokens as user symbols) -> the model file."""
+    from fastai.text.core import SentencePieceTokenizer
+    model = SentencePieceTokenizer(vocab_sz=vocab_size, cache_dir=out_dir).train(text_file)
+    return Path(model)
+
+
+def make_tokenizer(sp_model: Path | None = None):
+    """The word tokenizer, or the SentencePiece one when the corpus was prepared with a model."""
+    return SubwordTokenizer(sp_model) if sp_model else WordTokenizer()
+
+
+def detokenize(tokens: list[str], subwords: bool) -> str:
+    """Readable text: pieces joined at their '▁' marks, then fastai's `decode_spec_tokens`
+    (xxmaj, xxup, xxrep, xxwrep), without xxbos and xxpad."""
+    from fastai.text.learner import decode_spec_tokens
+    if subwords:  # fastai's bare special tokens (xxunk, xxmaj...) stand alone between pieces
+        spec = set(defaults.text_spec_tok)
+        tokens = "".join(f"▁{t}▁" if t in spec else t for t in tokens).replace("▁", " ").split()
+    return " ".join(w for w in decode_spec_tokens(tokens) if w not in ("xxbos", PAD))
+
+
+def _init_worker(sp_model: Path | None = None) -> None:
     global _tokenizer
-    _tokenizer = WordTokenizer()
+    _tokenizer = make_tokenizer(sp_model)
 
 
 def _tokenize_batch(texts: list[str]) -> list[list[str]]:
@@ -107,19 +144,20 @@ def _batches(texts: list[str]) -> list[tuple[int, int]]:
     return ranges
 
 
-def tokenize(texts: list[str], workers: int | None = None, desc: str = "tokenizing") -> list[list[str]]:
-    """Token lists for `texts`, in order."""
+def tokenize(texts: list[str], workers: int | None = None, desc: str = "tokenizing",
+             sp_model: Path | None = None) -> list[list[str]]:
+    """Token lists for `texts`, in order (SentencePiece pieces when `sp_model` is given)."""
     n = len(texts)
     workers = (os.cpu_count() or 1) if workers is None else workers
     out: list = [None] * n
     bar = progress(total=n, desc=desc, unit="doc")
     if workers == 0 or sum(map(len, texts)) < _IN_PROCESS_CHARS:
-        _init_worker()
+        _init_worker(sp_model)
         for st, end in _batches(texts):
             out[st:end] = _tokenize_batch(texts[st:end])
             bar.update(end - st)
     else:
-        with ProcessPoolExecutor(workers, initializer=_init_worker) as ex:
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(sp_model,)) as ex:
             futs = {ex.submit(_tokenize_batch, texts[st:end]): st for st, end in _batches(texts)}
             for fut in as_completed(futs):
                 toks = fut.result()

@@ -11,6 +11,7 @@ from ulmfit_cli import paths
 from ulmfit_cli.config import FinetuneConfig
 from ulmfit_cli.console import info
 from ulmfit_cli.corpus.tables import read_texts
+from ulmfit_cli.corpus.tokenize import SP_MODEL
 from ulmfit_cli.learners import lm_learner, transfer_lm
 from ulmfit_cli.runs import ARCH_KEYS, Run, inherit_arch, upstream_of
 from ulmfit_cli.stages.lm_common import lm_data, save_lm, split_docs, start
@@ -29,8 +30,10 @@ def run(cfg: FinetuneConfig, run: Run) -> dict:
         train, valid = texts, valid["text"].tolist()
     else:
         train, valid = split_docs(texts, cfg.data.valid_pct, cfg.run.seed, f"data.train: {train_path}")
-    dls, vocab, stats = lm_data(train, valid, cfg.data, cfg.train, device, train_path.name)
+    sp_model = upstream.sp_model if upstream is not None else None  # subword runs keep their tokenizer
+    dls, vocab, stats = lm_data(train, valid, cfg.data, cfg.train, device, train_path.name, sp_model)
     run.write_json("vocab.json", vocab)
+    run.copy_in(sp_model, SP_MODEL)
     learn = lm_learner(dls, arch, cfg.model.drop_mult, cfg.train, cfg.run.precision, run, "finetune-lm")
     t = cfg.train
     if upstream is not None:

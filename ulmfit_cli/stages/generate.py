@@ -8,14 +8,11 @@ steps, which gives the same distribution as fastai's re-reading of the whole seq
 from __future__ import annotations
 
 import torch
-from fastai.text.learner import decode_spec_tokens
 
 from ulmfit_cli.config import RunSection
-from ulmfit_cli.corpus.tokenize import PAD, UNK, numericalize, tokenize
+from ulmfit_cli.corpus.tokenize import UNK, detokenize, numericalize, tokenize
 from ulmfit_cli.learners import lm_model, pick_device
 from ulmfit_cli.runs import LM_STAGES, read_run
-
-BOS = "xxbos"
 
 
 @torch.no_grad()
@@ -24,8 +21,9 @@ def generate(run_dir: str, prompt: str, n_words: int = 40, temperature: float = 
     up = read_run(run_dir, "--run-dir", LM_STAGES, "lm.pth")
     dev = pick_device(RunSection(device=device))
     model = lm_model(up.vocab, up.arch(), up.weights("lm.pth")).to(dev).eval()
-    prompt_ids = torch.from_numpy(numericalize(tokenize([prompt], workers=0), up.vocab)[0]).to(dev)
-    unk = up.vocab.index(UNK)
+    prompt_ids = torch.from_numpy(numericalize(tokenize([prompt], workers=0, sp_model=up.sp_model),
+                                               up.vocab)[0]).to(dev)
+    unk = [i for i, w in enumerate(up.vocab) if w.lstrip("▁") == UNK]  # subword vocabs may hold '▁xxunk' too
     gen = torch.Generator(device=dev)
     if seed is not None:
         gen.manual_seed(seed)
@@ -43,6 +41,5 @@ def generate(run_dir: str, prompt: str, n_words: int = 40, temperature: float = 
             nxt = torch.multinomial(probs, 1, generator=gen)
             ids.append(int(nxt))
             x = nxt[None]
-        words = [up.vocab[i] for i in ids if up.vocab[i] not in (BOS, PAD)]
-        samples.append(" ".join(decode_spec_tokens(words)))
+        samples.append(detokenize([up.vocab[i] for i in ids], subwords=up.sp_model is not None))
     return samples

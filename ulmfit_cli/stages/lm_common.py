@@ -32,9 +32,9 @@ def split_docs(docs: list[str], valid_pct: float, seed: int, source: str) -> tup
     return [d for i, d in enumerate(docs) if i not in valid], [d for i, d in enumerate(docs) if i in valid]
 
 
-def lm_data(train: list[str], valid: list[str], data, train_cfg, device, source: str):
+def lm_data(train: list[str], valid: list[str], data, train_cfg, device, source: str, sp_model=None):
     """Tokenize both splits, build the vocab on the training split, and wrap them in fastai loaders."""
-    toks = tokenize(train + valid, workers=data.workers)
+    toks = tokenize(train + valid, workers=data.workers, sp_model=sp_model)
     trn, val = toks[:len(train)], toks[len(train):]
     vocab = build_vocab(trn, data.max_vocab, data.min_freq)
     n_trn, n_val = sum(map(len, trn)), sum(map(len, val))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ulmfit_cli.config import PretrainConfig
 from ulmfit_cli.corpus.prepare import prepare
+from ulmfit_cli.corpus.tokenize import SP_MODEL
 from ulmfit_cli.learners import lm_learner
 from ulmfit_cli.loaders import store_lm_dls
 from ulmfit_cli.runs import ARCH_KEYS, Run
@@ -21,6 +22,7 @@ def run(cfg: PretrainConfig, run: Run) -> dict:
     store = prepare(cfg.data, cfg.run.seed)
     dls = store_lm_dls(store, cfg.train.bs, cfg.train.bptt, device)
     run.write_json("vocab.json", store.vocab)
+    run.copy_in(store.sp_model, SP_MODEL)
     arch = cfg.model.model_dump(include=set(ARCH_KEYS))
     learn = lm_learner(dls, arch, cfg.model.drop_mult, cfg.train, cfg.run.precision, run, "pretrain")
     if cfg.train.epochs:

@@ -15,7 +15,7 @@ from ulmfit_cli import paths
 from ulmfit_cli.config import ClassifierConfig
 from ulmfit_cli.console import info
 from ulmfit_cli.corpus.tables import read_texts
-from ulmfit_cli.corpus.tokenize import build_vocab, numericalize, tokenize
+from ulmfit_cli.corpus.tokenize import SP_MODEL, build_vocab, numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.learners import check_freeze_to, clf_learner, load_encoder
 from ulmfit_cli.loaders import clf_dl, clf_dls
@@ -71,7 +71,8 @@ def run(cfg: ClassifierConfig, run: Run) -> dict:
         _check_labels(test, labels, "data.test", cfg.data.test)
 
     parts = [train, valid] + ([test] if test is not None else [])
-    toks = tokenize([t for p in parts for t in p["text"]], workers=cfg.data.workers)
+    sp_model = upstream.sp_model if upstream is not None else None
+    toks = tokenize([t for p in parts for t in p["text"]], workers=cfg.data.workers, sp_model=sp_model)
     bounds = np.cumsum([0] + [len(p) for p in parts])
     toks = [toks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     vocab = upstream.vocab if upstream is not None else build_vocab(toks[0], cfg.data.max_vocab, cfg.data.min_freq)
@@ -83,6 +84,7 @@ def run(cfg: ClassifierConfig, run: Run) -> dict:
 
     run.write_json("vocab.json", vocab)
     run.write_json("labels.json", labels)
+    run.copy_in(sp_model, SP_MODEL)
     t = cfg.train
     dls = clf_dls(ids[0], ys[0], ids[1], ys[1], vocab, t.bs, t.bptt, device)
     learn = clf_learner(dls, arch, len(labels), cfg.model, t, cfg.run.precision, run, "train-clf")
