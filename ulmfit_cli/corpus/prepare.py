@@ -204,7 +204,7 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, path: Pa
         gids = table[ids]
         if len(itos) > len(counts):
             counts = np.concatenate([counts, np.zeros(max(len(itos), 2 * len(counts)) - len(counts), np.int64)])
-        counts[:len(itos)] += np.bincount(gids, minlength=len(itos))
+        counts[table] += np.bincount(ids, minlength=len(table))  # table is one-to-one: O(batch), not O(vocab)
         ends = np.cumsum(lengths)
         starts = ends - lengths
         k = n_docs + np.arange(len(lengths))
@@ -233,9 +233,11 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, path: Pa
                 stop = False
                 for kind, batch, split in jobs:
                     pending.append((ex.submit(_work, kind, batch, data.min_doc_chars), split))
-                    if len(pending) > 2 * workers and consume(pending[0][0].result(), pending.popleft()[1]):
-                        stop = True
-                        break
+                    if len(pending) > 2 * workers:  # bounded in-flight work: bounded memory
+                        fut, fut_split = pending.popleft()
+                        if consume(fut.result(), fut_split):
+                            stop = True
+                            break
                 while pending:
                     fut, split = pending.popleft()
                     if not stop and consume(fut.result(), split):
