@@ -10,7 +10,9 @@ number of worker processes:
 - ulmfit: `ulmfit prepare` (streaming extraction, tokenization and numericalization into an
   on-disk token store).
 
-Each path runs in its own process tree; peak RSS is the largest sum of RSS over that tree.
+Each path runs in its own process tree, sampled every 0.25 s: peak RSS summed over the tree
+(counts pages shared by forked workers once per process), peak PSS (shares them out: the
+memory really used) and the largest single process RSS.
   python bench/prepare_speed.py [--copies 10] [--workers 2] [--skip-stock]
 """
 from __future__ import annotations
@@ -55,13 +57,13 @@ def make_dump(out: Path, copies: int) -> int:
     return len(data)
 
 
-def _tree_mem(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) in bytes summed over `pid` and its descendants.
+def _tree_mem(pid: int) -> tuple[int, int, int]:
+    """(RSS summed, PSS summed, largest single-process RSS) in bytes over `pid` and its descendants.
 
     RSS counts the shared pages of forked workers (torch's libraries, say) once per process;
     PSS splits them between the processes that share them: the memory the tree really uses.
     """
-    rss = pss = 0
+    rss = pss = top = 0
     todo = [pid]
     while todo:
         p = todo.pop()
@@ -70,6 +72,7 @@ def _tree_mem(pid: int) -> tuple[int, int]:
                 for ln in f:
                     if ln.startswith("Rss:"):
                         rss += int(ln.split()[1]) * 1024
+                        top = max(top, int(ln.split()[1]) * 1024)
                     elif ln.startswith("Pss:"):
                         pss += int(ln.split()[1]) * 1024
             for task in os.listdir(f"/proc/{p}/task"):
@@ -77,21 +80,20 @@ def _tree_mem(pid: int) -> tuple[int, int]:
                     todo += [int(c) for c in f.read().split()]
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             pass
-    return rss, pss
+    return rss, pss, top
 
 
-def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, tuple[int, int], str]:
-    """(seconds, (peak tree RSS, peak tree PSS), stdout) of a command."""
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, tuple[int, int, int], str]:
+    """(seconds, peaks of `_tree_mem`, stdout) of a command."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    peak = (0, 0)
+    peak = (0, 0, 0)
     stop = threading.Event()
 
     def sample():
         nonlocal peak
         while not stop.is_set():
-            rss, pss = _tree_mem(proc.pid)
-            peak = (max(peak[0], rss), max(peak[1], pss))
+            peak = tuple(map(max, peak, _tree_mem(proc.pid)))
             time.sleep(0.25)
     th = threading.Thread(target=sample, daemon=True)
     th.start()
@@ -152,10 +154,13 @@ def main() -> None:
         rows.append(("ulmfit prepare", sec, rss, stats["train_tokens"] + stats["valid_tokens"],
                      stats["train_docs"] + stats["valid_docs"]))
     print()
-    print("| path | seconds | MB of XML/s | tokens/s | peak RSS (sum over processes) | peak PSS | documents | tokens |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name, s, (r, p), t, d in rows:
-        print(f"| {name} | {s:.1f} | {mb / s:.2f} | {t / s:,.0f} | {r / 2**30:.2f} GB | {p / 2**30:.2f} GB | {d:,} | {t:,} |")
+    print("| path | seconds | MB of XML/s | tokens/s | peak RSS, sum over processes | peak PSS | "
+          "peak RSS, largest process | documents | tokens |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    gb = 2 ** 30
+    for name, s, (r, p, top), t, d in rows:
+        print(f"| {name} | {s:.1f} | {mb / s:.2f} | {t / s:,.0f} | {r / gb:.2f} GB | {p / gb:.2f} GB | {top / gb:.2f} GB "
+              f"| {d:,} | {t:,} |")
     if len(rows) == 2:
         print(f"\nspeed-up of ulmfit prepare: {rows[0][1] / rows[1][1]:.2f}x; "
               f"peak PSS ratio {rows[1][2][1] / rows[0][2][1]:.2f}")

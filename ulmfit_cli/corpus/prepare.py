@@ -216,7 +216,9 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, path: Pa
                 writer.add(name, sel, lengths[mask])
         n_docs += len(lengths)
         n_tokens += int(lengths.sum())
-        bar.set_postfix(docs=f"{n_docs:,}", tok_s=f"{n_tokens / (time.perf_counter() - t0):,.0f}", refresh=False)
+        elapsed = time.perf_counter() - t0
+        bar.set_postfix(docs=f"{n_docs:,}", docs_s=f"{n_docs / elapsed:,.0f}", tok_s=f"{n_tokens / elapsed:,.0f}",
+                        refresh=False)
         return data.max_docs is not None and n_docs >= data.max_docs
 
     try:
