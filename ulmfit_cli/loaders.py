@@ -19,17 +19,17 @@ from ulmfit_cli.corpus.tokenize import PAD
 from ulmfit_cli.errors import UlmfitError
 
 
-def check_lm_size(docs: list[np.ndarray], bs: int, bptt: int, what: str) -> None:
-    n = sum(len(d) for d in docs)
-    if (n - 1) // bs < 1:
-        raise UlmfitError(f"{what} has {n} tokens: too small for one batch of train.bs={bs} "
+def check_lm_size(n_tokens: int, bs: int, what: str) -> None:
+    """fastai's LMDataLoader needs more than `bs` tokens for one batch; fail clearly before it does."""
+    if (n_tokens - 1) // bs < 1:
+        raise UlmfitError(f"{what} has {n_tokens} tokens: too small for one batch of train.bs={bs} "
                           f"(needs more than {bs} tokens; lower train.bs or add text)")
 
 
 def lm_dls(train: list[np.ndarray], valid: list[np.ndarray], vocab: list[str], bs: int, bptt: int,
            device: torch.device) -> DataLoaders:
-    check_lm_size(train, bs, bptt, "the training split")
-    check_lm_size(valid, bs, bptt, "the validation split")
+    check_lm_size(sum(map(len, train)), bs, "the training split")
+    check_lm_size(sum(map(len, valid)), bs, "the validation split")
     as_t = lambda docs: [torch.from_numpy(d) for d in docs]  # noqa: E731
     trn = LMDataLoader(as_t(train), bs=bs, seq_len=bptt, shuffle=True, device=device)
     val = LMDataLoader(as_t(valid), bs=bs, seq_len=bptt, shuffle=False, device=device)
@@ -58,10 +58,7 @@ def store_lm_dls(store, bs: int, bptt: int, device: torch.device, piece_tokens: 
     """LM DataLoaders reading a `TokenStore` through numpy.memmap."""
     loaders = []
     for split in ("train", "valid"):
-        n = store.n_tokens(split)
-        if (n - 1) // bs < 1:
-            raise UlmfitError(f"the {split} split of {store.path} has {n} tokens: too small for one batch of "
-                              f"train.bs={bs} (lower train.bs or add text)")
+        check_lm_size(store.n_tokens(split), bs, f"the {split} split of {store.path}")
         pieces = _pieces(store.tokens(split), store.offsets(split), piece_tokens)
         loaders.append(LMDataLoader(pieces, lens=[len(p) for p in pieces], bs=bs, seq_len=bptt,
                                     shuffle=split == "train", after_batch=_as_long, device=device))
