@@ -12,7 +12,7 @@ DEMO = ROOT / "configs" / "demo"
 def test_help_lists_every_stage(cli):
     res = cli("--help")
     assert res.exit_code == 0
-    for cmd in ("pretrain", "finetune-lm", "train-clf", "generate"):
+    for cmd in ("prepare", "pretrain", "finetune-lm", "train-clf", "generate"):
         assert cmd in res.output
 
 
@@ -21,6 +21,8 @@ def test_each_command_explains_its_options(cli):
         out = cli(cmd, "--help").output
         for opt in ("--config", "--set", "--run-dir", "--force", "--print-config"):
             assert opt in out, (cmd, opt)
+    out = cli("prepare", "--help").output
+    assert all(opt in out for opt in ("--config", "--set", "--force", "--print-config"))
     out = cli("generate", "--help").output
     for opt in ("--run-dir", "--prompt", "--n-words", "--temperature", "--seed", "--n-samples"):
         assert opt in out
