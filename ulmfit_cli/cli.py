@@ -17,6 +17,9 @@ import typer
 from ulmfit_cli import __version__
 from ulmfit_cli.errors import UlmfitError
 
+# fastai's AWD-LSTM helpers call torch.jit.script, which torch >= 2.10 flags on every run
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
+
 app = typer.Typer(
     name="ulmfit",
     help="Train text classifiers the ULMFiT way: pretrain an AWD-LSTM language model, fine-tune it on "
@@ -55,7 +58,6 @@ def _run_stage(stage: str, module: str, configs: list[Path], overrides: list[str
         if print_config:
             typer.echo(to_yaml(cfg), nl=False)
             return
-        warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
         stage_mod = importlib.import_module(f"ulmfit_cli.stages.{module}")
         with open_run(stage, cfg, final, force) as run:
             results = stage_mod.run(cfg, run)
@@ -90,7 +92,6 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None,
         if print_config:
             typer.echo(to_yaml(cfg), nl=False)
             return
-        warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
         from ulmfit_cli.corpus.prepare import prepare as build
         store = build(cfg.data, cfg.run.seed, force=force)
     except UlmfitError as e:
@@ -133,7 +134,6 @@ def generate(
     """Sample text from a language model run (fastai's predict: temperature, never xxunk)."""
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device: expected auto, cpu or cuda, got {device!r}")
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
     from ulmfit_cli.stages.generate import generate as sample
     try:
         texts = sample(str(run_dir), prompt, n_words, temperature, n_samples, seed, device)

@@ -5,6 +5,7 @@ Empty documents are dropped and counted, never silently kept as empty samples.
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,7 +61,6 @@ def read_texts(path: str | Path, key: str, text_col: str = "text", label_col: st
     text = _read_text(path, key, encoding)
     fmt = file_format(path, text)
     if fmt in ("csv", "tsv"):
-        import io
         try:
             df = pd.read_csv(io.StringIO(text), sep="," if fmt == "csv" else "\t", dtype=str,
                              keep_default_na=False)
