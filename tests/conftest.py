@@ -63,7 +63,7 @@ def write_dump(path: Path, n_articles: int = 12, seed: int = 0) -> Path:
            "<siteinfo><sitename>Wikipedia</sitename></siteinfo>"]
     for pid, (title, ns, text, redirect) in enumerate(pages, 1):
         xml.append(f"<page><title>{escape(title)}</title><ns>{ns}</ns><id>{pid}</id>"
-                   + (f'<redirect title="Article 0" />' if redirect else "")
+                   + ('<redirect title="Article 0" />' if redirect else "")
                    + f"<revision><id>{pid + 100}</id><text xml:space=\"preserve\">{escape(text)}</text>"
                    "</revision></page>")
     xml.append("</mediawiki>")

@@ -1,9 +1,8 @@
 """Bad input: each case exits 2 with a message naming the file, key or column, and no traceback."""
-import bz2
 
 import pytest
 
-from conftest import TINY, write_dump, write_easy_csv
+from conftest import TINY, write_dump
 
 
 def _pretrain(cli, tmp_path, source, *extra):

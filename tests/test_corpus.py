@@ -1,5 +1,4 @@
 """Reading corpora: dump extraction, tables and fastText files, and fastai-compatible tokens."""
-from pathlib import Path
 
 import pytest
 

@@ -107,6 +107,8 @@ ARCH_KEYS = ("emb_sz", "n_hid", "n_layers")
 PAPER_ARCH = {"emb_sz": 400, "n_hid": 1152, "n_layers": 3}
 LM_STAGES = ("pretrain", "finetune-lm")
 UPSTREAM_WEIGHTS = {"finetune-lm": "lm.pth", "train-clf": "encoder.pth"}  # what each stage loads
+
+
 @dataclass
 class UpstreamRun:
     path: Path
