@@ -119,6 +119,8 @@ class LMTrain(Section):
     lr: float = Field(1e-2, gt=0)
     wd: float = Field(0.01, ge=0)
     moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
+    optimizer: Literal["fastai", "torch"] = Field(
+        "fastai", description="fastai: fastai's Adam; torch: PyTorch's AdamW kernels, same update rule")
 
 
 class FinetuneTrain(LMTrain):
@@ -148,6 +150,8 @@ class ClassifierTrain(Section):
     lr_div: float = Field(2.6 ** 4, ge=1, description="each stage trains with slice(lr / lr_div, lr)")
     wd: float = Field(0.01, ge=0)
     moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
+    optimizer: Literal["fastai", "torch"] = Field(
+        "fastai", description="fastai: fastai's Adam; torch: PyTorch's AdamW kernels, same update rule")
     stages: list[UnfreezeStage] = Field(default_factory=_fastai_unfreezing, min_length=1)
 
 

@@ -59,6 +59,14 @@ def awd_config(arch: dict, classifier: bool = False) -> dict:
 
 
 # ---------------------------------------------------------------- learners
+def _opt_func(train):
+    if train.optimizer == "torch":
+        from ulmfit_cli.optim import torch_adamw
+        return torch_adamw
+    from fastai.optimizer import Adam
+    return Adam
+
+
 def _quiet(learn):
     """Off a terminal, fastai's bars and table give way to MetricsLog's one line per epoch."""
     if not show_bars():
@@ -70,7 +78,8 @@ def _quiet(learn):
 def lm_learner(dls, arch: dict, drop_mult: float, train, precision: str, run: Run, stage: str):
     learn = language_model_learner(dls, AWD_LSTM, config=awd_config(arch), drop_mult=drop_mult,
                                    pretrained=False, metrics=[accuracy, Perplexity()], wd=train.wd,
-                                   moms=train.moms, cbs=[MetricsLog(run, stage, count_tokens=True)])
+                                   moms=train.moms, opt_func=_opt_func(train),
+                                   cbs=[MetricsLog(run, stage, count_tokens=True)])
     return _quiet(_set_precision(learn, precision))
 
 
@@ -80,7 +89,7 @@ def clf_learner(dls, arch: dict, n_out: int, model_cfg, train, precision: str, r
                                     lin_ftrs=model_cfg.lin_ftrs, max_len=model_cfg.max_len,
                                     loss_func=CrossEntropyLossFlat(),
                                     metrics=[accuracy, F1Score(average="macro")], wd=train.wd, moms=train.moms,
-                                    cbs=[MetricsLog(run, stage, count_tokens=True)])
+                                    opt_func=_opt_func(train), cbs=[MetricsLog(run, stage, count_tokens=True)])
     return _quiet(_set_precision(learn, precision))
 
 

@@ -1,0 +1,25 @@
+"""PyTorch's AdamW as a fastai optimizer (`train.optimizer: torch`).
+
+fastai's default `Adam` is a Python loop over parameters. The same update rule (Adam with
+bias correction and decoupled weight decay, fastai's eps 1e-5) runs in PyTorch's AdamW as
+one multi-tensor ("foreach") kernel per step, or its fused CUDA kernel when every parameter
+is on a GPU. fastai's `OptimWrapper` maps its hyper-parameters (`lr`, `mom` -> `betas[0]`,
+`sqr_mom` -> `betas[1]`, `wd`), so `slice()` rates, the one-cycle momentum schedule and
+`freeze_to` work as with fastai's own optimizer (checked in tests/test_optim.py).
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from fastai.optimizer import OptimWrapper
+
+
+def torch_adamw(params, lr: float, mom: float = 0.9, sqr_mom: float = 0.99, eps: float = 1e-5,
+                wd: float = 0.01) -> OptimWrapper:
+    """Drop-in for fastai's `Adam` as a Learner's `opt_func`."""
+    groups = [list(g) for g in params] if params and isinstance(params[0], (list, tuple)) else [list(params)]
+    on_gpu = all(p.is_cuda for g in groups for p in g)
+    kernel = {"fused": True} if on_gpu else {"foreach": True}
+    return OptimWrapper(groups, opt=partial(torch.optim.AdamW, **kernel), lr=lr, betas=(mom, sqr_mom),
+                        eps=eps, weight_decay=wd)
