@@ -217,3 +217,38 @@ def test_folder_of_dump_parts(tmp_path):
     write_dump(parts / "enwiki-pages-articles2.xml-p11p20.bz2", n_articles=4, seed=2)
     store = prep.prepare(_data(tmp_path, parts), seed=0)
     assert store.stats["articles"] == 7 and store.stats["pages"] == 11
+
+
+def test_stream_loader_windows_cover_the_stream_once_per_epoch():
+    from ulmfit_cli.loaders import stream_lm_dls
+    tokens = np.arange(1003) % 97  # a stream whose positions are easy to recover
+    bs, bptt = 4, 16
+    dls = stream_lm_dls(tokens, tokens[:200], ["xxunk", "xxpad"] + ["w"] * 95, bs, bptt, torch.device("cpu"))
+    n = (len(tokens) - 1) // bs
+    edges = []
+    for _ in range(3):
+        rows, starts, pos = [[] for _ in range(bs)], [], 0
+        expected = len(dls.train)  # fastai reads len() before it iterates
+        for x, y in dls.train:
+            assert x.dtype == torch.int64 and x.shape[1] <= bptt
+            assert torch.equal(x[:, 1:], y[:, :-1])
+            starts.append(pos)
+            pos += x.shape[1]
+            for r in range(bs):
+                rows[r] += x[r].tolist()
+        assert len(starts) == expected
+        for r in range(bs):  # row r is exactly tokens[r*n:(r+1)*n]: nothing lost or repeated
+            assert rows[r] == tokens[r * n:(r + 1) * n].tolist()
+        edges.append(tuple(starts))
+    assert len(set(edges)) > 1  # window edges move between epochs
+    assert [x.shape[1] for x, _ in dls.valid][0] == bptt  # validation: fixed windows from 0
+
+
+def test_pretrain_and_finetune_with_the_stream_loader(cli, tmp_path, dump, easy_csv):
+    lm = tmp_path / "lm"
+    res = cli("pretrain", "-c", TINY, "--set", f"data.source={dump}", "--set", "train.loader=stream", "--run-dir", lm)
+    assert res.exit_code == 0, res.output
+    res = cli("finetune-lm", "-c", TINY, "--set", f"data.train={easy_csv}", "--set", f"init.from_run={lm}",
+              "--set", "train.loader=stream", "--run-dir", tmp_path / "ft")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "ft" / "results.json").read_text())["valid_loss"] > 0

@@ -121,6 +121,9 @@ class LMTrain(Section):
     moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
     optimizer: Literal["fastai", "torch"] = Field(
         "fastai", description="fastai: fastai's Adam; torch: PyTorch's AdamW kernels, same update rule")
+    loader: Literal["fastai", "stream"] = Field(
+        "fastai", description="fastai: fastai's LMDataLoader (documents shuffled each epoch); "
+                              "stream: the AWD-LSTM batchify, kept on the device")
 
 
 class FinetuneTrain(LMTrain):

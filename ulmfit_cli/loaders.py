@@ -67,6 +67,56 @@ def store_lm_dls(store, bs: int, bptt: int, device: torch.device, piece_tokens: 
     return dls
 
 
+class StreamLMLoader:
+    """The AWD-LSTM batchify (`train.loader: stream`): the token stream as `bs` rows, moved to the
+    device once, cut into `bptt` windows by slicing; no per-batch Python collation.
+
+    Row r holds tokens [r*n, (r+1)*n) of the stream (n = (len - 1) // bs) and its targets are the
+    same tokens shifted by one. With `shuffle`, each epoch starts its windows at a new random
+    offset below `bptt` (the first window is shorter), so window edges move between epochs.
+    """
+
+    def __init__(self, tokens: np.ndarray, bs: int, bptt: int, device: torch.device, shuffle: bool = False,
+                 seed: int = 0):
+        n = (len(tokens) - 1) // bs
+        stream = torch.from_numpy(np.asarray(tokens[: n * bs + 1], dtype=np.int64))
+        self.x, self.y = stream[:-1].view(bs, n), stream[1:].view(bs, n)
+        self.bs, self.bptt, self.n, self.shuffle = bs, bptt, n, shuffle
+        self.rng = np.random.default_rng(seed)
+        self._draw_offset()
+        self.to(device)
+
+    def to(self, device: torch.device) -> "StreamLMLoader":
+        self.x, self.y, self.device = self.x.to(device), self.y.to(device), device
+        return self
+
+    def _draw_offset(self) -> None:
+        """The next epoch's first window edge (fastai asks len() before it iterates)."""
+        shift = self.shuffle and self.bptt > 1 and self.n > self.bptt
+        self.starts = ([0] if shift else []) + list(range(int(self.rng.integers(1, self.bptt)) if shift else 0,
+                                                          self.n, self.bptt))
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __iter__(self):
+        starts = self.starts
+        for a, b in zip(starts, starts[1:] + [self.n]):
+            yield self.x[:, a:b], self.y[:, a:b]
+        self._draw_offset()
+
+
+def stream_lm_dls(train: np.ndarray, valid: np.ndarray, vocab: list[str], bs: int, bptt: int,
+                  device: torch.device, seed: int = 0) -> DataLoaders:
+    """LM DataLoaders over flat token arrays (a store's memmap, or concatenated documents)."""
+    check_lm_size(len(train), bs, "the training split")
+    check_lm_size(len(valid), bs, "the validation split")
+    dls = DataLoaders(StreamLMLoader(train, bs, bptt, device, shuffle=True, seed=seed),
+                      StreamLMLoader(valid, bs, bptt, device), device=device)
+    dls.vocab = vocab
+    return dls
+
+
 def _samples(docs: list[np.ndarray], ys: np.ndarray) -> list[tuple]:
     return [(TensorText(torch.from_numpy(d)), TensorCategory(torch.tensor(int(y)))) for d, y in zip(docs, ys)]
 

@@ -10,7 +10,7 @@ from ulmfit_cli.console import info
 from ulmfit_cli.corpus.tokenize import build_vocab, numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.learners import encoder_state, pick_device
-from ulmfit_cli.loaders import lm_dls
+from ulmfit_cli.loaders import lm_dls, stream_lm_dls
 from ulmfit_cli.runs import Run
 
 
@@ -40,7 +40,9 @@ def lm_data(train: list[str], valid: list[str], data, train_cfg, device, source:
     n_trn, n_val = sum(map(len, trn)), sum(map(len, val))
     info(f"{source}: {len(train)} train / {len(valid)} valid documents, {n_trn:,} / {n_val:,} tokens, "
          f"vocab {len(vocab):,}")
-    dls = lm_dls(numericalize(trn, vocab), numericalize(val, vocab), vocab, train_cfg.bs, train_cfg.bptt, device)
+    trn_ids, val_ids, bs, bptt = numericalize(trn, vocab), numericalize(val, vocab), train_cfg.bs, train_cfg.bptt
+    dls = (stream_lm_dls(np.concatenate(trn_ids), np.concatenate(val_ids), vocab, bs, bptt, device)
+           if train_cfg.loader == "stream" else lm_dls(trn_ids, val_ids, vocab, bs, bptt, device))
     return dls, vocab, {"train_docs": len(train), "valid_docs": len(valid), "train_tokens": n_trn,
                         "valid_tokens": n_val, "vocab_size": len(vocab)}
 

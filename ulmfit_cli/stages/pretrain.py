@@ -10,7 +10,7 @@ from ulmfit_cli.config import PretrainConfig
 from ulmfit_cli.corpus.prepare import prepare
 from ulmfit_cli.corpus.tokenize import SP_MODEL
 from ulmfit_cli.learners import lm_learner
-from ulmfit_cli.loaders import store_lm_dls
+from ulmfit_cli.loaders import store_lm_dls, stream_lm_dls
 from ulmfit_cli.runs import ARCH_KEYS, Run
 from ulmfit_cli.stages.lm_common import save_lm, start
 
@@ -20,7 +20,9 @@ STORE_STATS = ("train_docs", "valid_docs", "train_tokens", "valid_tokens", "voca
 def run(cfg: PretrainConfig, run: Run) -> dict:
     device = start(cfg)
     store = prepare(cfg.data, cfg.run.seed)
-    dls = store_lm_dls(store, cfg.train.bs, cfg.train.bptt, device)
+    t = cfg.train
+    dls = (stream_lm_dls(store.tokens("train"), store.tokens("valid"), store.vocab, t.bs, t.bptt, device,
+                         cfg.run.seed) if t.loader == "stream" else store_lm_dls(store, t.bs, t.bptt, device))
     run.write_json("vocab.json", store.vocab)
     run.copy_in(store.sp_model, SP_MODEL)
     arch = cfg.model.model_dump(include=set(ARCH_KEYS))
