@@ -1,0 +1,108 @@
+"""LM training speed: the stock fastai recipe against ulmfit's path, same model, same tokens, one run.
+
+Tokens: the Wikipedia sample (gensim's copy, or ../shared/data) through `ulmfit prepare`'s store,
+so both sides train on the same ids and validate on the same held-out articles.
+
+- stock: fastai's `LMDataLoader` over the documents (what `TextDataLoaders(is_lm=True)` builds),
+  `language_model_learner(..., pretrained=False)`, fastai's Adam, `fit_one_cycle`, and `to_fp16()`
+  on a GPU, as the tutorials write it;
+- ulmfit: `train.loader: stream` (the batchify kept on the device) and `train.optimizer: torch`
+  (PyTorch's AdamW kernels), bf16 autocast on GPUs that support it, same `fit_one_cycle`.
+
+Prints tokens/s of each, their ratio, peak GPU memory and the validation loss each reaches.
+  python bench/train_speed.py                       # CPU, small model (seconds to a minute)
+  python bench/train_speed.py --device cuda --emb 400 --hid 1152 --layers 3 --bs 64 --epochs 1
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore")
+sys.path.insert(0, str(Path(__file__).parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--emb", type=int, default=64)
+    ap.add_argument("--hid", type=int, default=192)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--bs", type=int, default=32)
+    ap.add_argument("--bptt", type=int, default=72)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--max-vocab", type=int, default=8000)
+    args = ap.parse_args()
+
+    import prepare_speed
+    from fastai.torch_core import set_seed
+
+    from ulmfit_cli.config import LMTrain, PretrainData
+    from ulmfit_cli.corpus.prepare import prepare
+    from ulmfit_cli.learners import lm_learner
+    from ulmfit_cli.loaders import lm_dls, stream_lm_dls
+    from ulmfit_cli.runs import Run
+
+    os.environ.setdefault("CI", "true")  # one line per epoch instead of bars
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = PretrainData(source=str(prepare_speed.sample_dump()), cache_dir=str(tmp / "cache"),
+                            max_vocab=args.max_vocab)
+        store = prepare(data, seed=0)
+        docs = {s: [np.asarray(store.tokens(s)[a:b], dtype=np.int64)
+                    for a, b in zip(store.offsets(s)[:-1], store.offsets(s)[1:])] for s in ("train", "valid")}
+        arch = {"emb_sz": args.emb, "n_hid": args.hid, "n_layers": args.layers}
+        sides = {
+            "stock fastai": dict(loader="fastai", optimizer="fastai", precision="fp16" if gpu else "fp32"),
+            "ulmfit": dict(loader="stream", optimizer="torch",
+                           precision=("bf16" if torch.cuda.is_bf16_supported() else "fp16") if gpu else "fp32"),
+        }
+        rows = []
+        for name, side in sides.items():
+            set_seed(0, reproducible=not gpu)
+            train = LMTrain(bs=args.bs, bptt=args.bptt, epochs=args.epochs, lr=args.lr, loader=side["loader"],
+                            optimizer=side["optimizer"])
+            dls = (stream_lm_dls(np.concatenate(docs["train"]), np.concatenate(docs["valid"]), store.vocab,
+                                 args.bs, args.bptt, device)
+                   if side["loader"] == "stream"
+                   else lm_dls(docs["train"], docs["valid"], store.vocab, args.bs, args.bptt, device))
+            learn = lm_learner(dls, arch, 0.3, train, side["precision"], Run(tmp, tmp, "bench"), name)
+            if gpu:
+                torch.cuda.reset_peak_memory_stats()
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            learn.fit_one_cycle(args.epochs, args.lr)
+            if gpu:
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+            tokens = args.epochs * sum(x.numel() for x, _ in dls.train)
+            with learn.no_bar():
+                valid_loss = float(learn.validate()[0])
+            peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GB" if gpu else "n/a (CPU)"
+            rows.append((name, side, tokens / seconds, seconds, valid_loss, peak))
+    print(f"\ndevice {device} ({torch.cuda.get_device_name() if gpu else f'{os.cpu_count()} CPU cores'}), "
+          f"torch {torch.__version__}, AWD-LSTM emb {args.emb} hid {args.hid} layers {args.layers}, "
+          f"vocab {len(store.vocab)}, bs {args.bs}, bptt {args.bptt}, {args.epochs} epoch(s), "
+          f"{store.stats['train_tokens']:,} train tokens")
+    print("| path | loader | optimizer | precision | tokens/s | seconds | valid loss | peak GPU memory |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, side, tps, sec, loss, peak in rows:
+        print(f"| {name} | {side['loader']} | {side['optimizer']} | {side['precision']} | {tps:,.0f} | {sec:.1f} "
+              f"| {loss:.4f} | {peak} |")
+    print(f"\nspeed ratio ulmfit / stock: {rows[1][2] / rows[0][2]:.2f}x; "
+          f"valid loss ratio: {rows[1][4] / rows[0][4]:.4f}")
+
+
+if __name__ == "__main__":
+    main()
