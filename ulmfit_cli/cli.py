@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -46,14 +47,31 @@ def fail(message: str, code: int = 2):
     raise typer.Exit(code)
 
 
+@contextmanager
+def _user_errors():
+    """Bad input and Ctrl-C end the command with a message, never a traceback."""
+    try:
+        yield
+    except UlmfitError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+def _show(title: str, figures: dict) -> None:
+    typer.echo(title)
+    for k, v in figures.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            typer.echo(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+
+
 def _run_stage(stage: str, module: str, configs: list[Path], overrides: list[str], run_dir: Path | None,
                force: bool, print_config: bool) -> None:
     from ulmfit_cli.config import load_config, to_yaml
     from ulmfit_cli.runs import inherit_arch, open_run, resolve_run_dir, upstream_of
-    try:
+    with _user_errors():
         cfg = load_config(stage, configs or [], overrides or [])
-        if stage in ("finetune-lm", "train-clf"):  # sizes come from init.from_run, in config.yaml too
-            inherit_arch(cfg.model, upstream_of(stage, cfg))
+        inherit_arch(cfg.model, upstream_of(stage, cfg))  # sizes from init.from_run, in config.yaml too
         final = resolve_run_dir(cfg, run_dir)
         if print_config:
             typer.echo(to_yaml(cfg), nl=False)
@@ -61,14 +79,7 @@ def _run_stage(stage: str, module: str, configs: list[Path], overrides: list[str
         stage_mod = importlib.import_module(f"ulmfit_cli.stages.{module}")
         with open_run(stage, cfg, final, force) as run:
             results = stage_mod.run(cfg, run)
-    except UlmfitError as e:
-        fail(str(e))
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
-    shown = {k: v for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    typer.echo(f"{stage} finished: {final}")
-    for k, v in shown.items():
-        typer.echo(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+    _show(f"{stage} finished: {final}", results)
 
 
 @app.command()
@@ -87,20 +98,14 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None,
     """Turn a pretrain config's data.source (dump, dump parts, text files) into a token store in
     data.cache_dir, streaming and in parallel (data.workers). `pretrain` reuses it."""
     from ulmfit_cli.config import load_config, to_yaml
-    try:
+    with _user_errors():
         cfg = load_config("pretrain", config or [], set_ or [])
         if print_config:
             typer.echo(to_yaml(cfg), nl=False)
             return
         from ulmfit_cli.corpus.prepare import prepare as build
         store = build(cfg.data, cfg.run.seed, force=force)
-    except UlmfitError as e:
-        fail(str(e))
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
-    typer.echo(f"token store: {store.path}")
-    for k in ("train_docs", "valid_docs", "train_tokens", "valid_tokens", "vocab_size", "unk_rate", "seconds"):
-        typer.echo(f"  {k}: {store.stats[k]}")
+    _show(f"token store: {store.path}", store.stats)
 
 
 @app.command("finetune-lm")
@@ -135,10 +140,8 @@ def generate(
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device: expected auto, cpu or cuda, got {device!r}")
     from ulmfit_cli.stages.generate import generate as sample
-    try:
+    with _user_errors():
         texts = sample(str(run_dir), prompt, n_words, temperature, n_samples, seed, device)
-    except UlmfitError as e:
-        fail(str(e))
     for i, text in enumerate(texts):
         typer.echo(f"[{i + 1}] {text}" if n_samples > 1 else text)
 

@@ -125,9 +125,8 @@ class UpstreamRun:
 
     @property
     def sp_model(self) -> Path | None:
-        """The SentencePiece model of a run trained on subwords, if any."""
-        from ulmfit_cli.corpus.tokenize import SP_MODEL  # late: fastai
-        return self.path / SP_MODEL if (self.path / SP_MODEL).is_file() else None
+        from ulmfit_cli.corpus.tokenize import sp_model_in  # late: fastai
+        return sp_model_in(self.path)
 
 
 def read_run(path: Path | str, key: str, stages: tuple[str, ...], weights: str) -> UpstreamRun:

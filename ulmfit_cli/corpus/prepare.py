@@ -29,7 +29,7 @@ from ulmfit_cli.console import info, progress
 from ulmfit_cli.corpus import tokenize as tok
 from ulmfit_cli.corpus.store import COMPLETE, StoreWriter, TokenStore
 from ulmfit_cli.corpus.tables import iter_text_documents
-from ulmfit_cli.corpus.wikidump import DumpStats, clean_page, is_dump, iter_pages
+from ulmfit_cli.corpus.wikidump import DumpStats, clean_pages, is_dump, iter_pages
 from ulmfit_cli.errors import UlmfitError
 
 STORE_VERSION = 1
@@ -82,30 +82,18 @@ def store_path(data: PretrainData, source: Path, key: dict) -> Path:
 
 
 # ---------------------------------------------------------------- workers
-_tokenizer = None
-
-
-def _init_worker(sp_model: Path | None) -> None:
-    global _tokenizer
-    _tokenizer = tok.make_tokenizer(sp_model)
+def _texts(kind: str, batch: list, min_chars: int, skipped: dict) -> list[str]:
+    """Documents of a batch: dump pages cleaned (skips counted), text documents as they are."""
+    return list(clean_pages(batch, skipped, min_chars)) if kind == "dump" else batch
 
 
 def _work(kind: str, batch: list, min_chars: int) -> tuple:
-    """Clean (dump pages), tokenize and encode one batch over a batch-local vocabulary."""
-    skipped: Counter = Counter()
-    if kind == "dump":
-        texts = []
-        for title, wikitext in batch:
-            text, reason = clean_page(title, wikitext, min_chars)
-            if reason:
-                skipped[reason] += 1
-            else:
-                texts.append(text)
-    else:
-        texts = batch
+    """Clean (dump pages), tokenize and encode one batch over a batch-local vocabulary
+    (in a worker process set up by `tokenize.init_worker`)."""
+    skipped: dict = {}
     local: dict[str, int] = {}
     lengths, ids = [], []
-    for doc in _tokenizer(texts):
+    for doc in tok.tokenize_batch(_texts(kind, batch, min_chars, skipped)):
         lengths.append(len(doc))
         ids.extend(local.setdefault(t, len(local)) for t in doc)
     return (np.asarray(lengths, dtype=np.int64), np.asarray(ids, dtype=np.int32), list(local), skipped)
@@ -118,12 +106,10 @@ def _train_sentencepiece(files: list[Path], data: PretrainData, out_dir: Path) -
     size = 0
     with open(sample, "w", encoding="utf-8") as f:
         for kind, batch, _ in _jobs(files, data, DumpStats(), None):
-            for item in batch:
-                text = clean_page(*item, data.min_doc_chars)[0] if kind == "dump" else item
-                if text:
-                    line = tok.apply_rules(text).replace("\n", " ")
-                    f.write(line + "\n")
-                    size += len(line)
+            for text in _texts(kind, batch, data.min_doc_chars, {}):
+                line = tok.apply_rules(text).replace("\n", " ")
+                f.write(line + "\n")
+                size += len(line)
             if size >= data.sp_train_chars:
                 break
     info(f"token store: training SentencePiece on {size / 1e6:.1f}M characters")
@@ -183,14 +169,14 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, path: Pa
     counts = np.zeros(1 << 16, dtype=np.int64)
     phase = np.random.default_rng(seed).random()  # systematic split: exactly valid_pct of documents
     n_docs = n_tokens = 0
-    skipped: Counter = Counter()
     total_bytes = sum(f.stat().st_size for f in files)
     bar = progress(total=total_bytes, desc="prepare", unit="B", unit_scale=True)
 
     def consume(result, split) -> bool:
         nonlocal counts, n_docs, n_tokens
         lengths, ids, local_itos, local_skipped = result
-        skipped.update(local_skipped)
+        for reason, n in local_skipped.items():
+            stats.skipped[reason] = stats.skipped.get(reason, 0) + n
         table = np.empty(len(local_itos), dtype=np.int32)
         for i, w in enumerate(local_itos):
             j = stoi.get(w)
@@ -225,12 +211,12 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, path: Pa
         sp_model = _train_sentencepiece(files, data, writer.partial) if data.tokenizer == "sentencepiece" else None
         jobs = _jobs(files, data, stats, bar)
         if workers == 0:
-            _init_worker(sp_model)
+            tok.init_worker(sp_model)
             for kind, batch, split in jobs:
                 if consume(_work(kind, batch, data.min_doc_chars), split):
                     break
         else:
-            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(sp_model,)) as ex:
+            with ProcessPoolExecutor(workers, initializer=tok.init_worker, initargs=(sp_model,)) as ex:
                 pending: deque = deque()
                 stop = False
                 for kind, batch, split in jobs:
@@ -253,7 +239,7 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, path: Pa
                 raise UlmfitError(f"data.source: {files[0]} has a single document: need at least 2 to hold "
                                   f"some out for validation")
             writer.move_last_doc("train", "valid")
-        store = _finish(writer, data, key, itos, counts[:len(itos)], stats, skipped, n_tokens, t0, files)
+        store = _finish(writer, data, key, itos, counts[:len(itos)], stats, n_tokens, t0, total_bytes)
     except BaseException:
         bar.close()
         writer.abort()
@@ -269,7 +255,7 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, path: Pa
 
 
 def _finish(writer: StoreWriter, data: PretrainData, key: dict, itos: list[str], counts: np.ndarray,
-            stats: DumpStats, skipped: Counter, n_tokens: int, t0: float, files: list[Path]) -> TokenStore:
+            stats: DumpStats, n_tokens: int, t0: float, n_bytes: int) -> TokenStore:
     from fastai.text.data import make_vocab
     vocab = make_vocab(Counter(dict(zip(itos, counts.tolist()))), min_freq=data.min_freq, max_vocab=data.max_vocab)
     final = {w: i for i, w in enumerate(vocab)}
@@ -277,11 +263,9 @@ def _finish(writer: StoreWriter, data: PretrainData, key: dict, itos: list[str],
     remap = np.fromiter((final.get(w, unk) for w in itos), dtype=np.int64, count=len(itos))
     n_unk = int(counts[remap == unk].sum()) if n_tokens else 0
     seconds = time.perf_counter() - t0
-    n_bytes = sum(f.stat().st_size for f in files)
-    skipped_all = {**stats.skipped, **{k: stats.skipped.get(k, 0) + v for k, v in skipped.items()}}
     out = {
-        "pages": stats.pages, "articles": stats.pages - sum(skipped_all.values()) if stats.pages else 0,
-        "skipped": skipped_all,
+        "pages": stats.pages, "articles": stats.pages - sum(stats.skipped.values()) if stats.pages else 0,
+        "skipped": stats.skipped,
         "train_docs": writer.n_docs("train"), "valid_docs": writer.n_docs("valid"),
         "train_tokens": int(writer.offsets["train"][-1]), "valid_tokens": int(writer.offsets["valid"][-1]),
         "vocab_size": len(vocab), "unk_rate": n_unk / max(n_tokens, 1),

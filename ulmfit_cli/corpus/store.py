@@ -52,9 +52,8 @@ class TokenStore:
 
     @property
     def sp_model(self) -> Path | None:
-        """The SentencePiece model the tokens were made with, if any."""
-        from ulmfit_cli.corpus.tokenize import SP_MODEL
-        return self.path / SP_MODEL if (self.path / SP_MODEL).is_file() else None
+        from ulmfit_cli.corpus.tokenize import sp_model_in
+        return sp_model_in(self.path)
 
     def tokens(self, split: str) -> np.ndarray:
         dtype = token_dtype(len(self.vocab))

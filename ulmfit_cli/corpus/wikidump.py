@@ -13,7 +13,7 @@ import bz2
 import logging
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,12 +129,17 @@ def _page(page: ET.Element, stats: DumpStats) -> tuple[str, str] | None:
     return (fields["title"].text or "") if "title" in fields else "", wikitext
 
 
+def clean_pages(pages: Iterable[tuple[str, str]], skipped: dict, min_chars: int = 0) -> Iterator[str]:
+    """Clean text of the kept pages; the others are counted in `skipped` by reason."""
+    for title, wikitext in pages:
+        text, reason = clean_page(title, wikitext, min_chars)
+        if reason:
+            skipped[reason] = skipped.get(reason, 0) + 1
+        else:
+            yield text
+
+
 def iter_articles(path: Path, stats: DumpStats | None = None, min_chars: int = 0) -> Iterator[str]:
     """Clean text of each kept article, in dump order (one process; `prepare` runs this in parallel)."""
     stats = stats if stats is not None else DumpStats()
-    for title, wikitext in iter_pages(path, stats):
-        text, reason = clean_page(title, wikitext, min_chars)
-        if reason:
-            stats.skipped[reason] = stats.skipped.get(reason, 0) + 1
-        else:
-            yield text
+    yield from clean_pages(iter_pages(path, stats), stats.skipped, min_chars)
