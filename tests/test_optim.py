@@ -45,13 +45,48 @@ def test_torch_adamw_matches_fastai_adam_with_slices_moms_and_freezing():
     assert [h["lr"] for h in ours.hypers] == [h["lr"] for h in ref.hypers]
 
 
-def test_pipeline_trains_with_the_torch_optimizer(cli, tmp_path, dump, easy_csv):
+def test_classifier_trains_with_fastais_optimizer(cli, tmp_path, dump, easy_csv):
     from conftest import TINY
     lm = tmp_path / "lm"
-    res = cli("pretrain", "-c", TINY, "--set", f"data.source={dump}", "--set", "train.optimizer=torch",
-              "--run-dir", lm)
+    res = cli("pretrain", "-c", TINY, "--set", f"data.source={dump}", "--run-dir", lm)
     assert res.exit_code == 0, res.output
     res = cli("train-clf", "-c", TINY, "--set", f"data.train={easy_csv}", "--set", f"init.from_run={lm}",
-              "--set", "train.optimizer=torch", "--set", "train.stages=[{freeze_to: -1}, {freeze_to: 0}]",
+              "--set", "train.optimizer=fastai", "--set", "train.stages=[{freeze_to: -1}, {freeze_to: 0}]",
               "--run-dir", tmp_path / "clf")
     assert res.exit_code == 0, res.output
+
+
+def test_torch_adamw_in_a_learner_skips_weight_decay_on_norm_and_bias_like_fastai():
+    """A Learner marks BatchNorm and bias parameters do_wd=False; both optimizers must honour it."""
+    import numpy as np
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.text.learner import text_classifier_learner
+    from fastai.torch_core import set_seed
+
+    from ulmfit_cli.loaders import clf_dls
+    vocab = ["xxunk", "xxpad", "xxbos", "xxeos"] + [f"w{i}" for i in range(28)]
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(4, len(vocab), rng.integers(5, 30)) for _ in range(48)]
+    ys = np.array([int(d.mean() > 18) for d in docs])
+    learners = []
+    for opt_func in (Adam, torch_adamw):
+        set_seed(0, reproducible=True)
+        dls = clf_dls(docs[:40], ys[:40], docs[40:], ys[40:], vocab, 8, 12, torch.device("cpu"))
+        learn = text_classifier_learner(dls, AWD_LSTM, config=awd_config({"emb_sz": 8, "n_hid": 16, "n_layers": 2},
+                                                                        classifier=True),
+                                        pretrained=False, n_out=2, loss_func=CrossEntropyLossFlat(),
+                                        opt_func=opt_func, wd=0.3)  # a large wd makes any difference show
+        learn.remove_cbs([cb for cb in learn.cbs if type(cb).__name__ == "ProgressCallback"])
+        learn.logger = lambda *_: None
+        if learners:
+            learn.model.load_state_dict(learners[0].model.state_dict())
+        learners.append(learn)
+    for learn in learners:
+        set_seed(1, reproducible=True)
+        learn.freeze_to(-1)
+        learn.fit_one_cycle(1, 1e-2)
+        learn.unfreeze()
+        learn.fit_one_cycle(1, slice(1e-3, 1e-2))
+    ref, ours = (dict(lrn.model.named_parameters()) for lrn in learners)
+    for name, p in ref.items():
+        assert torch.allclose(p, ours[name], atol=1e-5, rtol=1e-4), name

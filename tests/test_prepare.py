@@ -219,36 +219,45 @@ def test_folder_of_dump_parts(tmp_path):
     assert store.stats["articles"] == 7 and store.stats["pages"] == 11
 
 
-def test_stream_loader_windows_cover_the_stream_once_per_epoch():
+@pytest.mark.parametrize("random_bptt", [False, True])
+def test_stream_loader_windows_cover_the_stream_once_per_epoch(random_bptt):
     from ulmfit_cli.loaders import stream_lm_dls
-    tokens = np.arange(1003) % 97  # a stream whose positions are easy to recover
+    tokens = np.arange(1003)  # every token is its own position: documents and order are easy to recover
+    offsets = np.array([0, 100, 130, 400, 401, 700, 1003])
     bs, bptt = 4, 16
-    dls = stream_lm_dls(tokens, tokens[:200], ["xxunk", "xxpad"] + ["w"] * 95, bs, bptt, torch.device("cpu"))
+    dls = stream_lm_dls(tokens, tokens[:200], ["xxunk", "xxpad"], bs, bptt, torch.device("cpu"),
+                        random_bptt=random_bptt, train_offsets=offsets)
     n = (len(tokens) - 1) // bs
-    edges = []
+    edges, orders = [], []
     for _ in range(3):
         rows, starts, pos = [[] for _ in range(bs)], [], 0
         expected = len(dls.train)  # fastai reads len() before it iterates
         for x, y in dls.train:
-            assert x.dtype == torch.int64 and x.shape[1] <= bptt
+            assert x.dtype == torch.int64 and x.shape[1] <= (bptt + 30 if random_bptt else bptt)
             assert torch.equal(x[:, 1:], y[:, :-1])
             starts.append(pos)
             pos += x.shape[1]
             for r in range(bs):
                 rows[r] += x[r].tolist()
-        assert len(starts) == expected
-        for r in range(bs):  # row r is exactly tokens[r*n:(r+1)*n]: nothing lost or repeated
-            assert rows[r] == tokens[r * n:(r + 1) * n].tolist()
+        assert len(starts) == expected and all(len(row) == n for row in rows)
+        stream = [t for row in rows for t in row]  # the epoch's stream, rows tiling it in order
+        assert len(set(stream)) == len(stream) == n * bs  # nothing repeated; only the < bs tail left out
+        jumps = [(a, b) for a, b in zip(stream, stream[1:]) if b != a + 1]
+        assert all(a + 1 in offsets and b in offsets for a, b in jumps)  # documents stay whole
         edges.append(tuple(starts))
+        orders.append(tuple(b for _, b in jumps))
     assert len(set(edges)) > 1  # window edges move between epochs
+    assert len(set(orders)) > 1  # and documents come in a new order
     assert [x.shape[1] for x, _ in dls.valid][0] == bptt  # validation: fixed windows from 0
+    assert [t for x, _ in dls.valid for t in x[0].tolist()] == list(range((200 - 1) // bs))
 
 
-def test_pretrain_and_finetune_with_the_stream_loader(cli, tmp_path, dump, easy_csv):
+def test_pretrain_and_finetune_with_the_stock_fastai_loader_and_optimizer(cli, tmp_path, dump, easy_csv):
+    stock = ["--set", "train.loader=fastai", "--set", "train.optimizer=fastai"]
     lm = tmp_path / "lm"
-    res = cli("pretrain", "-c", TINY, "--set", f"data.source={dump}", "--set", "train.loader=stream", "--run-dir", lm)
+    res = cli("pretrain", "-c", TINY, "--set", f"data.source={dump}", *stock, "--run-dir", lm)
     assert res.exit_code == 0, res.output
     res = cli("finetune-lm", "-c", TINY, "--set", f"data.train={easy_csv}", "--set", f"init.from_run={lm}",
-              "--set", "train.loader=stream", "--run-dir", tmp_path / "ft")
+              "--set", "train.random_bptt=true", "--run-dir", tmp_path / "ft")
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "ft" / "results.json").read_text())["valid_loss"] > 0

@@ -28,7 +28,8 @@ class RunSection(Section):
     dir: str | None = Field(None, description="run directory (default runs/<name>)")
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on GPUs that support it, else fp16 with loss scaling; fp32 on CPU")
 
 
 class InitSection(Section):
@@ -120,10 +121,12 @@ class LMTrain(Section):
     wd: float = Field(0.01, ge=0)
     moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
     optimizer: Literal["fastai", "torch"] = Field(
-        "fastai", description="fastai: fastai's Adam; torch: PyTorch's AdamW kernels, same update rule")
+        "torch", description="torch: PyTorch's AdamW kernels; fastai: fastai's Adam (same update rule, slower)")
     loader: Literal["fastai", "stream"] = Field(
-        "fastai", description="fastai: fastai's LMDataLoader (documents shuffled each epoch); "
-                              "stream: the AWD-LSTM batchify, kept on the device")
+        "stream", description="stream: the AWD-LSTM batchify, kept on the device; "
+                              "fastai: fastai's LMDataLoader (documents shuffled each epoch)")
+    random_bptt: bool = Field(False, description="AWD-LSTM's random window lengths (stream loader): bptt, or "
+                                                 "bptt/2 one time in 20, plus N(0, 5); lr scaled by length/bptt")
 
 
 class FinetuneTrain(LMTrain):
@@ -154,7 +157,7 @@ class ClassifierTrain(Section):
     wd: float = Field(0.01, ge=0)
     moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
     optimizer: Literal["fastai", "torch"] = Field(
-        "fastai", description="fastai: fastai's Adam; torch: PyTorch's AdamW kernels, same update rule")
+        "torch", description="torch: PyTorch's AdamW kernels; fastai: fastai's Adam (same update rule, slower)")
     stages: list[UnfreezeStage] = Field(default_factory=_fastai_unfreezing, min_length=1)
 
 

@@ -14,26 +14,34 @@ import fastai.callback.all  # noqa: F401  (patches fit_one_cycle, freeze_to, to_
 import torch
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
+from fastai.callback.schedule import ParamScheduler
 from fastai.learner import Recorder
 from fastai.losses import CrossEntropyLossFlat
-from fastai.metrics import F1Score, Perplexity, accuracy
+from fastai.metrics import F1Score, accuracy
 from fastai.text.learner import language_model_learner, match_embeds, text_classifier_learner
 from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_clas_config, awd_lstm_lm_config
 from fastai.text.models.core import get_language_model
 
 from ulmfit_cli.config import RunSection
 from ulmfit_cli.console import info, show_bars
+from ulmfit_cli.device_metrics import DeviceAvgMetric, DevicePerplexity, keep_on_device
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.runs import ARCH_KEYS, Run, UpstreamRun
 
 
 # ---------------------------------------------------------------- device and precision
 def pick_device(run: RunSection) -> torch.device:
-    """The device for `run.device`, after checking that `run.precision` works there."""
+    """The device for `run.device`, after checking that `run.precision` works there.
+
+    `run.precision: auto` is resolved here (and so recorded in results.json): bf16 autocast
+    where the GPU supports it, fp16 with loss scaling on older GPUs, fp32 on the CPU.
+    """
     cuda = torch.cuda.is_available()
     if run.device == "cuda" and not cuda:
         raise UlmfitError("run.device: cuda was asked for, but PyTorch sees no CUDA GPU here")
     device = torch.device("cuda" if run.device == "cuda" or (run.device == "auto" and cuda) else "cpu")
+    if run.precision == "auto":
+        run.precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "fp32"
     if device.type == "cpu" and run.precision != "fp32":
         # fastai's MixedPrecision autocasts on CUDA only; on CPU it would silently train in fp32.
         raise UlmfitError(f"run.precision: {run.precision} needs a CUDA GPU (this run is on the CPU); "
@@ -72,14 +80,15 @@ def _quiet(learn):
     if not show_bars():
         learn.remove_cb(ProgressCallback)
         learn.logger = lambda *_: None
-    return learn
+    return keep_on_device(learn)
 
 
 def lm_learner(dls, arch: dict, drop_mult: float, train, precision: str, run: Run, stage: str):
     learn = language_model_learner(dls, AWD_LSTM, config=awd_config(arch), drop_mult=drop_mult,
-                                   pretrained=False, metrics=[accuracy, Perplexity()], wd=train.wd,
-                                   moms=train.moms, opt_func=_opt_func(train),
-                                   cbs=[MetricsLog(run, stage, count_tokens=True)])
+                                   pretrained=False, metrics=[DeviceAvgMetric(accuracy), DevicePerplexity()],
+                                   wd=train.wd, moms=train.moms, opt_func=_opt_func(train),
+                                   cbs=[MetricsLog(run, stage, count_tokens=True)]
+                                   + ([ScaleLrBySeqLen(train.bptt)] if getattr(train, "random_bptt", False) else []))
     return _quiet(_set_precision(learn, precision))
 
 
@@ -88,7 +97,7 @@ def clf_learner(dls, arch: dict, n_out: int, model_cfg, train, precision: str, r
                                     pretrained=False, drop_mult=model_cfg.drop_mult, n_out=n_out,
                                     lin_ftrs=model_cfg.lin_ftrs, max_len=model_cfg.max_len,
                                     loss_func=CrossEntropyLossFlat(),
-                                    metrics=[accuracy, F1Score(average="macro")], wd=train.wd, moms=train.moms,
+                                    metrics=[DeviceAvgMetric(accuracy), F1Score(average="macro")], wd=train.wd, moms=train.moms,
                                     opt_func=_opt_func(train), cbs=[MetricsLog(run, stage, count_tokens=True)])
     return _quiet(_set_precision(learn, precision))
 
@@ -130,6 +139,21 @@ def check_freeze_to(learn, freeze_to: int, where: str) -> None:
     if not -n <= freeze_to < n:
         raise UlmfitError(f"{where}: freeze_to={freeze_to} is out of range for {n} layer groups "
                           f"(use -{n}..{n - 1}; 0 trains everything)")
+
+
+class ScaleLrBySeqLen(Callback):
+    """With random-length windows, each step's rate is scaled by its length / bptt (AWD-LSTM's rule),
+    so short windows do not count as much as full ones. Runs after fastai's ParamScheduler has set
+    the step's rates, which it sets afresh every batch."""
+    order = ParamScheduler.order + 1
+
+    def __init__(self, bptt: int):
+        self.bptt = bptt
+
+    def before_batch(self):
+        if self.training:
+            factor = self.xb[0].shape[1] / self.bptt
+            self.opt.set_hyper("lr", [h["lr"] * factor for h in self.opt.hypers])
 
 
 # ---------------------------------------------------------------- metrics log

@@ -68,51 +68,80 @@ def store_lm_dls(store, bs: int, bptt: int, device: torch.device, piece_tokens: 
 
 
 class StreamLMLoader:
-    """The AWD-LSTM batchify (`train.loader: stream`): the token stream as `bs` rows, moved to the
-    device once, cut into `bptt` windows by slicing; no per-batch Python collation.
+    """The AWD-LSTM batchify (`train.loader: stream`): the token stream as `bs` rows, kept on the
+    device, cut into windows by slicing; no per-batch Python collation.
 
-    Row r holds tokens [r*n, (r+1)*n) of the stream (n = (len - 1) // bs) and its targets are the
-    same tokens shifted by one. With `shuffle`, each epoch starts its windows at a new random
-    offset below `bptt` (the first window is shorter), so window edges move between epochs.
+    Each epoch's stream is the documents concatenated (in a new random order each training epoch,
+    as fastai's LMDataLoader does; the shuffle is one gather on the device). Row r holds tokens
+    [r*n, (r+1)*n) of it (n = (len - 1) // bs) and its targets are the same tokens shifted by one.
+    With `shuffle`, each epoch also starts its windows at a new random offset below `bptt` (the
+    first window is shorter); with `random_bptt`, window lengths are drawn as in the AWD-LSTM paper
+    instead (bptt, or bptt/2 one time in 20, plus N(0, 5), at least 5). Either way the windows of
+    an epoch tile each row once.
     """
 
-    def __init__(self, tokens: np.ndarray, bs: int, bptt: int, device: torch.device, shuffle: bool = False,
-                 seed: int = 0):
-        n = (len(tokens) - 1) // bs
-        stream = torch.from_numpy(np.asarray(tokens[: n * bs + 1], dtype=np.int64))
-        self.x, self.y = stream[:-1].view(bs, n), stream[1:].view(bs, n)
-        self.bs, self.bptt, self.n, self.shuffle = bs, bptt, n, shuffle
+    def __init__(self, tokens: np.ndarray, bs: int, bptt: int, device: torch.device,
+                 offsets: np.ndarray | None = None, shuffle: bool = False, seed: int = 0,
+                 random_bptt: bool = False):
+        offsets = np.asarray([0, len(tokens)] if offsets is None else offsets, dtype=np.int64)
+        # int32 on the device (half of int64); each window is cast to int64 as the embedding wants
+        self.tokens = torch.from_numpy(np.asarray(tokens, dtype=np.int32))
+        self.doc_starts, self.doc_lens = torch.from_numpy(offsets[:-1]), torch.from_numpy(np.diff(offsets))
+        self.bs, self.bptt, self.n, self.shuffle = bs, bptt, (len(tokens) - 1) // bs, shuffle
+        self.random_bptt = random_bptt and shuffle
         self.rng = np.random.default_rng(seed)
-        self._draw_offset()
+        self._draw_windows()
         self.to(device)
 
     def to(self, device: torch.device) -> "StreamLMLoader":
-        self.x, self.y, self.device = self.x.to(device), self.y.to(device), device
+        self.tokens, self.device = self.tokens.to(device), device
+        self.doc_starts, self.doc_lens = self.doc_starts.to(device), self.doc_lens.to(device)
         return self
 
-    def _draw_offset(self) -> None:
-        """The next epoch's first window edge (fastai asks len() before it iterates)."""
+    def _draw_windows(self) -> None:
+        """The next epoch's window starts (fastai asks len() before it iterates)."""
+        if self.random_bptt:
+            starts, pos = [], 0
+            while pos < self.n:
+                starts.append(pos)
+                base = self.bptt if self.rng.random() < 0.95 else self.bptt / 2
+                pos += max(5, int(self.rng.normal(base, 5)))
+            self.starts = starts
+            return
         shift = self.shuffle and self.bptt > 1 and self.n > self.bptt
-        self.starts = ([0] if shift else []) + list(range(int(self.rng.integers(1, self.bptt)) if shift else 0,
-                                                          self.n, self.bptt))
+        first = int(self.rng.integers(1, self.bptt)) if shift else 0
+        self.starts = ([0] if shift else []) + list(range(first, self.n, self.bptt))
+
+    def epoch_stream(self) -> torch.Tensor:
+        """The tokens in this epoch's document order."""
+        if not self.shuffle or len(self.doc_lens) < 2:
+            return self.tokens
+        perm = torch.from_numpy(self.rng.permutation(len(self.doc_lens))).to(self.device)
+        lens, starts = self.doc_lens[perm], self.doc_starts[perm]
+        shift = starts - (torch.cumsum(lens, 0) - lens)  # old start - new start, per document
+        idx = torch.repeat_interleave(shift, lens, output_size=len(self.tokens))
+        return self.tokens[idx + torch.arange(len(self.tokens), device=self.device)]
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def __iter__(self):
-        starts = self.starts
-        for a, b in zip(starts, starts[1:] + [self.n]):
-            yield self.x[:, a:b], self.y[:, a:b]
-        self._draw_offset()
+        stream, n, starts = self.epoch_stream(), self.n, self.starts
+        x, y = stream[: n * self.bs].view(self.bs, n), stream[1: n * self.bs + 1].view(self.bs, n)
+        for a, b in zip(starts, starts[1:] + [n]):
+            yield x[:, a:b].long(), y[:, a:b].long()
+        self._draw_windows()
 
 
 def stream_lm_dls(train: np.ndarray, valid: np.ndarray, vocab: list[str], bs: int, bptt: int,
-                  device: torch.device, seed: int = 0) -> DataLoaders:
-    """LM DataLoaders over flat token arrays (a store's memmap, or concatenated documents)."""
+                  device: torch.device, seed: int = 0, random_bptt: bool = False,
+                  train_offsets: np.ndarray | None = None) -> DataLoaders:
+    """LM DataLoaders over flat token arrays (a store's memmap, or concatenated documents);
+    `train_offsets` (document boundaries) lets each training epoch shuffle the documents."""
     check_lm_size(len(train), bs, "the training split")
     check_lm_size(len(valid), bs, "the validation split")
-    dls = DataLoaders(StreamLMLoader(train, bs, bptt, device, shuffle=True, seed=seed),
-                      StreamLMLoader(valid, bs, bptt, device), device=device)
+    trn = StreamLMLoader(train, bs, bptt, device, train_offsets, shuffle=True, seed=seed, random_bptt=random_bptt)
+    dls = DataLoaders(trn, StreamLMLoader(valid, bs, bptt, device), device=device)
     dls.vocab = vocab
     return dls
 

@@ -6,6 +6,11 @@ one multi-tensor ("foreach") kernel per step, or its fused CUDA kernel when ever
 is on a GPU. fastai's `OptimWrapper` maps its hyper-parameters (`lr`, `mom` -> `betas[0]`,
 `sqr_mom` -> `betas[1]`, `wd`), so `slice()` rates, the one-cycle momentum schedule and
 `freeze_to` work as with fastai's own optimizer (checked in tests/test_optim.py).
+
+One difference is closed here: a Learner marks normalisation and bias parameters `do_wd=False`
+(`wd_bn_bias=False`, its default) in the optimizer's state, which fastai's Adam honours and
+PyTorch's AdamW cannot see. So the weight decay is applied here, to the parameters that want it,
+exactly as AdamW would (p *= 1 - lr * wd, before the Adam update), and AdamW runs with wd 0.
 """
 from __future__ import annotations
 
@@ -15,11 +20,29 @@ import torch
 from fastai.optimizer import OptimWrapper
 
 
+class FastaiAdamW(OptimWrapper):
+    @torch.no_grad()
+    def step(self, closure=None):
+        saved = []
+        for pg in self.opt.param_groups:
+            wd, lr = pg["weight_decay"], pg["lr"]
+            decayed = [p for p in pg["params"] if p.grad is not None and self.state[p].get("do_wd", True)]
+            if wd and decayed:
+                torch._foreach_mul_(decayed, 1 - lr * wd)
+            saved.append(wd)
+            pg["weight_decay"] = 0.0
+        try:
+            return self.opt.step(closure)
+        finally:
+            for pg, wd in zip(self.opt.param_groups, saved):
+                pg["weight_decay"] = wd
+
+
 def torch_adamw(params, lr: float, mom: float = 0.9, sqr_mom: float = 0.99, eps: float = 1e-5,
                 wd: float = 0.01) -> OptimWrapper:
     """Drop-in for fastai's `Adam` as a Learner's `opt_func`."""
     groups = [list(g) for g in params] if params and isinstance(params[0], (list, tuple)) else [list(params)]
     on_gpu = all(p.is_cuda for g in groups for p in g)
     kernel = {"fused": True} if on_gpu else {"foreach": True}
-    return OptimWrapper(groups, opt=partial(torch.optim.AdamW, **kernel), lr=lr, betas=(mom, sqr_mom),
-                        eps=eps, weight_decay=wd)
+    return FastaiAdamW(groups, opt=partial(torch.optim.AdamW, **kernel), lr=lr, betas=(mom, sqr_mom),
+                       eps=eps, weight_decay=wd)

@@ -31,7 +31,8 @@ def run(cfg: FinetuneConfig, run: Run) -> dict:
     else:
         train, valid = split_docs(texts, cfg.data.valid_pct, cfg.run.seed, f"data.train: {train_path}")
     sp_model = upstream.sp_model if upstream is not None else None  # subword runs keep their tokenizer
-    dls, vocab, stats = lm_data(train, valid, cfg.data, cfg.train, device, train_path.name, sp_model)
+    dls, vocab, stats = lm_data(train, valid, cfg.data, cfg.train, device, train_path.name, sp_model,
+                                 cfg.run.seed)
     run.write_json("vocab.json", vocab)
     run.copy_in(sp_model, SP_MODEL)
     learn = lm_learner(dls, arch, cfg.model.drop_mult, cfg.train, cfg.run.precision, run, "finetune-lm")

@@ -32,7 +32,8 @@ def split_docs(docs: list[str], valid_pct: float, seed: int, source: str) -> tup
     return [d for i, d in enumerate(docs) if i not in valid], [d for i, d in enumerate(docs) if i in valid]
 
 
-def lm_data(train: list[str], valid: list[str], data, train_cfg, device, source: str, sp_model=None):
+def lm_data(train: list[str], valid: list[str], data, train_cfg, device, source: str, sp_model=None,
+            data_seed: int = 0):
     """Tokenize both splits, build the vocab on the training split, and wrap them in fastai loaders."""
     toks = tokenize(train + valid, workers=data.workers, sp_model=sp_model)
     trn, val = toks[:len(train)], toks[len(train):]
@@ -41,7 +42,8 @@ def lm_data(train: list[str], valid: list[str], data, train_cfg, device, source:
     info(f"{source}: {len(train)} train / {len(valid)} valid documents, {n_trn:,} / {n_val:,} tokens, "
          f"vocab {len(vocab):,}")
     trn_ids, val_ids, bs, bptt = numericalize(trn, vocab), numericalize(val, vocab), train_cfg.bs, train_cfg.bptt
-    dls = (stream_lm_dls(np.concatenate(trn_ids), np.concatenate(val_ids), vocab, bs, bptt, device)
+    dls = (stream_lm_dls(np.concatenate(trn_ids), np.concatenate(val_ids), vocab, bs, bptt, device,
+                         data_seed, train_cfg.random_bptt, np.cumsum([0] + [len(d) for d in trn_ids]))
            if train_cfg.loader == "stream" else lm_dls(trn_ids, val_ids, vocab, bs, bptt, device))
     return dls, vocab, {"train_docs": len(train), "valid_docs": len(valid), "train_tokens": n_trn,
                         "valid_tokens": n_val, "vocab_size": len(vocab)}

@@ -21,8 +21,11 @@ def run(cfg: PretrainConfig, run: Run) -> dict:
     device = start(cfg)
     store = prepare(cfg.data, cfg.run.seed)
     t = cfg.train
-    dls = (stream_lm_dls(store.tokens("train"), store.tokens("valid"), store.vocab, t.bs, t.bptt, device,
-                         cfg.run.seed) if t.loader == "stream" else store_lm_dls(store, t.bs, t.bptt, device))
+    if t.loader == "stream":
+        dls = stream_lm_dls(store.tokens("train"), store.tokens("valid"), store.vocab, t.bs, t.bptt, device,
+                            cfg.run.seed, t.random_bptt, store.offsets("train"))
+    else:
+        dls = store_lm_dls(store, t.bs, t.bptt, device)
     run.write_json("vocab.json", store.vocab)
     run.copy_in(store.sp_model, SP_MODEL)
     arch = cfg.model.model_dump(include=set(ARCH_KEYS))
