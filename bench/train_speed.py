@@ -6,10 +6,13 @@ so both sides train on the same ids and validate on the same held-out articles.
 - stock: fastai's `LMDataLoader` over the documents (what `TextDataLoaders(is_lm=True)` builds),
   `language_model_learner(..., pretrained=False)`, fastai's Adam, `fit_one_cycle`, and `to_fp16()`
   on a GPU, as the tutorials write it;
-- ulmfit: `train.loader: stream` (the batchify kept on the device) and `train.optimizer: torch`
-  (PyTorch's AdamW kernels), bf16 autocast on GPUs that support it, same `fit_one_cycle`.
+- ulmfit: what `ulmfit pretrain` builds by default: `train.loader: stream` (the batchify kept on
+  the device, documents shuffled per epoch), `train.optimizer: torch` (PyTorch's AdamW kernels),
+  statistics kept on the device, bf16 autocast on GPUs that support it, same `fit_one_cycle`;
+- bare loop: the same fastai model and stream batches in a plain PyTorch loop (autocast, AdamW,
+  constant rate, no callbacks): the speed ceiling that ulmfit's overhead is measured against.
 
-Prints tokens/s of each, their ratio, peak GPU memory and the validation loss each reaches.
+Prints tokens/s of each, the ratios, peak GPU memory and the validation loss each reaches.
   python bench/train_speed.py                       # CPU, small model (seconds to a minute)
   python bench/train_speed.py --device cuda --emb 400 --hid 1152 --layers 3 --bs 64 --epochs 1
 """
@@ -30,6 +33,35 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
+def bare_loop(dls, model, epochs: int, lr: float, precision: str) -> float:
+    """Train `model` on `dls.train` without fastai; return the validation loss."""
+    import torch.nn.functional as F
+    device = dls.train.device
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01,
+                            **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+    scaler = torch.amp.GradScaler(enabled=precision == "fp16")
+
+    def loss_of(x, y):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = model(x)[0]
+        return F.cross_entropy(out.float().reshape(-1, out.shape[-1]), y.reshape(-1))
+
+    model.train()
+    for _ in range(epochs):
+        model.reset()
+        for x, y in dls.train:
+            scaler.scale(loss_of(x, y)).backward()
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+    model.eval()
+    model.reset()
+    with torch.no_grad():
+        losses = [(loss_of(x, y) * x.numel(), x.numel()) for x, y in dls.valid]
+    return float(sum(v for v, _ in losses) / sum(n for _, n in losses))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -44,11 +76,15 @@ def main() -> None:
     args = ap.parse_args()
 
     import prepare_speed
+    from fastai.callback.progress import ProgressCallback
+    from fastai.metrics import Perplexity, accuracy
+    from fastai.text.learner import language_model_learner
+    from fastai.text.models.awdlstm import AWD_LSTM
     from fastai.torch_core import set_seed
 
     from ulmfit_cli.config import LMTrain, PretrainData
     from ulmfit_cli.corpus.prepare import prepare
-    from ulmfit_cli.learners import lm_learner
+    from ulmfit_cli.learners import awd_config, lm_learner
     from ulmfit_cli.loaders import lm_dls, stream_lm_dls
     from ulmfit_cli.runs import Run
 
@@ -63,32 +99,44 @@ def main() -> None:
         docs = {s: [np.asarray(store.tokens(s)[a:b], dtype=np.int64)
                     for a, b in zip(store.offsets(s)[:-1], store.offsets(s)[1:])] for s in ("train", "valid")}
         arch = {"emb_sz": args.emb, "n_hid": args.hid, "n_layers": args.layers}
+        ulmfit_precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if gpu else "fp32"
         sides = {
             "stock fastai": dict(loader="fastai", optimizer="fastai", precision="fp16" if gpu else "fp32"),
-            "ulmfit": dict(loader="stream", optimizer="torch",
-                           precision=("bf16" if torch.cuda.is_bf16_supported() else "fp16") if gpu else "fp32"),
+            "ulmfit": dict(loader="stream", optimizer="torch", precision=ulmfit_precision),
+            "bare loop": dict(loader="stream", optimizer="torch (constant lr)", precision=ulmfit_precision),
         }
         rows = []
         for name, side in sides.items():
             set_seed(0, reproducible=not gpu)
-            train = LMTrain(bs=args.bs, bptt=args.bptt, epochs=args.epochs, lr=args.lr, loader=side["loader"],
-                            optimizer=side["optimizer"])
-            dls = (stream_lm_dls(np.concatenate(docs["train"]), np.concatenate(docs["valid"]), store.vocab,
-                                 args.bs, args.bptt, device)
-                   if side["loader"] == "stream"
-                   else lm_dls(docs["train"], docs["valid"], store.vocab, args.bs, args.bptt, device))
-            learn = lm_learner(dls, arch, 0.3, train, side["precision"], Run(tmp, tmp, "bench"), name)
+            if name == "stock fastai":  # as a tutorial writes it
+                dls = lm_dls(docs["train"], docs["valid"], store.vocab, args.bs, args.bptt, device)
+                learn = language_model_learner(dls, AWD_LSTM, config=awd_config(arch), drop_mult=0.3,
+                                               pretrained=False, metrics=[accuracy, Perplexity()],
+                                               moms=(0.8, 0.7, 0.8))  # the ULMFiT tutorial's moms
+                learn = learn.to_fp16() if gpu else learn
+                learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])
+                learn.logger = lambda *_: None
+            else:  # the same stream batches for ulmfit (what `ulmfit pretrain` builds) and the bare loop
+                train = LMTrain(bs=args.bs, bptt=args.bptt, epochs=args.epochs, lr=args.lr)
+                offsets = np.cumsum([0] + [len(d) for d in docs["train"]])
+                dls = stream_lm_dls(np.concatenate(docs["train"]), np.concatenate(docs["valid"]), store.vocab,
+                                    args.bs, args.bptt, device, train_offsets=offsets)
+                learn = lm_learner(dls, arch, 0.3, train, side["precision"], Run(tmp, tmp, "bench"), name)
             if gpu:
                 torch.cuda.reset_peak_memory_stats()
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            learn.fit_one_cycle(args.epochs, args.lr)
+            if name == "bare loop":
+                valid_loss = bare_loop(dls, learn.model, args.epochs, args.lr, side["precision"])
+            else:
+                learn.fit_one_cycle(args.epochs, args.lr)
             if gpu:
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
             tokens = args.epochs * sum(x.numel() for x, _ in dls.train)
-            with learn.no_bar():
-                valid_loss = float(learn.validate()[0])
+            if name != "bare loop":
+                with learn.no_bar():
+                    valid_loss = float(learn.validate()[0])
             peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GB" if gpu else "n/a (CPU)"
             rows.append((name, side, tokens / seconds, seconds, valid_loss, peak))
     print(f"\ndevice {device} ({torch.cuda.get_device_name() if gpu else f'{os.cpu_count()} CPU cores'}), "
@@ -100,8 +148,8 @@ def main() -> None:
     for name, side, tps, sec, loss, peak in rows:
         print(f"| {name} | {side['loader']} | {side['optimizer']} | {side['precision']} | {tps:,.0f} | {sec:.1f} "
               f"| {loss:.4f} | {peak} |")
-    print(f"\nspeed ratio ulmfit / stock: {rows[1][2] / rows[0][2]:.2f}x; "
-          f"valid loss ratio: {rows[1][4] / rows[0][4]:.4f}")
+    print(f"\nspeed ratio ulmfit / stock: {rows[1][2] / rows[0][2]:.2f}x; ulmfit / bare loop: "
+          f"{rows[1][2] / rows[2][2]:.2f}; valid loss ratio ulmfit / stock: {rows[1][4] / rows[0][4]:.4f}")
 
 
 if __name__ == "__main__":
