@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from ulmfit_cli import __version__
-from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.errors import TrainingFailed, UlmfitError
 
 # fastai's AWD-LSTM helpers call torch.jit.script, which torch >= 2.10 flags on every run
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
@@ -38,6 +38,9 @@ RunDirOpt = Annotated[Optional[Path], typer.Option(
     "--run-dir", help="Where to write the run (default: run.dir, else runs/<run.name>).")]
 ForceOpt = Annotated[bool, typer.Option(
     "--force", help="Replace a non-empty run dir; the old run is kept until the new one finishes.")]
+ResumeOpt = Annotated[bool, typer.Option(
+    "--resume", help="Continue the run in --run-dir from its last checkpoint (its config.yaml is used "
+                     "when no --config is given).")]
 PrintOpt = Annotated[bool, typer.Option(
     "--print-config", help="Print the resolved config as YAML and exit without running.")]
 
@@ -54,6 +57,8 @@ def _user_errors():
         yield
     except UlmfitError as e:
         fail(str(e))
+    except TrainingFailed as e:
+        fail(str(e), 3)
     except KeyboardInterrupt:
         fail("interrupted", 130)
 
@@ -66,10 +71,16 @@ def _show(title: str, figures: dict) -> None:
 
 
 def _run_stage(stage: str, module: str, configs: list[Path], overrides: list[str], run_dir: Path | None,
-               force: bool, print_config: bool) -> None:
+               force: bool, print_config: bool, resume: bool = False) -> None:
     from ulmfit_cli.config import load_config, to_yaml
-    from ulmfit_cli.runs import inherit_arch, open_run, resolve_run_dir, upstream_of
+    from ulmfit_cli.runs import inherit_arch, open_run, resolve_run_dir, resume_config, upstream_of
     with _user_errors():
+        if resume and force:
+            raise UlmfitError("--resume and --force contradict each other: --force starts the run afresh")
+        if resume and not configs:
+            if run_dir is None:
+                raise UlmfitError("--resume needs --run-dir (or the --config of the run)")
+            configs = [resume_config(run_dir)]
         cfg = load_config(stage, configs or [], overrides or [])
         inherit_arch(cfg.model, upstream_of(stage, cfg))  # sizes from init.from_run, in config.yaml too
         final = resolve_run_dir(cfg, run_dir)
@@ -77,18 +88,18 @@ def _run_stage(stage: str, module: str, configs: list[Path], overrides: list[str
             typer.echo(to_yaml(cfg), nl=False)
             return
         stage_mod = importlib.import_module(f"ulmfit_cli.stages.{module}")
-        with open_run(stage, cfg, final, force) as run:
+        with open_run(stage, cfg, final, force, resume) as run:
             results = stage_mod.run(cfg, run)
     _show(f"{stage} finished: {final}", results)
 
 
 @app.command()
 def pretrain(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
-             print_config: PrintOpt = False):
+             resume: ResumeOpt = False, print_config: PrintOpt = False):
     """Pretrain an AWD-LSTM language model on a Wikipedia dump (data.source: *.xml.bz2 / *.xml),
     a text file, or a folder of text files (WikiText-103 style). Writes vocab.json, lm.pth,
     encoder.pth, metrics.jsonl and results.json into the run dir."""
-    _run_stage("pretrain", "pretrain", config, set_, run_dir, force, print_config)
+    _run_stage("pretrain", "pretrain", config, set_, run_dir, force, print_config, resume)
 
 
 @app.command()
@@ -110,20 +121,20 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None,
 
 @app.command("finetune-lm")
 def finetune_lm(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
-                force: ForceOpt = False, print_config: PrintOpt = False):
+                force: ForceOpt = False, resume: ResumeOpt = False, print_config: PrintOpt = False):
     """Fine-tune a language model (init.from_run) on your texts (data.train: CSV/TSV with
     data.text_col, fastText lines, or one document per line): one frozen epoch, then unfrozen
     with discriminative rates. Writes lm.pth, encoder.pth and vocab.json."""
-    _run_stage("finetune-lm", "finetune_lm", config, set_, run_dir, force, print_config)
+    _run_stage("finetune-lm", "finetune_lm", config, set_, run_dir, force, print_config, resume)
 
 
 @app.command("train-clf")
 def train_clf(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
-              force: ForceOpt = False, print_config: PrintOpt = False):
+              force: ForceOpt = False, resume: ResumeOpt = False, print_config: PrintOpt = False):
     """Train a classifier on the encoder of init.from_run with gradual unfreezing (train.stages).
     Reads data.train (and data.valid, data.test) with data.text_col and data.label_col; reports
     accuracy and macro-F1; writes model.pth, vocab.json, labels.json and results.json."""
-    _run_stage("train-clf", "train_clf", config, set_, run_dir, force, print_config)
+    _run_stage("train-clf", "train_clf", config, set_, run_dir, force, print_config, resume)
 
 
 @app.command()

@@ -28,6 +28,8 @@ class RunSection(Section):
     dir: str | None = Field(None, description="run directory (default runs/<name>)")
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    deterministic: bool = Field(False, description="PyTorch's deterministic algorithms (and cuBLAS workspace) on "
+                                                   "GPU: reproducible, slower; CPU runs are deterministic anyway")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on GPUs that support it, else fp16 with loss scaling; fp32 on CPU")
 
@@ -113,7 +115,14 @@ class ClassifierData(VocabData, TextData):
     label_col: str = "label"
 
 
-class LMTrain(Section):
+class Checkpointing(Section):
+    checkpoint_every: int | None = Field(None, gt=0, description="also checkpoint every N training steps "
+                                                                 "(checkpoints are always written at epoch ends)")
+    checkpoint_minutes: float | None = Field(30.0, gt=0, description="also checkpoint after this many minutes "
+                                                                     "without one")
+
+
+class LMTrain(Checkpointing):
     bs: int = Field(64, gt=0)
     bptt: int = Field(72, gt=0)     # paper 70; fastai 72
     epochs: int = Field(10, ge=0)
@@ -148,7 +157,7 @@ def _fastai_unfreezing() -> list[UnfreezeStage]:
             UnfreezeStage(freeze_to=-3, lr=5e-3), UnfreezeStage(freeze_to=0, lr=1e-3, epochs=2)]
 
 
-class ClassifierTrain(Section):
+class ClassifierTrain(Checkpointing):
     bs: int = Field(64, gt=0)
     bptt: int = Field(72, gt=0)
     epochs: int = Field(1, ge=1, description="epochs of a stage that names none")

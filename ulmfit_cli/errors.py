@@ -1,8 +1,15 @@
-"""The one exception type for bad user input: the CLI prints its message and exits 2."""
+"""Exception types the CLI turns into a one-screen message instead of a traceback."""
 
 
 class UlmfitError(Exception):
-    """A problem with the user's input (file, config key, column, run dir).
+    """A problem with the user's input (file, config key, column, run dir): exit code 2.
 
     The message must name what is wrong and where; the CLI shows it without a traceback.
+    """
+
+
+class TrainingFailed(Exception):
+    """Training went wrong after it started (a NaN/inf loss): exit code 3.
+
+    Unlike bad input, the unfinished run and its last good checkpoint are kept for `--resume`.
     """

@@ -38,6 +38,7 @@ class Run:
     path: Path
     final: Path
     stage: str
+    resume: bool = False  # continue from path/checkpoints/last.pt
 
     def write_json(self, name: str, obj) -> None:
         _atomic_write(self.path / name, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
@@ -66,30 +67,63 @@ def resolve_run_dir(cfg: StageConfig, run_dir: Path | None) -> Path:
     return Path(cfg.run.dir)
 
 
+def staging_dir(final: Path) -> Path:
+    return final.parent / f".{final.name}.partial"
+
+
+def checkpoint_of(folder: Path) -> Path | None:
+    last = folder / "checkpoints" / "last.pt"
+    return last if last.is_file() else None
+
+
+def resume_config(final: Path) -> Path:
+    """The config.yaml of the run `--resume` continues (the unfinished one first)."""
+    for folder in (staging_dir(final), final):
+        if checkpoint_of(folder) and (folder / "config.yaml").is_file():
+            return folder / "config.yaml"
+    raise UlmfitError(f"--resume: no checkpoint to resume in {staging_dir(final)} or {final} "
+                      f"(checkpoints/last.pt is written at the end of each epoch)")
+
+
 @contextmanager
-def open_run(stage: str, cfg: StageConfig, final: Path, force: bool):
-    """Yield a `Run` writing into a staging folder; publish it as `final` on success."""
+def open_run(stage: str, cfg: StageConfig, final: Path, force: bool, resume: bool = False):
+    """Yield a `Run` writing into a staging folder; publish it as `final` on success.
+
+    With `resume`, the staging folder of a killed run is continued, or a finished run is copied
+    into a new staging folder (so it stays untouched until the resumed run finishes).
+    """
     if final.exists() and not final.is_dir():
         raise UlmfitError(f"run dir {final} exists and is not a directory")
-    if final.is_dir() and any(final.iterdir()) and not force:
-        raise UlmfitError(f"run dir {final} is not empty: pass --force to replace it "
-                          f"(it is kept until the new run finishes), or choose another --run-dir")
-    staging = final.parent / f".{final.name}.partial"
-    if staging.exists():
-        shutil.rmtree(staging)  # left by a crashed run: never a finished one
-    staging.mkdir(parents=True)
-    run = Run(path=staging, final=final, stage=stage)
+    staging = staging_dir(final)
+    if resume:
+        if checkpoint_of(staging) is None:
+            if checkpoint_of(final) is None:
+                resume_config(final)  # raises: nothing to resume
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(final, staging)
+    else:
+        if final.is_dir() and any(final.iterdir()) and not force:
+            raise UlmfitError(f"run dir {final} is not empty: pass --force to replace it "
+                              f"(it is kept until the new run finishes), or choose another --run-dir")
+        if checkpoint_of(staging) is not None and not force:
+            raise UlmfitError(f"{staging} holds an unfinished run with checkpoints: pass --resume to continue it, "
+                              f"or --force to discard it")
+        if staging.exists():
+            shutil.rmtree(staging)  # left by a crashed run without checkpoints (or --force)
+        staging.mkdir(parents=True)
+    run = Run(path=staging, final=final, stage=stage, resume=resume)
     meta = {"stage": stage, "version": __version__, "argv": sys.argv,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _atomic_write(staging / "config.yaml", to_yaml(cfg, meta).encode())
     try:
         yield run
     except UlmfitError:
-        shutil.rmtree(staging, ignore_errors=True)  # bad input: leave no trace
+        if checkpoint_of(staging) is None:
+            shutil.rmtree(staging, ignore_errors=True)  # bad input before any training: leave no trace
         raise
     except BaseException:
-        print(f"ulmfit: the unfinished run is kept in {staging} for inspection; {final} is unchanged",
-              file=sys.stderr)
+        how = "resume it with --resume" if checkpoint_of(staging) else "it has no checkpoint yet"
+        print(f"ulmfit: the unfinished run is kept in {staging} ({how}); {final} is unchanged", file=sys.stderr)
         raise
     if final.exists():
         old = final.parent / f".{final.name}.old"

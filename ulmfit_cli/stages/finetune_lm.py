@@ -8,6 +8,7 @@ Without `init.from_run` the LM is trained from scratch (the paper's no-pretraini
 from __future__ import annotations
 
 from ulmfit_cli import paths
+from ulmfit_cli.checkpoints import Phase, checkpointer, fit_phases
 from ulmfit_cli.config import FinetuneConfig
 from ulmfit_cli.console import info
 from ulmfit_cli.corpus.tables import read_texts
@@ -31,7 +32,7 @@ def run(cfg: FinetuneConfig, run: Run) -> dict:
     else:
         train, valid = split_docs(texts, cfg.data.valid_pct, cfg.run.seed, f"data.train: {train_path}")
     sp_model = upstream.sp_model if upstream is not None else None  # subword runs keep their tokenizer
-    dls, vocab, stats = lm_data(train, valid, cfg.data, cfg.train, device, train_path.name, sp_model,
+    dls, vocab, sig, stats = lm_data(train, valid, cfg.data, cfg.train, device, train_path.name, sp_model,
                                  cfg.run.seed)
     run.write_json("vocab.json", vocab)
     run.copy_in(sp_model, SP_MODEL)
@@ -40,12 +41,10 @@ def run(cfg: FinetuneConfig, run: Run) -> dict:
     if upstream is not None:
         stats["vocab_overlap"] = transfer_lm(learn, upstream, vocab)
         info(f"init.from_run: {upstream.path}: {stats['vocab_overlap']:.1%} of the new vocab was pretrained")
-        if t.frozen_epochs:
-            learn.metrics_log.phase = "frozen"
-            learn.freeze()
-            learn.fit_one_cycle(t.frozen_epochs, t.frozen_lr)
-    if t.epochs:
-        learn.metrics_log.phase = "unfrozen"
-        learn.unfreeze()
-        learn.fit_one_cycle(t.epochs, slice(t.lr / t.lr_div, t.lr))
+    ckpt = checkpointer(run, cfg, sig)
+    learn.add_cb(ckpt)
+    fit_phases(learn, ckpt, [
+        Phase("frozen", t.frozen_epochs if upstream is not None else 0, t.frozen_lr, lambda lrn: lrn.freeze()),
+        Phase("unfrozen", t.epochs, slice(t.lr / t.lr_div, t.lr), lambda lrn: lrn.unfreeze()),
+    ])
     return save_lm(run, learn, stats)

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
+import torch
 from fastai.torch_core import set_seed
 
+from ulmfit_cli.checkpoints import data_signature
 from ulmfit_cli.console import info
 from ulmfit_cli.corpus.tokenize import build_vocab, numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
@@ -15,9 +18,17 @@ from ulmfit_cli.runs import Run
 
 
 def start(cfg):
-    """Device (precision checked) and seeds, before any data is read or loader built."""
+    """Device (precision checked) and seeds, before any data is read or loader built.
+
+    `run.deterministic` turns on PyTorch's deterministic algorithms; cuBLAS needs its workspace
+    setting before the first CUDA call, so it is set here first.
+    """
+    if cfg.run.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
     device = pick_device(cfg.run)
-    set_seed(cfg.run.seed, reproducible=True)
+    # fastai's `reproducible` also turns off cuDNN's autotuner: only when asked for (CPU runs are exact anyway)
+    set_seed(cfg.run.seed, reproducible=cfg.run.deterministic)
     return device
 
 
@@ -45,7 +56,8 @@ def lm_data(train: list[str], valid: list[str], data, train_cfg, device, source:
     dls = (stream_lm_dls(np.concatenate(trn_ids), np.concatenate(val_ids), vocab, bs, bptt, device,
                          data_seed, train_cfg.random_bptt, np.cumsum([0] + [len(d) for d in trn_ids]))
            if train_cfg.loader == "stream" else lm_dls(trn_ids, val_ids, vocab, bs, bptt, device))
-    return dls, vocab, {"train_docs": len(train), "valid_docs": len(valid), "train_tokens": n_trn,
+    sig = data_signature(vocab, *trn_ids, *val_ids)
+    return dls, vocab, sig, {"train_docs": len(train), "valid_docs": len(valid), "train_tokens": n_trn,
                         "valid_tokens": n_val, "vocab_size": len(vocab)}
 
 

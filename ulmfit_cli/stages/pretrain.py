@@ -6,6 +6,7 @@ on its memory-mapped tokens with `fit_one_cycle`.
 """
 from __future__ import annotations
 
+from ulmfit_cli.checkpoints import Phase, checkpointer, data_signature, fit_phases
 from ulmfit_cli.config import PretrainConfig
 from ulmfit_cli.corpus.prepare import prepare
 from ulmfit_cli.corpus.tokenize import SP_MODEL
@@ -30,6 +31,7 @@ def run(cfg: PretrainConfig, run: Run) -> dict:
     run.copy_in(store.sp_model, SP_MODEL)
     arch = cfg.model.model_dump(include=set(ARCH_KEYS))
     learn = lm_learner(dls, arch, cfg.model.drop_mult, cfg.train, cfg.run.precision, run, "pretrain")
-    if cfg.train.epochs:
-        learn.fit_one_cycle(cfg.train.epochs, cfg.train.lr)
+    ckpt = checkpointer(run, cfg, data_signature(store.vocab, store.path.name))
+    learn.add_cb(ckpt)
+    fit_phases(learn, ckpt, [Phase("", t.epochs, t.lr)])
     return save_lm(run, learn, {"token_store": str(store.path), **{k: store.stats[k] for k in STORE_STATS}})

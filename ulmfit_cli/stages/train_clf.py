@@ -12,6 +12,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 
 from ulmfit_cli import paths
+from ulmfit_cli.checkpoints import Phase, checkpointer, data_signature, fit_phases
 from ulmfit_cli.config import ClassifierConfig
 from ulmfit_cli.console import info
 from ulmfit_cli.corpus.tables import read_texts
@@ -92,11 +93,12 @@ def run(cfg: ClassifierConfig, run: Run) -> dict:
         check_freeze_to(learn, st.freeze_to, f"train.stages[{i}]")
     if upstream is not None:
         load_encoder(learn, upstream)
-    for i, st in enumerate(t.stages):
-        learn.metrics_log.phase = f"freeze_to {st.freeze_to}"
-        learn.freeze_to(st.freeze_to)
-        lr = st.lr or t.lr
-        learn.fit_one_cycle(st.epochs or t.epochs, slice(lr / t.lr_div, lr))
+    ckpt = checkpointer(run, cfg, data_signature(vocab + labels, *ids[0], ys[0], *ids[1], ys[1]))
+    learn.add_cb(ckpt)
+    fit_phases(learn, ckpt, [
+        Phase(f"freeze_to {st.freeze_to}", st.epochs or t.epochs,
+              slice((st.lr or t.lr) / t.lr_div, st.lr or t.lr), lambda lrn, n=st.freeze_to: lrn.freeze_to(n))
+        for st in t.stages])
 
     results = {"labels": labels, "pretrained_encoder": upstream is not None, **_scores(learn, dls.valid, ys[1], "valid")}
     if test is not None:
