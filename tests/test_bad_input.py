@@ -94,3 +94,37 @@ def test_fasttext_file_without_labels_for_classifier(cli, tmp_path):
     f.write_text("just text\nmore text\n")
     res = cli("train-clf", "-c", TINY, "--set", f"data.train={f}", "--run-dir", tmp_path / "run")
     _assert_clean_failure(res, tmp_path, "plain.txt", "has no labels")
+
+
+def test_non_utf8_bytes_can_be_replaced_when_asked(cli, tmp_path, easy_csv):
+    f = tmp_path / "mixed.csv"
+    f.write_bytes(easy_csv.read_bytes() + "caf\xe9 awful,neg\n".encode("latin-1"))
+    res = cli("train-clf", "-c", TINY, "--set", f"data.train={f}", "--set", "train.stages=[{freeze_to: 0}]",
+              "--run-dir", tmp_path / "strict")
+    assert res.exit_code == 2 and "mixed.csv" in res.output and "byte offset" in res.output
+    res = cli("train-clf", "-c", TINY, "--set", f"data.train={f}", "--set", "data.encoding_errors=replace",
+              "--set", "train.stages=[{freeze_to: 0}]", "--run-dir", tmp_path / "replaced")
+    assert res.exit_code == 0, res.output
+    assert "1 undecodable byte sequence(s) replaced" in res.output
+
+
+def test_empty_documents_are_dropped_and_counted(cli, tmp_path, easy_csv):
+    f = tmp_path / "gaps.csv"
+    f.write_text(easy_csv.read_text() + '"   ",pos\n"",neg\n', encoding="utf-8")
+    res = cli("train-clf", "-c", TINY, "--set", f"data.train={f}", "--set", "train.stages=[{freeze_to: 0}]",
+              "--run-dir", tmp_path / "run")
+    assert res.exit_code == 0, res.output
+    assert "dropped 2 empty document(s)" in res.output
+
+
+def test_a_ten_million_character_document_is_truncated_for_the_classifier(cli, tmp_path, easy_csv):
+    import resource
+    f = tmp_path / "huge.csv"
+    f.write_text(easy_csv.read_text() + '"' + "great film " * 1_000_000 + '",pos\n', encoding="utf-8")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    res = cli("train-clf", "-c", TINY, "--set", f"data.train={f}", "--set", "train.stages=[{freeze_to: 0}]",
+              "--set", "data.max_chars=20000", "--run-dir", tmp_path / "run")
+    assert res.exit_code == 0, res.output
+    assert "1 document(s) longer than data.max_chars=20,000 keep only their last 20,000 characters" in res.output
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 500, f"peak memory grew by {grown_mb:.0f} MB for an 11 MB document"

@@ -159,8 +159,23 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _plain(obj):
+    """NumPy scalars (fastai's schedules make rates of them) as Python numbers, and fastai's tensor
+    subclasses as plain tensors: a checkpoint must load with `weights_only=True`."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, torch.Tensor) and type(obj) is not torch.Tensor:
+        return obj.as_subclass(torch.Tensor)
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    return obj
+
+
 def write_checkpoint(state: dict, path: Path) -> None:
     """Write `state` to `path` so that `path` is always either the old file or the new one, whole."""
+    state = _plain(state)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pause = float(os.environ.get("ULMFIT_TEST_SLOW_CHECKPOINT", "0") or 0)
@@ -223,7 +238,9 @@ class Checkpointer(Callback):
         self.resume, self.phase, self.phase_label, self.step = resume, 0, "", 0
         self.best = resume.get("best_valid_loss") if resume else None
         self.nan_at = int(os.environ.get("ULMFIT_TEST_NAN_AT_STEP", "0") or 0)  # test hook
-        self.pause_after = float(os.environ.get("ULMFIT_TEST_PAUSE_AFTER_CHECKPOINT", "0") or 0)  # test hook
+        # test hooks: pause after a checkpoint written in phase >= ULMFIT_TEST_PAUSE_IN_PHASE (so a test can kill it)
+        self.pause_after = float(os.environ.get("ULMFIT_TEST_PAUSE_AFTER_CHECKPOINT", "0") or 0)
+        self.pause_phase = int(os.environ.get("ULMFIT_TEST_PAUSE_IN_PHASE", "0") or 0)
         self._restoring = None
 
     # -- fit and epoch bookkeeping
@@ -331,7 +348,7 @@ class Checkpointer(Callback):
         if is_best:
             link_checkpoint(last, self.folder / "best.pt")
         self.saved_at = time.monotonic()
-        if self.pause_after:
+        if self.pause_after and self.phase >= self.pause_phase:
             time.sleep(self.pause_after)
 
 

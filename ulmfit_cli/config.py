@@ -64,6 +64,9 @@ class ClassifierModel(Arch):
 
 class Encoded(Section):
     encoding: str = Field("utf-8", description="text encoding of the input files, e.g. cp1252 or latin-1")
+    encoding_errors: Literal["strict", "replace"] = Field(
+        "strict", description="strict: bytes that are not valid in data.encoding stop the run (naming file and "
+                              "byte offset); replace: they become U+FFFD and are counted")
 
     @field_validator("encoding")
     @classmethod
@@ -109,6 +112,8 @@ class FinetuneData(VocabData, TextData):
 
 class ClassifierData(VocabData, TextData):
     """max_vocab/min_freq apply only without init.from_run (the classifier otherwise uses that run's vocab)."""
+    max_chars: int = Field(100_000, gt=0, description="longer documents keep only their last max_chars "
+                                                      "characters (the classifier reads the end: model.max_len)")
     train: str
     valid: str | None = None
     test: str | None = None

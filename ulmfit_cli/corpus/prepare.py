@@ -68,7 +68,8 @@ def cache_key(data: PretrainData, seed: int, files: list[Path]) -> dict:
         "tokenizer": {"name": data.tokenizer, "rules": "fastai-default", "fastai": fastai.__version__,
                       "spacy": spacy.__version__, "sp_vocab_size": data.sp_vocab_size,
                       "sp_train_chars": data.sp_train_chars},
-        "encoding": data.encoding, "max_vocab": data.max_vocab, "min_freq": data.min_freq,
+        "encoding": data.encoding, "encoding_errors": data.encoding_errors,
+        "max_vocab": data.max_vocab, "min_freq": data.min_freq,
         "valid_pct": data.valid_pct, "seed": seed, "max_docs": data.max_docs,
         "min_doc_chars": data.min_doc_chars,
     }
@@ -124,7 +125,7 @@ def _jobs(files: list[Path], data: PretrainData, stats: DumpStats, bar) -> Itera
     for f in files:
         kind = "dump" if is_dump(f) else "text"
         items = (iter_pages(f, stats, lang_warning=True, keep_truncated=data.keep_truncated) if kind == "dump"
-                 else iter_text_documents(f, "data.source", data.encoding))
+                 else iter_text_documents(f, "data.source", data.encoding, data.encoding_errors))
         batch, size = [], 0
         for item in items:
             batch.append(item)

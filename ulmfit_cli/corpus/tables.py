@@ -11,21 +11,29 @@ from pathlib import Path
 
 import pandas as pd
 
+from ulmfit_cli.console import info
 from ulmfit_cli.errors import UlmfitError
 
 FASTTEXT_PREFIX = "__label__"
 
 
-def _read_text(path: Path, key: str, encoding: str) -> str:
+def _not_encoded(key: str, path: Path, encoding: str, offset: int, line: int) -> UlmfitError:
+    return UlmfitError(f"{key}: {path} is not {encoding} text (byte offset {offset}, line {line}); set "
+                       f"data.encoding if the file has another encoding (e.g. cp1252), or "
+                       f"data.encoding_errors=replace to replace the bad bytes")
+
+
+def _read_text(path: Path, key: str, encoding: str, errors: str = "strict") -> str:
     if not path.is_file():
         raise UlmfitError(f"{key}: file not found: {path}")
     raw = path.read_bytes()
     try:
-        return raw.decode(encoding)
+        text = raw.decode(encoding, errors=errors)
     except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise UlmfitError(f"{key}: {path} is not {encoding} text (byte offset {e.start}, line {line}); "
-                          f"set data.encoding if the file has another encoding (e.g. cp1252)") from None
+        raise _not_encoded(key, path, encoding, e.start, raw[:e.start].count(b"\n") + 1) from None
+    if errors == "replace" and "\ufffd" in text:
+        info(f"{key}: {path}: {text.count(chr(0xFFFD)):,} undecodable byte sequence(s) replaced by U+FFFD")
+    return text
 
 
 def file_format(path: Path, text: str) -> str:
@@ -51,14 +59,14 @@ def _parse_fasttext(text: str) -> pd.DataFrame:
 
 
 def read_texts(path: str | Path, key: str, text_col: str = "text", label_col: str | None = None,
-               encoding: str = "utf-8") -> pd.DataFrame:
+               encoding: str = "utf-8", errors: str = "strict") -> pd.DataFrame:
     """A frame with column `text` (and `label` when `label_col` is given), empty texts dropped.
 
     For fastText files the columns are always `text` and `label`; for a plain text file
     (one document per line) there is only `text`.
     """
     path = Path(path)
-    text = _read_text(path, key, encoding)
+    text = _read_text(path, key, encoding, errors)
     fmt = file_format(path, text)
     if fmt in ("csv", "tsv"):
         try:
@@ -96,10 +104,12 @@ def read_texts(path: str | Path, key: str, text_col: str = "text", label_col: st
     if out.empty:
         raise UlmfitError(f"{key}: {path} has no non-empty documents")
     out.attrs["dropped_empty"] = len(df) - len(out)
+    if out.attrs["dropped_empty"]:
+        info(f"{key}: {path}: dropped {out.attrs['dropped_empty']:,} empty document(s)")
     return out
 
 
-def iter_text_documents(path: Path, key: str, encoding: str = "utf-8") -> Iterator[str]:
+def iter_text_documents(path: Path, key: str, encoding: str = "utf-8", errors: str = "strict") -> Iterator[str]:
     """Documents of a plain-text corpus file, read as a stream.
 
     WikiText files (`*.tokens`) are split into articles at their ` = Title = ` lines;
@@ -113,11 +123,9 @@ def iter_text_documents(path: Path, key: str, encoding: str = "utf-8") -> Iterat
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
             try:
-                line = raw.decode(encoding)
+                line = raw.decode(encoding, errors=errors)
             except UnicodeDecodeError as e:
-                raise UlmfitError(f"{key}: {path} is not {encoding} text (byte offset {offset + e.start}, "
-                                  f"line {n}); set data.encoding if the file has another encoding "
-                                  f"(e.g. cp1252)") from None
+                raise _not_encoded(key, path, encoding, offset + e.start, n) from None
             offset += len(raw)
             s = line.strip()
             if not wikitext:

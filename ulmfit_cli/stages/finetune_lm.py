@@ -24,10 +24,11 @@ def run(cfg: FinetuneConfig, run: Run) -> dict:
     inherit_arch(cfg.model, upstream)  # done by the CLI already; kept for callers of run()
     arch = cfg.model.model_dump(include=set(ARCH_KEYS))
     train_path = paths.resolve(cfg.data.train, "data.train")
-    texts = read_texts(train_path, "data.train", cfg.data.text_col, encoding=cfg.data.encoding)["text"].tolist()
+    texts = read_texts(train_path, "data.train", cfg.data.text_col, encoding=cfg.data.encoding,
+                       errors=cfg.data.encoding_errors)["text"].tolist()
     if cfg.data.valid:
         valid = read_texts(paths.resolve(cfg.data.valid, "data.valid"), "data.valid", cfg.data.text_col,
-                           encoding=cfg.data.encoding)
+                           encoding=cfg.data.encoding, errors=cfg.data.encoding_errors)
         train, valid = texts, valid["text"].tolist()
     else:
         train, valid = split_docs(texts, cfg.data.valid_pct, cfg.run.seed, f"data.train: {train_path}")

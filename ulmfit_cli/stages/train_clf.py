@@ -26,7 +26,14 @@ from ulmfit_cli.stages.lm_common import start
 
 def _read(cfg: ClassifierConfig, key: str) -> pd.DataFrame:
     value = getattr(cfg.data, key.split(".")[1])
-    return read_texts(paths.resolve(value, key), key, cfg.data.text_col, cfg.data.label_col, cfg.data.encoding)
+    df = read_texts(paths.resolve(value, key), key, cfg.data.text_col, cfg.data.label_col, cfg.data.encoding,
+                    cfg.data.encoding_errors)
+    long = df["text"].str.len() > cfg.data.max_chars
+    if long.any():  # bounded memory and time; the classifier reads the end of a document anyway
+        df.loc[long, "text"] = df.loc[long, "text"].str[-cfg.data.max_chars:]
+        info(f"{key}: {value}: {int(long.sum()):,} document(s) longer than data.max_chars="
+             f"{cfg.data.max_chars:,} keep only their last {cfg.data.max_chars:,} characters")
+    return df
 
 
 def _check_labels(df: pd.DataFrame, labels: list[str], key: str, path: str) -> None:
