@@ -4,7 +4,7 @@
 every `train.checkpoint_every` steps or `train.checkpoint_minutes`; `checkpoints/best.pt` is
 the epoch-end checkpoint with the lowest validation loss. A checkpoint holds the model, the
 optimizer, the position in the stage's schedule (phase, epoch, batches done, one-cycle
-fraction), the AWD-LSTM hidden state, the smoothed loss, and the random states (Python, NumPy,
+fraction), the fp16 loss scale, the AWD-LSTM hidden state, the smoothed loss, and the random states (Python, NumPy,
 torch, CUDA and the data loader's) both at the start of the epoch and at the step, so that a
 resumed run draws the same data order, skips the batches already trained and goes on exactly
 as the uninterrupted run would (bit for bit on the CPU).
@@ -251,6 +251,8 @@ class Checkpointer(Callback):
             self._restoring, self.resume = self.resume, None
             self.learn.model.load_state_dict(self._restoring["model"])
             self.learn.opt.load_state_dict(self._restoring["opt"])
+            if self._restoring.get("grad_scaler") and hasattr(self.learn, "scaler"):  # fp16 loss scale
+                self.learn.scaler.load_state_dict(self._restoring["grad_scaler"])
             self.step = self._restoring["step"]
 
     def before_epoch(self):
@@ -331,6 +333,7 @@ class Checkpointer(Callback):
             "batches_done": 0 if epoch_end else self.batches_done,
             "train_iter": self.learn.train_iter, "pct_train": float(self.learn.pct_train),
             "model": self.learn.model.state_dict(), "opt": self.learn.opt.state_dict(),
+            "grad_scaler": self.learn.scaler.state_dict() if hasattr(self.learn, "scaler") else None,
             "hidden": None if epoch_end or hidden is None else [tuple(t.detach() for t in hc) for hc in hidden],
             "smooth_loss": (torch.as_tensor(smooth.val).detach().cpu(), smooth.count),
             "epoch_start": ({"rng": rng_state(), "loader": loader_state(self.dls.train)} if epoch_end
