@@ -90,6 +90,8 @@ def _run_stage(stage: str, module: str, configs: list[Path], overrides: list[str
         stage_mod = importlib.import_module(f"ulmfit_cli.stages.{module}")
         with open_run(stage, cfg, final, force, resume) as run:
             results = stage_mod.run(cfg, run)
+            from ulmfit_cli.plots import write_plots
+            write_plots(run.path)
     _show(f"{stage} finished: {final}", results)
 
 
@@ -155,6 +157,125 @@ def generate(
         texts = sample(str(run_dir), prompt, n_words, temperature, n_samples, seed, device)
     for i, text in enumerate(texts):
         typer.echo(f"[{i + 1}] {text}" if n_samples > 1 else text)
+
+
+ModelOpt = Annotated[list[Path], typer.Option(
+    "--model", "-m", help="A train-clf run dir or an `ulmfit export` bundle; repeat to average an ensemble "
+                          "(e.g. the forward and the backward classifier).")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+PrecisionOpt = Annotated[str, typer.Option(help="fp32, or fp16/bf16 autocast on a GPU.")]
+BatchOpt = Annotated[int, typer.Option("--bs", min=1, help="Texts per batch.")]
+EncodingOpt = Annotated[str, typer.Option(help="Text encoding of the input file.")]
+
+
+def _classifiers(models: list[Path], device: str, precision: str):
+    from ulmfit_cli.config import RunSection
+    from ulmfit_cli.inference import Classifier, Ensemble
+    from ulmfit_cli.learners import pick_device
+    if device not in ("auto", "cpu", "cuda") or precision not in ("fp32", "fp16", "bf16"):
+        raise UlmfitError(f"--device must be auto/cpu/cuda and --precision fp32/fp16/bf16 "
+                          f"(got {device!r}, {precision!r})")
+    pick_device(RunSection(device=device, precision=precision))  # fp16/bf16 need a GPU
+    members = [Classifier.load(m, device) for m in models]
+    return members[0] if len(members) == 1 else Ensemble(members)
+
+
+def _write_table(df, path: Path) -> None:
+    """CSV, TSV or JSON Lines by the file's suffix; `-` is standard output; atomic for files."""
+    import os
+    suffix = path.suffix.lower()
+    if str(path) == "-":
+        df.to_csv(sys.stdout, index=False)
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    if suffix in (".jsonl", ".ndjson"):
+        df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+    else:
+        df.to_csv(tmp, index=False, sep="\t" if suffix == ".tsv" else ",")
+    os.replace(tmp, path)
+
+
+@app.command()
+def predict(
+    model: ModelOpt,
+    input: Annotated[str, typer.Option("--input", "-i", help="CSV/TSV/JSONL table, fastText or text file "
+                                                             "(one text per line); - reads stdin.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="preds.csv/.tsv/.jsonl; - writes stdout.")]
+    = Path("preds.csv"),
+    text_col: Annotated[str, typer.Option(help="Column holding the texts (tables).")] = "text",
+    bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32", encoding: EncodingOpt = "utf-8",
+):
+    """Classify texts: writes the input rows plus `prediction` and one `prob_<class>` column per class."""
+    from ulmfit_cli.corpus.tables import check_column, read_frame
+    with _user_errors():
+        clf = _classifiers(model, device, precision)
+        df, _ = read_frame(input, "--input", encoding)
+        check_column(df, text_col, "--text-col", "--input", input)
+        if df.empty:
+            raise UlmfitError(f"--input: {input} has no rows to classify")
+        probs = clf.predict_proba(df[text_col].astype(str).tolist(), bs=bs, precision=precision, progress=True)
+        df = df.copy()
+        df["prediction"] = [clf.labels[i] for i in probs.argmax(1)]
+        for j, label in enumerate(clf.labels):
+            df[f"prob_{label}"] = probs[:, j]
+        _write_table(df, output)
+    if str(output) != "-":
+        typer.echo(f"{len(df):,} predictions written to {output}", err=True)
+
+
+@app.command()
+def evaluate(
+    model: ModelOpt,
+    input: Annotated[Path, typer.Option("--input", "-i", help="A labelled CSV/TSV/JSONL table or fastText file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for report.json and confusion.png.")]
+    = Path("evaluation"),
+    text_col: Annotated[str, typer.Option(help="Column holding the texts.")] = "text",
+    label_col: Annotated[str, typer.Option(help="Column holding the true labels.")] = "label",
+    bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32", encoding: EncodingOpt = "utf-8",
+):
+    """Score classifiers on a labelled file: accuracy, macro-F1, per-class figures, confusion matrix."""
+    import json
+
+    import numpy as np
+
+    from ulmfit_cli.corpus.tables import read_texts
+    from ulmfit_cli.evaluation import check_labels, plot_confusion, scores, table
+    with _user_errors():
+        clf = _classifiers(model, device, precision)
+        df = read_texts(input, "--input", text_col, label_col, encoding)
+        check_labels(df["label"].tolist(), clf.labels, f"--input: {input}")
+        probs = clf.predict_proba(df["text"].tolist(), bs=bs, precision=precision, progress=True)
+        index = {lbl: i for i, lbl in enumerate(clf.labels)}
+        report = scores(df["label"].map(index).to_numpy(), probs.argmax(1), clf.labels)
+        report = {"models": [str(m) for m in model], "input": str(input), **report}
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        plot_confusion(report, output / "confusion.png")
+        np.save(output / "probabilities.npy", probs)
+    typer.echo(table(report))
+    typer.echo(f"\nreport: {output / 'report.json'}, {output / 'confusion.png'}")
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option("--model", "-m", help="A train-clf run dir.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the bundle.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --output.")] = False,
+):
+    """Write a self-contained inference bundle (weights-only state dict, vocab/labels/settings as JSON)
+    that `ulmfit predict --model` and `ulmfit_cli.load_classifier` accept."""
+    from ulmfit_cli.export import export as write_bundle
+    with _user_errors():
+        out = write_bundle(model, output, force)
+    typer.echo(f"bundle written to {out}")
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A training run dir.")]):
+    """Print a run's figures: per-epoch losses, perplexity/accuracy, tokens/s, time, final results."""
+    from ulmfit_cli.plots import report as run_report
+    with _user_errors():
+        typer.echo(run_report(run_dir))
 
 
 def _version(value: bool):

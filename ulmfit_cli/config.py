@@ -85,7 +85,12 @@ class TextData(Encoded):
     workers: int | None = Field(None, ge=0, description="tokenizer processes (default: all cores; 0 = in-process)")
 
 
-class VocabData(Section):
+class Direction(Section):
+    backwards: bool = Field(False, description="train on reversed token streams (the backward model of ULMFiT's "
+                                               "forward+backward ensemble); every stage of a chain must agree")
+
+
+class VocabData(Direction):
     max_vocab: int = Field(60000, gt=0)
     min_freq: int = Field(3, ge=1)
 

@@ -173,10 +173,14 @@ class MetricsLog(Callback):
 
     def before_train(self):
         self.trained = True  # `learn.validate()` also fires after_epoch: log training epochs only
+        self.lr_steps, self.lr_stride = [], max(1, len(self.dl) // 200)  # at most ~200 rates per epoch
 
     def after_batch(self):
-        if self.training and self.count_tokens:
-            self.tokens += self.xb[0].numel()
+        if self.training:
+            if self.count_tokens:
+                self.tokens += self.xb[0].numel()
+            if self.iter % self.lr_stride == 0:
+                self.lr_steps.append(float(self.opt.hypers[-1]["lr"]))
 
     def after_epoch(self):
         if not self.trained:
@@ -192,7 +196,7 @@ class MetricsLog(Callback):
         rec["seconds"] = round(seconds, 3)
         if self.count_tokens:
             rec["tokens_per_s"] = round(self.tokens / seconds, 1) if seconds > 0 else None
-        self.out.log_metrics(rec)
+        self.out.log_metrics({**rec, "lr_steps": self.lr_steps})
         if not show_bars():
             shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                               for k, v in rec.items() if k not in ("stage", "lr") and v is not None and v != "")

@@ -133,13 +133,22 @@ class StreamLMLoader:
         self._draw_windows()
 
 
+def reversed_stream(tokens: np.ndarray, offsets: np.ndarray | None = None):
+    """The token stream read backwards, with its document boundaries (a backward LM's input)."""
+    tokens = np.ascontiguousarray(tokens[::-1])
+    return tokens, None if offsets is None else int(offsets[-1]) - np.asarray(offsets)[::-1]
+
+
 def stream_lm_dls(train: np.ndarray, valid: np.ndarray, vocab: list[str], bs: int, bptt: int,
                   device: torch.device, seed: int = 0, random_bptt: bool = False,
-                  train_offsets: np.ndarray | None = None) -> DataLoaders:
+                  train_offsets: np.ndarray | None = None, backwards: bool = False) -> DataLoaders:
     """LM DataLoaders over flat token arrays (a store's memmap, or concatenated documents);
-    `train_offsets` (document boundaries) lets each training epoch shuffle the documents."""
+    `train_offsets` (document boundaries) lets each training epoch shuffle the documents;
+    `backwards` reverses both streams."""
     check_lm_size(len(train), bs, "the training split")
     check_lm_size(len(valid), bs, "the validation split")
+    if backwards:
+        (train, train_offsets), (valid, _) = reversed_stream(train, train_offsets), reversed_stream(valid)
     trn = StreamLMLoader(train, bs, bptt, device, train_offsets, shuffle=True, seed=seed, random_bptt=random_bptt)
     dls = DataLoaders(trn, StreamLMLoader(valid, bs, bptt, device), device=device)
     dls.vocab = vocab

@@ -158,6 +158,10 @@ class UpstreamRun:
         return load_weights(self.path / name)
 
     @property
+    def backwards(self) -> bool:
+        return bool((self.config.get("data") or {}).get("backwards", False))
+
+    @property
     def sp_model(self) -> Path | None:
         from ulmfit_cli.corpus.tokenize import sp_model_in  # late: fastai
         return sp_model_in(self.path)
@@ -214,7 +218,13 @@ def upstream_of(stage: str, cfg: StageConfig) -> UpstreamRun | None:
     init = getattr(cfg, "init", None)
     if init is None or not init.from_run:
         return None
-    return read_run(init.from_run, "init.from_run", LM_STAGES, UPSTREAM_WEIGHTS[stage])
+    upstream = read_run(init.from_run, "init.from_run", LM_STAGES, UPSTREAM_WEIGHTS[stage])
+    if upstream.backwards != cfg.data.backwards:
+        direction = lambda b: "backwards (reversed text)" if b else "forwards"  # noqa: E731
+        raise UlmfitError(f"init.from_run: {upstream.path} was trained {direction(upstream.backwards)}, but this "
+                          f"config has data.backwards: {str(cfg.data.backwards).lower()}; set "
+                          f"data.backwards={str(upstream.backwards).lower()}")
+    return upstream
 
 
 def inherit_arch(model: Arch, upstream: UpstreamRun | None) -> None:

@@ -1,4 +1,4 @@
-"""Read the user's texts: CSV/TSV tables, fastText `__label__x text` files, or one document per line.
+"""Read the user's texts: CSV/TSV/JSONL tables, fastText `__label__x text` files, or one document per line.
 
 Every problem names the config key, the file and (where it helps) the column or line.
 Empty documents are dropped and counted, never silently kept as empty samples.
@@ -42,6 +42,8 @@ def file_format(path: Path, text: str) -> str:
         return "csv"
     if name.endswith(".tsv"):
         return "tsv"
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     return "fasttext" if first.startswith(FASTTEXT_PREFIX) else "lines"
 
@@ -58,13 +60,15 @@ def _parse_fasttext(text: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["label", "text"])
 
 
-def read_texts(path: str | Path, key: str, text_col: str = "text", label_col: str | None = None,
-               encoding: str = "utf-8", errors: str = "strict") -> pd.DataFrame:
-    """A frame with column `text` (and `label` when `label_col` is given), empty texts dropped.
+STDIN = "-"
 
-    For fastText files the columns are always `text` and `label`; for a plain text file
-    (one document per line) there is only `text`.
-    """
+
+def read_frame(path: str | Path, key: str, encoding: str = "utf-8", errors: str = "strict") -> tuple[pd.DataFrame, str]:
+    """Every row and column of a CSV/TSV/JSONL table, fastText file (`label`, `text`) or text file
+    (`text`, one document per line; `-` reads standard input), and the format's name."""
+    if str(path) == STDIN:
+        import sys
+        return pd.DataFrame({"text": sys.stdin.read().splitlines()}), "lines"
     path = Path(path)
     text = _read_text(path, key, encoding, errors)
     fmt = file_format(path, text)
@@ -74,24 +78,46 @@ def read_texts(path: str | Path, key: str, text_col: str = "text", label_col: st
                              keep_default_na=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
             raise UlmfitError(f"{key}: {path} is not a readable {fmt.upper()} file: {str(e).strip()}") from None
-        names = {"text": text_col, "label": label_col}
+    elif fmt == "jsonl":
+        try:
+            df = pd.read_json(io.StringIO(text), lines=True, dtype=False) if text.strip() else pd.DataFrame()
+        except ValueError as e:
+            raise UlmfitError(f"{key}: {path} is not JSON Lines (one JSON object per line): {e}") from None
     elif fmt == "fasttext":
         df = _parse_fasttext(text)
+    else:
+        df = pd.DataFrame({"text": [ln for ln in text.splitlines()]})
+    return df, fmt
+
+
+def check_column(df: pd.DataFrame, col: str, what: str, key: str, path) -> None:
+    if col not in df.columns:
+        raise UlmfitError(f"{key}: {path} has no column '{col}' ({what}); "
+                          f"its columns are: {', '.join(map(str, df.columns)) or '(none)'}")
+
+
+def read_texts(path: str | Path, key: str, text_col: str = "text", label_col: str | None = None,
+               encoding: str = "utf-8", errors: str = "strict") -> pd.DataFrame:
+    """A frame with column `text` (and `label` when `label_col` is given), empty texts dropped.
+
+    For fastText files the columns are always `text` and `label`; for a plain text file
+    (one document per line) there is only `text`.
+    """
+    df, fmt = read_frame(path, key, encoding, errors)
+    names = {"text": text_col, "label": label_col}
+    if fmt == "fasttext":
         names = {"text": "text", "label": "label"}
         if label_col is not None and df["label"].isna().any():
             bad = int(df["label"].isna().to_numpy().argmax()) + 1
             raise UlmfitError(f"{key}: {path}: document {bad} has no {FASTTEXT_PREFIX} label")
-    else:
+    elif fmt == "lines":
         if label_col is not None:
             raise UlmfitError(f"{key}: {path} has no labels: use a CSV/TSV with a '{label_col}' column "
                               f"or fastText lines ('{FASTTEXT_PREFIX}pos some text')")
-        df = pd.DataFrame({"text": [ln for ln in text.splitlines()]})
         names = {"text": "text", "label": None}
     for role, col in names.items():
-        if col is not None and col not in df.columns:
-            what = "data.text_col" if role == "text" else "data.label_col"
-            raise UlmfitError(f"{key}: {path} has no column '{col}' ({what}); "
-                              f"its columns are: {', '.join(map(str, df.columns))}")
+        if col is not None:
+            check_column(df, col, "data.text_col" if role == "text" else "data.label_col", key, path)
     out = pd.DataFrame({"text": df[names["text"]].astype(str)})
     if label_col is not None:
         out["label"] = df[names["label"]].astype(str).str.strip()

@@ -2,7 +2,8 @@
 
 As fastai: the prompt is tokenized with the same rules (so it starts with `xxbos`), each
 next word is drawn from softmax(logits) ** (1 / temperature), `xxunk` is never drawn, and
-the output is decoded with `decode_spec_tokens`. The hidden state carries over between
+the output is decoded with `decode_spec_tokens`. A backward LM (`data.backwards`) extends the
+prompt to the left: the text it prints ends with the prompt. The hidden state carries over between
 steps, which gives the same distribution as fastai's re-reading of the whole sequence.
 """
 from __future__ import annotations
@@ -23,6 +24,8 @@ def generate(run_dir: str, prompt: str, n_words: int = 40, temperature: float = 
     model = lm_model(up.vocab, up.arch(), up.weights("lm.pth")).to(dev).eval()
     prompt_ids = torch.from_numpy(numericalize(tokenize([prompt], workers=0, sp_model=up.sp_model),
                                                up.vocab)[0]).to(dev)
+    if up.backwards and len(prompt_ids) > 1:  # a backward LM writes what comes before the prompt
+        prompt_ids = prompt_ids[1:].flip(0)  # (its xxbos would mark the start of the text)
     unk = [i for i, w in enumerate(up.vocab) if w.lstrip("▁") == UNK]  # subword vocabs may hold '▁xxunk' too
     gen = torch.Generator(device=dev)
     if seed is not None:
@@ -41,5 +44,7 @@ def generate(run_dir: str, prompt: str, n_words: int = 40, temperature: float = 
             nxt = torch.multinomial(probs, 1, generator=gen)
             ids.append(int(nxt))
             x = nxt[None]
+        if up.backwards:
+            ids = ids[::-1]
         samples.append(detokenize([up.vocab[i] for i in ids], subwords=up.sp_model is not None))
     return samples

@@ -53,6 +53,8 @@ def lm_data(train: list[str], valid: list[str], data, train_cfg, device, source:
     info(f"{source}: {len(train)} train / {len(valid)} valid documents, {n_trn:,} / {n_val:,} tokens, "
          f"vocab {len(vocab):,}")
     trn_ids, val_ids, bs, bptt = numericalize(trn, vocab), numericalize(val, vocab), train_cfg.bs, train_cfg.bptt
+    if data.backwards:  # each document reversed, and their order: the whole stream read backwards
+        trn_ids, val_ids = [d[::-1].copy() for d in reversed(trn_ids)], [d[::-1].copy() for d in reversed(val_ids)]
     dls = (stream_lm_dls(np.concatenate(trn_ids), np.concatenate(val_ids), vocab, bs, bptt, device,
                          data_seed, train_cfg.random_bptt, np.cumsum([0] + [len(d) for d in trn_ids]))
            if train_cfg.loader == "stream" else lm_dls(trn_ids, val_ids, vocab, bs, bptt, device))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ulmfit_cli.checkpoints import Phase, checkpointer, data_signature, fit_phases
 from ulmfit_cli.config import PretrainConfig
+from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.corpus.prepare import prepare
 from ulmfit_cli.corpus.tokenize import SP_MODEL
 from ulmfit_cli.learners import lm_learner
@@ -24,7 +25,9 @@ def run(cfg: PretrainConfig, run: Run) -> dict:
     t = cfg.train
     if t.loader == "stream":
         dls = stream_lm_dls(store.tokens("train"), store.tokens("valid"), store.vocab, t.bs, t.bptt, device,
-                            cfg.run.seed, t.random_bptt, store.offsets("train"))
+                            cfg.run.seed, t.random_bptt, store.offsets("train"), cfg.data.backwards)
+    elif cfg.data.backwards:
+        raise UlmfitError("data.backwards needs train.loader: stream")
     else:
         dls = store_lm_dls(store, t.bs, t.bptt, device)
     run.write_json("vocab.json", store.vocab)

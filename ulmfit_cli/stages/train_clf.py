@@ -85,6 +85,8 @@ def run(cfg: ClassifierConfig, run: Run) -> dict:
     toks = [toks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     vocab = upstream.vocab if upstream is not None else build_vocab(toks[0], cfg.data.max_vocab, cfg.data.min_freq)
     ids = [numericalize(t, vocab) for t in toks]
+    if cfg.data.backwards:  # the backward classifier reads each document from its end
+        ids = [[d[::-1].copy() for d in part] for part in ids]
     label_idx = {lbl: i for i, lbl in enumerate(labels)}
     ys = [p["label"].map(label_idx).to_numpy() for p in parts]
     info(f"classifier: {len(train)} train / {len(valid)} valid"

@@ -1,0 +1,82 @@
+"""Training plots (`plots/*.png` in every training run dir) and `ulmfit report`, both from
+the run's metrics.jsonl (one line per epoch, with the learning rate of each step)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ulmfit_cli.errors import UlmfitError
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    try:
+        return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except json.JSONDecodeError as e:
+        raise UlmfitError(f"{path}: not JSON lines: {e}") from None
+
+
+def write_plots(run_dir: Path) -> list[Path]:
+    """loss.png (train and validation loss per epoch, phases marked) and lr.png (rate per step)."""
+    records = read_metrics(run_dir)
+    if not records:
+        return []
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out = run_dir / "plots"
+    out.mkdir(exist_ok=True)
+    epochs = list(range(1, len(records) + 1))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, style in (("train_loss", "o-"), ("valid_loss", "s-")):
+        ax.plot(epochs, [r.get(key) for r in records], style, label=key.replace("_", " "))
+    for i in range(1, len(records)):
+        if records[i].get("phase") != records[i - 1].get("phase"):
+            ax.axvline(i + 0.5, color="grey", ls=":")
+            ax.text(i + 0.55, ax.get_ylim()[1], records[i].get("phase", ""), va="top", fontsize=8, color="grey")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{records[0].get('stage', '')}: {run_dir.name}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=100)
+    plt.close(fig)
+    lrs = [lr for r in records for lr in r.get("lr_steps", [])]
+    paths = [out / "loss.png"]
+    if lrs:
+        fig, ax = plt.subplots(figsize=(7, 3))
+        ax.plot(range(len(lrs)), lrs)
+        ax.set_xlabel("step (sampled)")
+        ax.set_ylabel("learning rate (last layer group)")
+        fig.tight_layout()
+        fig.savefig(out / "lr.png", dpi=100)
+        plt.close(fig)
+        paths.append(out / "lr.png")
+    return paths
+
+
+def report(run_dir: Path) -> str:
+    """The figures people look at first, as a table: per epoch, then the final results."""
+    from ulmfit_cli.runs import read_json
+    if not run_dir.is_dir():
+        raise UlmfitError(f"{run_dir} is not a directory")
+    records = read_metrics(run_dir)
+    results = read_json(run_dir / "results.json", "report") if (run_dir / "results.json").is_file() else {}
+    if not records and not results:
+        raise UlmfitError(f"{run_dir} has neither metrics.jsonl nor results.json: not a ulmfit training run")
+    cols = [c for c in ("train_loss", "valid_loss", "perplexity", "accuracy", "f1_score", "tokens_per_s", "seconds")
+            if any(c in r for r in records)]
+    lines = [f"run {run_dir}" + (f" ({records[0]['stage']})" if records else "")]
+    if records:
+        lines.append(f"{'epoch':>5}  {'phase':<14}" + "".join(f"{c:>14}" for c in cols))
+        for i, r in enumerate(records, 1):
+            vals = "".join(f"{r[c]:>14.4f}" if isinstance(r.get(c), float) else f"{str(r.get(c, '')):>14}" for c in cols)
+            lines.append(f"{i:>5}  {str(r.get('phase', ''))[:14]:<14}{vals}")
+        total = sum(r.get("seconds", 0) for r in records)
+        lines.append(f"training time {total:.1f} s over {len(records)} epoch(s)")
+    for k, v in results.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            lines.append(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
+    return "\n".join(lines)
