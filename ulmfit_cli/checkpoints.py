@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from fastai.callback.core import Callback
 
+from ulmfit_cli import distributed
+from ulmfit_cli.distributed import unwrap
 from ulmfit_cli.errors import TrainingFailed, UlmfitError
 from ulmfit_cli.loaders import StreamLMLoader
 
@@ -280,10 +282,13 @@ class Checkpointer(Callback):
         self.learn.pct_train, self.learn.train_iter = r["pct_train"], r["train_iter"]
         smooth = self.recorder.smooth_loss
         smooth.val, smooth.count = r["smooth_loss"][0].to(self.dls.device), r["smooth_loss"][1]
-        encoder = self.learn.model[0]
+        if hasattr(self.learn, "metrics_log"):
+            self.learn.metrics_log.lr_steps = list(r.get("lr_steps", []))
+        encoder = unwrap(self.learn.model)[0]
         if r.get("hidden") is not None and hasattr(encoder, "hidden"):
-            encoder.hidden = [tuple(t.to(self.dls.device) for t in hc) for hc in r["hidden"]]
-            encoder.bs = r["hidden"][0][0].shape[1]
+            rows = distributed.local_rows(r["hidden"][0][0].shape[1])  # all rows were saved; this rank's share
+            encoder.hidden = [tuple(t[:, rows].to(self.dls.device) for t in hc) for hc in r["hidden"]]
+            encoder.bs = rows.stop - rows.start
 
     # -- per step
     def after_loss(self):
@@ -324,22 +329,27 @@ class Checkpointer(Callback):
 
     def _save(self, epoch_end: bool, valid_loss: float | None = None) -> None:
         self._check_finite()
-        encoder = self.learn.model[0]
-        hidden = getattr(encoder, "hidden", None)
+        model = unwrap(self.learn.model)
+        hidden = None if epoch_end else getattr(model[0], "hidden", None)
+        if hidden is not None:  # every rank's rows (a collective: all ranks save together)
+            hidden = [tuple(distributed.gather_rows(t.detach(), 1) for t in hc) for hc in hidden]
+        if not distributed.world().main:
+            return  # rank 0 writes
         smooth = self.recorder.smooth_loss
         state = {
             "format": FORMAT, "fingerprint": self.fingerprint, "phase": self.phase, "step": self.step,
             "epoch": self.epoch + 1 if epoch_end else self.epoch,
             "batches_done": 0 if epoch_end else self.batches_done,
             "train_iter": self.learn.train_iter, "pct_train": float(self.learn.pct_train),
-            "model": self.learn.model.state_dict(), "opt": self.learn.opt.state_dict(),
+            "model": model.state_dict(), "opt": self.learn.opt.state_dict(),
             "grad_scaler": self.learn.scaler.state_dict() if hasattr(self.learn, "scaler") else None,
-            "hidden": None if epoch_end or hidden is None else [tuple(t.detach() for t in hc) for hc in hidden],
+            "hidden": hidden,
             "smooth_loss": (torch.as_tensor(smooth.val).detach().cpu(), smooth.count),
             "epoch_start": ({"rng": rng_state(), "loader": loader_state(self.dls.train)} if epoch_end
                             else self.epoch_start),
             "step_rng": rng_state(),
             "metrics_lines": _count_lines(self.metrics_file),
+            "lr_steps": list(getattr(getattr(self.learn, "metrics_log", None), "lr_steps", [])),
             "valid_loss": valid_loss,
         }
         is_best = valid_loss is not None and (self.best is None or valid_loss < self.best)

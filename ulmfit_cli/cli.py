@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -88,11 +88,23 @@ def _run_stage(stage: str, module: str, configs: list[Path], overrides: list[str
             typer.echo(to_yaml(cfg), nl=False)
             return
         stage_mod = importlib.import_module(f"ulmfit_cli.stages.{module}")
-        with open_run(stage, cfg, final, force, resume) as run:
-            results = stage_mod.run(cfg, run)
-            from ulmfit_cli.plots import write_plots
-            write_plots(run.path)
-    _show(f"{stage} finished: {final}", results)
+        from ulmfit_cli import distributed
+        from ulmfit_cli.plots import write_plots
+        from ulmfit_cli.runs import Run, staging_dir
+        world = distributed.setup(cfg.run)
+        try:
+            with ExitStack() as stack:
+                opened = []  # rank 0 opens (or refuses) the run dir; the others learn the outcome
+                distributed.from_main(lambda: opened.append(stack.enter_context(open_run(stage, cfg, final, force,
+                                                                                          resume))))
+                run = opened[0] if opened else Run(staging_dir(final), final, stage, resume, writes=False)
+                results = stage_mod.run(cfg, run)
+                if run.writes:
+                    write_plots(run.path)
+        finally:
+            distributed.teardown()
+    if world.main:
+        _show(f"{stage} finished: {final}", results)
 
 
 @app.command()

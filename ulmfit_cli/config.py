@@ -28,6 +28,9 @@ class RunSection(Section):
     dir: str | None = Field(None, description="run directory (default runs/<name>)")
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    distributed: Literal["auto", "off"] = Field(
+        "auto", description="auto: one process of a multi-process run when started by torchrun/accelerate launch")
+    dist_timeout: int = Field(300, gt=0, description="seconds a process waits for the others before failing")
     deterministic: bool = Field(False, description="PyTorch's deterministic algorithms (and cuBLAS workspace) on "
                                                    "GPU: reproducible, slower; CPU runs are deterministic anyway")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(

@@ -16,4 +16,6 @@ def progress(iterable=None, **kwargs):
 
 
 def info(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """A status line on stderr; in a multi-process run only rank 0 speaks."""
+    if os.environ.get("RANK", "0") == "0":
+        print(msg, file=sys.stderr, flush=True)

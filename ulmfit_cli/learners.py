@@ -22,6 +22,7 @@ from fastai.text.learner import language_model_learner, match_embeds, text_class
 from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_clas_config, awd_lstm_lm_config
 from fastai.text.models.core import get_language_model
 
+from ulmfit_cli import distributed
 from ulmfit_cli.config import RunSection
 from ulmfit_cli.console import info, show_bars
 from ulmfit_cli.device_metrics import DeviceAvgMetric, DevicePerplexity, keep_on_device
@@ -40,6 +41,8 @@ def pick_device(run: RunSection) -> torch.device:
     if run.device == "cuda" and not cuda:
         raise UlmfitError("run.device: cuda was asked for, but PyTorch sees no CUDA GPU here")
     device = torch.device("cuda" if run.device == "cuda" or (run.device == "auto" and cuda) else "cpu")
+    if device.type == "cuda" and distributed.world().active:
+        device = torch.device("cuda", distributed.world().local_rank)
     if run.precision == "auto":
         run.precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "fp32"
     if device.type == "cpu" and run.precision != "fp32":
@@ -76,8 +79,11 @@ def _opt_func(train):
 
 
 def _quiet(learn):
-    """Off a terminal, fastai's bars and table give way to MetricsLog's one line per epoch."""
-    if not show_bars():
+    """Off a terminal, fastai's bars and table give way to MetricsLog's one line per epoch.
+    (Also where a multi-process run gets its DDP callback: every learner passes here.)"""
+    if distributed.world().active:
+        learn.add_cb(distributed.ddp_callback())
+    if not show_bars() or not distributed.world().main:
         learn.remove_cb(ProgressCallback)
         learn.logger = lambda *_: None
     return keep_on_device(learn)

@@ -26,8 +26,15 @@ def check_lm_size(n_tokens: int, bs: int, what: str) -> None:
                           f"(needs more than {bs} tokens; lower train.bs or add text)")
 
 
+def _single_process(what: str) -> None:
+    from ulmfit_cli.distributed import world
+    if world().active:
+        raise UlmfitError(f"a multi-process run needs train.loader: stream ({what} is not split between processes)")
+
+
 def lm_dls(train: list[np.ndarray], valid: list[np.ndarray], vocab: list[str], bs: int, bptt: int,
            device: torch.device) -> DataLoaders:
+    _single_process("fastai's LMDataLoader")
     check_lm_size(sum(map(len, train)), bs, "the training split")
     check_lm_size(sum(map(len, valid)), bs, "the validation split")
     as_t = lambda docs: [torch.from_numpy(d) for d in docs]  # noqa: E731
@@ -56,6 +63,7 @@ def _as_long(t: torch.Tensor) -> torch.Tensor:
 
 def store_lm_dls(store, bs: int, bptt: int, device: torch.device, piece_tokens: int = 1 << 20) -> DataLoaders:
     """LM DataLoaders reading a `TokenStore` through numpy.memmap."""
+    _single_process("fastai's LMDataLoader")
     loaders = []
     for split in ("train", "valid"):
         check_lm_size(store.n_tokens(split), bs, f"the {split} split of {store.path}")
@@ -82,13 +90,14 @@ class StreamLMLoader:
 
     def __init__(self, tokens: np.ndarray, bs: int, bptt: int, device: torch.device,
                  offsets: np.ndarray | None = None, shuffle: bool = False, seed: int = 0,
-                 random_bptt: bool = False):
+                 random_bptt: bool = False, rows: slice = slice(None)):
         offsets = np.asarray([0, len(tokens)] if offsets is None else offsets, dtype=np.int64)
         # int32 on the device (half of int64); each window is cast to int64 as the embedding wants
         self.tokens = torch.from_numpy(np.asarray(tokens, dtype=np.int32))
         self.doc_starts, self.doc_lens = torch.from_numpy(offsets[:-1]), torch.from_numpy(np.diff(offsets))
         self.bs, self.bptt, self.n, self.shuffle = bs, bptt, (len(tokens) - 1) // bs, shuffle
         self.random_bptt = random_bptt and shuffle
+        self.rows = rows  # a multi-process run trains its share of the bs rows (same windows everywhere)
         self.rng = np.random.default_rng(seed)
         self._draw_windows()
         self.to(device)
@@ -127,7 +136,8 @@ class StreamLMLoader:
 
     def __iter__(self):
         stream, n, starts = self.epoch_stream(), self.n, self.starts
-        x, y = stream[: n * self.bs].view(self.bs, n), stream[1: n * self.bs + 1].view(self.bs, n)
+        x = stream[: n * self.bs].view(self.bs, n)[self.rows]
+        y = stream[1: n * self.bs + 1].view(self.bs, n)[self.rows]
         for a, b in zip(starts, starts[1:] + [n]):
             yield x[:, a:b].long(), y[:, a:b].long()
         self._draw_windows()
@@ -149,7 +159,9 @@ def stream_lm_dls(train: np.ndarray, valid: np.ndarray, vocab: list[str], bs: in
     check_lm_size(len(valid), bs, "the validation split")
     if backwards:
         (train, train_offsets), (valid, _) = reversed_stream(train, train_offsets), reversed_stream(valid)
-    trn = StreamLMLoader(train, bs, bptt, device, train_offsets, shuffle=True, seed=seed, random_bptt=random_bptt)
+    from ulmfit_cli.distributed import local_rows
+    trn = StreamLMLoader(train, bs, bptt, device, train_offsets, shuffle=True, seed=seed, random_bptt=random_bptt,
+                         rows=local_rows(bs))
     dls = DataLoaders(trn, StreamLMLoader(valid, bs, bptt, device), device=device)
     dls.vocab = vocab
     return dls
@@ -167,10 +179,17 @@ def clf_dl(docs: list[np.ndarray], ys: np.ndarray, vocab: list[str], bs: int, bp
                     drop_last=shuffle, before_batch=pad, device=device)
 
 
-def clf_dls(train, train_y, valid, valid_y, vocab, bs, bptt, device) -> DataLoaders:
+def clf_dls(train, train_y, valid, valid_y, vocab, bs, bptt, device, seed: int = 0) -> DataLoaders:
     if len(train) < 2:
         raise UlmfitError(f"the training split has {len(train)} document(s): too few for one batch")
-    dls = DataLoaders(clf_dl(train, train_y, vocab, bs, bptt, device, shuffle=True),
+    from ulmfit_cli import distributed
+    if distributed.world().active:  # bs stays the global batch: each rank trains every N-th batch of bs / N
+        rows = distributed.local_rows(bs)
+        trn = distributed.ShardedDL(clf_dl(train, train_y, vocab, rows.stop - rows.start, bptt, device, shuffle=True),
+                                    seed)
+    else:
+        trn = clf_dl(train, train_y, vocab, bs, bptt, device, shuffle=True)
+    dls = DataLoaders(trn,
                       clf_dl(valid, valid_y, vocab, bs * 2, bptt, device), device=device)
     dls.vocab = vocab
     return dls

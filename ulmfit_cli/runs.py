@@ -39,11 +39,16 @@ class Run:
     final: Path
     stage: str
     resume: bool = False  # continue from path/checkpoints/last.pt
+    writes: bool = True   # False on the other ranks of a multi-process run: rank 0 writes the run dir
 
     def write_json(self, name: str, obj) -> None:
+        if not self.writes:
+            return
         _atomic_write(self.path / name, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
 
     def save_weights(self, name: str, state_dict: dict) -> None:
+        if not self.writes:
+            return
         import torch  # late: keeps `ulmfit --help` fast
         tmp = self.path / f".{name}.tmp"
         torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
@@ -51,10 +56,12 @@ class Run:
 
     def copy_in(self, src: Path | None, name: str) -> None:
         """Copy a file the run depends on (a tokenizer model) into the run dir."""
-        if src is not None:
+        if src is not None and self.writes:
             shutil.copyfile(src, self.path / name)
 
     def log_metrics(self, record: dict) -> None:
+        if not self.writes:
+            return
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from fastai.torch_core import set_seed
 
+from ulmfit_cli import distributed
 from ulmfit_cli.checkpoints import data_signature
 from ulmfit_cli.console import info
 from ulmfit_cli.corpus.tokenize import build_vocab, numericalize, tokenize
@@ -46,7 +47,8 @@ def split_docs(docs: list[str], valid_pct: float, seed: int, source: str) -> tup
 def lm_data(train: list[str], valid: list[str], data, train_cfg, device, source: str, sp_model=None,
             data_seed: int = 0):
     """Tokenize both splits, build the vocab on the training split, and wrap them in fastai loaders."""
-    toks = tokenize(train + valid, workers=data.workers, sp_model=sp_model)
+    toks = distributed.from_main(  # tokenized once, on rank 0, in a multi-process run
+        lambda: tokenize(train + valid, workers=data.workers, sp_model=sp_model))
     trn, val = toks[:len(train)], toks[len(train):]
     vocab = build_vocab(trn, data.max_vocab, data.min_freq)
     n_trn, n_val = sum(map(len, trn)), sum(map(len, val))

@@ -6,6 +6,7 @@ on its memory-mapped tokens with `fit_one_cycle`.
 """
 from __future__ import annotations
 
+from ulmfit_cli import distributed
 from ulmfit_cli.checkpoints import Phase, checkpointer, data_signature, fit_phases
 from ulmfit_cli.config import PretrainConfig
 from ulmfit_cli.errors import UlmfitError
@@ -21,7 +22,9 @@ STORE_STATS = ("train_docs", "valid_docs", "train_tokens", "valid_tokens", "voca
 
 def run(cfg: PretrainConfig, run: Run) -> dict:
     device = start(cfg)
-    store = prepare(cfg.data, cfg.run.seed)
+    built = []
+    distributed.from_main(lambda: built.append(prepare(cfg.data, cfg.run.seed)))  # rank 0 builds the store,
+    store = built[0] if built else prepare(cfg.data, cfg.run.seed)                # the others find it cached
     t = cfg.train
     if t.loader == "stream":
         dls = stream_lm_dls(store.tokens("train"), store.tokens("valid"), store.vocab, t.bs, t.bptt, device,

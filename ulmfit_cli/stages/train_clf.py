@@ -11,7 +11,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 
-from ulmfit_cli import paths
+from ulmfit_cli import distributed, paths
 from ulmfit_cli.checkpoints import Phase, checkpointer, data_signature, fit_phases
 from ulmfit_cli.config import ClassifierConfig
 from ulmfit_cli.console import info
@@ -80,7 +80,8 @@ def run(cfg: ClassifierConfig, run: Run) -> dict:
 
     parts = [train, valid] + ([test] if test is not None else [])
     sp_model = upstream.sp_model if upstream is not None else None
-    toks = tokenize([t for p in parts for t in p["text"]], workers=cfg.data.workers, sp_model=sp_model)
+    toks = distributed.from_main(  # tokenized once, on rank 0, in a multi-process run
+        lambda: tokenize([t for p in parts for t in p["text"]], workers=cfg.data.workers, sp_model=sp_model))
     bounds = np.cumsum([0] + [len(p) for p in parts])
     toks = [toks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     vocab = upstream.vocab if upstream is not None else build_vocab(toks[0], cfg.data.max_vocab, cfg.data.min_freq)
@@ -96,7 +97,7 @@ def run(cfg: ClassifierConfig, run: Run) -> dict:
     run.write_json("labels.json", labels)
     run.copy_in(sp_model, SP_MODEL)
     t = cfg.train
-    dls = clf_dls(ids[0], ys[0], ids[1], ys[1], vocab, t.bs, t.bptt, device)
+    dls = clf_dls(ids[0], ys[0], ids[1], ys[1], vocab, t.bs, t.bptt, device, cfg.run.seed)
     learn = clf_learner(dls, arch, len(labels), cfg.model, t, cfg.run.precision, run, "train-clf")
     for i, st in enumerate(t.stages):
         check_freeze_to(learn, st.freeze_to, f"train.stages[{i}]")
