@@ -184,7 +184,7 @@ class MetricsLog(Callback):
     def after_batch(self):
         if self.training:
             if self.count_tokens:
-                self.tokens += self.xb[0].numel()
+                self.tokens += self.xb[0].numel() * distributed.world().size  # every rank's share
             if self.iter % self.lr_stride == 0:
                 self.lr_steps.append(float(self.opt.hypers[-1]["lr"]))
 
