@@ -58,6 +58,12 @@ CASES = {
     "train-clf: init.from_run encoder.pth": ("ft", "encoder.pth", True, lambda d, r: [
         "train-clf", "-c", TINY, "--set", f"data.train={r['csv']}", "--set", f"init.from_run={d}",
         "--run-dir", r["tmp"] / "out"]),
+    "predict: model.pth": ("clf", "model.pth", True, lambda d, r: [
+        "predict", "--model", d, "--input", r["csv"], "--output", r["tmp"] / "p.csv"]),
+    "evaluate: labels.json": ("clf", "labels.json", False, lambda d, r: [
+        "evaluate", "--model", d, "--input", r["csv"], "--output", r["tmp"] / "ev"]),
+    "export: model.pth": ("clf", "model.pth", True, lambda d, r: [
+        "export", "--model", d, "--output", r["tmp"] / "bundle"]),
     "pretrain --resume: checkpoint": ("lm", "checkpoints/last.pt", True, lambda d, r: [
         "pretrain", "--run-dir", d, "--resume"]),
     "finetune-lm --resume: checkpoint": ("ft", "checkpoints/last.pt", True, lambda d, r: [

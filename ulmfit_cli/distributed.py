@@ -66,6 +66,8 @@ def setup(run_cfg) -> World:
         torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=run_cfg.dist_timeout))
     _world = World(dist.get_rank(), dist.get_world_size(), local_rank)
+    from ulmfit_cli.console import info
+    info(f"distributed: {_world.size} processes ({dist.get_backend()}); train.bs is the global batch")
     return _world
 
 
