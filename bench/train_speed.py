@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--max-vocab", type=int, default=8000)
+    ap.add_argument("--max-docs", type=int, default=None, help="use only the first N articles (quick checks)")
     args = ap.parse_args()
 
     import prepare_speed
@@ -94,7 +95,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = PretrainData(source=str(prepare_speed.sample_dump()), cache_dir=str(tmp / "cache"),
-                            max_vocab=args.max_vocab)
+                            max_vocab=args.max_vocab, max_docs=args.max_docs, workers=0 if args.max_docs else None)
         store = prepare(data, seed=0)
         docs = {s: [np.asarray(store.tokens(s)[a:b], dtype=np.int64)
                     for a, b in zip(store.offsets(s)[:-1], store.offsets(s)[1:])] for s in ("train", "valid")}

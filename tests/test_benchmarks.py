@@ -1,0 +1,14 @@
+"""The benchmarks keep running: bench/train_speed.py on a tiny model and a few articles (no timing checks)."""
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_train_speed_bench_prints_its_table():
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "train_speed.py"), "--device", "cpu", "--emb", "16",
+                          "--hid", "32", "--layers", "2", "--bs", "8", "--bptt", "16", "--max-docs", "12"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for row in ("| stock fastai |", "| ulmfit |", "| bare loop |", "speed ratio ulmfit / stock"):
+        assert row in res.stdout, res.stdout
