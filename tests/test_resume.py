@@ -131,6 +131,7 @@ def test_resume_refuses_a_changed_model_or_data_and_missing_checkpoints(cli, cor
     res = cli("pretrain", "-c", reference / "config.yaml", "--run-dir", reference, "--resume",
               "--set", "model.n_hid=48")
     assert res.exit_code == 2 and "model.n_hid: checkpoint 32, now 48" in res.output
+    assert not (reference.parent / f".{reference.name}.partial").exists()  # the finished run alone remains
     # a finished run may go on for more epochs; it stays untouched until the new run finishes
     before = (reference / "lm.pth").read_bytes()
     more = tmp_path / "more"

@@ -78,9 +78,9 @@ def _opt_func(train):
     return Adam
 
 
-def _quiet(learn):
-    """Off a terminal, fastai's bars and table give way to MetricsLog's one line per epoch.
-    (Also where a multi-process run gets its DDP callback: every learner passes here.)"""
+def _finish(learn):
+    """What every learner gets: DDP in a multi-process run; off a terminal (or off rank 0), MetricsLog's
+    one line per epoch instead of fastai's bars and table; statistics kept on the device."""
     if distributed.world().active:
         learn.add_cb(distributed.ddp_callback())
     if not show_bars() or not distributed.world().main:
@@ -95,7 +95,7 @@ def lm_learner(dls, arch: dict, drop_mult: float, train, precision: str, run: Ru
                                    wd=train.wd, moms=train.moms, opt_func=_opt_func(train),
                                    cbs=[MetricsLog(run, stage, count_tokens=True)]
                                    + ([ScaleLrBySeqLen(train.bptt)] if getattr(train, "random_bptt", False) else []))
-    return _quiet(_set_precision(learn, precision))
+    return _finish(_set_precision(learn, precision))
 
 
 def clf_learner(dls, arch: dict, n_out: int, model_cfg, train, precision: str, run: Run, stage: str):
@@ -105,7 +105,7 @@ def clf_learner(dls, arch: dict, n_out: int, model_cfg, train, precision: str, r
                                     loss_func=CrossEntropyLossFlat(),
                                     metrics=[DeviceAvgMetric(accuracy), F1Score(average="macro")], wd=train.wd, moms=train.moms,
                                     opt_func=_opt_func(train), cbs=[MetricsLog(run, stage, count_tokens=True)])
-    return _quiet(_set_precision(learn, precision))
+    return _finish(_set_precision(learn, precision))
 
 
 def lm_model(vocab: list[str], arch: dict, weights: dict) -> torch.nn.Module:

@@ -102,12 +102,14 @@ def open_run(stage: str, cfg: StageConfig, final: Path, force: bool, resume: boo
     if final.exists() and not final.is_dir():
         raise UlmfitError(f"run dir {final} exists and is not a directory")
     staging = staging_dir(final)
+    copied = False  # a finished run copied into staging to be continued
     if resume:
         if checkpoint_of(staging) is None:
             if checkpoint_of(final) is None:
                 resume_config(final)  # raises: nothing to resume
             shutil.rmtree(staging, ignore_errors=True)
             shutil.copytree(final, staging)
+            copied = True
     else:
         if final.is_dir() and any(final.iterdir()) and not force:
             raise UlmfitError(f"run dir {final} is not empty: pass --force to replace it "
@@ -125,8 +127,9 @@ def open_run(stage: str, cfg: StageConfig, final: Path, force: bool, resume: boo
     try:
         yield run
     except UlmfitError:
-        if checkpoint_of(staging) is None:
-            shutil.rmtree(staging, ignore_errors=True)  # bad input before any training: leave no trace
+        if copied or checkpoint_of(staging) is None:
+            shutil.rmtree(staging, ignore_errors=True)  # bad input before any training (or a refused
+            # continuation of a finished run, which is still whole): leave no trace
         raise
     except BaseException:
         how = "resume it with --resume" if checkpoint_of(staging) else "it has no checkpoint yet"
