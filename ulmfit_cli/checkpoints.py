@@ -101,6 +101,8 @@ def set_rng_state(state: dict) -> None:
 def loader_state(dl) -> dict:
     if isinstance(dl, StreamLMLoader):
         return {"rng": dl.rng.bit_generator.state, "starts": list(dl.starts)}
+    if isinstance(dl, distributed.ShardedDL):  # its order comes from a per-epoch seed
+        return {"epochs_done": dl.epochs_done}
     return {"rng": dl.rng.getstate()}  # fastai's DataLoader: a random.Random (and the global RNGs)
 
 
@@ -108,6 +110,8 @@ def set_loader_state(dl, state: dict) -> None:
     if isinstance(dl, StreamLMLoader):
         dl.rng.bit_generator.state = state["rng"]
         dl.starts = list(state["starts"])
+    elif isinstance(dl, distributed.ShardedDL):
+        dl.epochs_done = state.get("epochs_done", 0)
     else:
         dl.rng.setstate(state["rng"])
 
