@@ -60,13 +60,13 @@ def _fixed_split(files: list[Path]) -> dict[Path, str] | None:
 
 
 def cache_key(data: PretrainData, seed: int, files: list[Path]) -> dict:
-    import fastai
-    import spacy
+    from importlib.metadata import version  # importing spaCy only for its version would cost 0.5 s per cache hit
+    stats = [f.stat() for f in files]
     return {
         "version": STORE_VERSION,
-        "files": [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files],
-        "tokenizer": {"name": data.tokenizer, "rules": "fastai-default", "fastai": fastai.__version__,
-                      "spacy": spacy.__version__, "sp_vocab_size": data.sp_vocab_size,
+        "files": [[str(f.resolve()), s.st_size, s.st_mtime_ns] for f, s in zip(files, stats)],
+        "tokenizer": {"name": data.tokenizer, "rules": "fastai-default", "fastai": version("fastai"),
+                      "spacy": version("spacy"), "sp_vocab_size": data.sp_vocab_size,
                       "sp_train_chars": data.sp_train_chars},
         "encoding": data.encoding, "encoding_errors": data.encoding_errors,
         "max_vocab": data.max_vocab, "min_freq": data.min_freq,
@@ -240,7 +240,7 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, path: Pa
                 raise UlmfitError(f"data.source: {files[0]} has a single document: need at least 2 to hold "
                                   f"some out for validation")
             writer.move_last_doc("train", "valid")
-        store = _finish(writer, data, key, itos, counts[:len(itos)], stats, n_tokens, t0, total_bytes)
+        store = _finish(writer, data, key, itos, counts[:len(itos)], stats, t0, total_bytes)
     except BaseException:
         bar.close()
         writer.abort()
@@ -256,13 +256,12 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, path: Pa
 
 
 def _finish(writer: StoreWriter, data: PretrainData, key: dict, itos: list[str], counts: np.ndarray,
-            stats: DumpStats, n_tokens: int, t0: float, n_bytes: int) -> TokenStore:
-    from fastai.text.data import make_vocab
-    vocab = make_vocab(Counter(dict(zip(itos, counts.tolist()))), min_freq=data.min_freq, max_vocab=data.max_vocab)
-    final = {w: i for i, w in enumerate(vocab)}
-    unk = final[tok.UNK]
-    remap = np.fromiter((final.get(w, unk) for w in itos), dtype=np.int64, count=len(itos))
-    n_unk = int(counts[remap == unk].sum()) if n_tokens else 0
+            stats: DumpStats, t0: float, n_bytes: int) -> TokenStore:
+    vocab = tok.make_vocab(Counter(dict(zip(itos, counts.tolist()))), min_freq=data.min_freq,
+                           max_vocab=data.max_vocab)
+    remap = tok.numericalize([itos], vocab)[0]  # provisional id -> final id
+    n_unk = int(counts[remap == vocab.index(tok.UNK)].sum())
+    n_tokens = int(writer.offsets["train"][-1] + writer.offsets["valid"][-1])
     seconds = time.perf_counter() - t0
     out = {
         "pages": stats.pages, "articles": stats.pages - sum(stats.skipped.values()) if stats.pages else 0,

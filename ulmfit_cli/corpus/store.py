@@ -106,8 +106,6 @@ class StoreWriter:
         """Remap provisional ids to final ids, write the metadata, mark complete, publish."""
         dtype = token_dtype(len(vocab))
         remap = remap.astype(dtype)  # indexing with it then yields final ids with no int64 copy
-        for leftover in ("sp_train.txt", "spm.vocab"):
-            (self.partial / leftover).unlink(missing_ok=True)
         for split in SPLITS:
             self.files[split].close()
             tmp = self.partial / f"{split}.tmp"

@@ -44,7 +44,7 @@ def file_format(path: Path, text: str) -> str:
         return "tsv"
     if name.endswith((".jsonl", ".ndjson")):
         return "jsonl"
-    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    first = next(filter(str.strip, io.StringIO(text)), "")  # without splitting the whole file
     return "fasttext" if first.startswith(FASTTEXT_PREFIX) else "lines"
 
 
@@ -86,7 +86,7 @@ def read_frame(path: str | Path, key: str, encoding: str = "utf-8", errors: str 
     elif fmt == "fasttext":
         df = _parse_fasttext(text)
     else:
-        df = pd.DataFrame({"text": [ln for ln in text.splitlines()]})
+        df = pd.DataFrame({"text": text.splitlines()})
     return df, fmt
 
 

@@ -99,7 +99,8 @@ class SubwordTokenizer:
 def train_sentencepiece(text_file: Path, out_dir: Path, vocab_size: int | None) -> Path:
     """fastai's SentencePiece training (unigram, special tokens as user symbols) -> the model file."""
     from fastai.text.core import SentencePieceTokenizer
-    model = SentencePieceTokenizer(vocab_sz=vocab_size, cache_dir=out_dir).train(text_file)
+    model = SentencePieceTokenizer(vocab_sz=vocab_size, cache_dir=out_dir).train(text_file)  # removes text_file
+    (out_dir / "spm.vocab").unlink(missing_ok=True)  # the model file alone is used
     return Path(model)
 
 
@@ -123,12 +124,14 @@ def detokenize(tokens: list[str], subwords: bool) -> str:
     return " ".join(w for w in decode_spec_tokens(tokens) if w not in ("xxbos", PAD))
 
 
-_tokenizer = None  # one per worker process (or per in-process run)
+_tokenizer = None  # one per worker process (kept in-process between calls: spaCy and the memo are slow to rebuild)
+_tokenizer_for: object = ()  # the sp_model `_tokenizer` was made for
 
 
 def init_worker(sp_model: Path | None = None) -> None:
-    global _tokenizer
-    _tokenizer = make_tokenizer(sp_model)
+    global _tokenizer, _tokenizer_for
+    if _tokenizer is None or _tokenizer_for != sp_model:
+        _tokenizer, _tokenizer_for = make_tokenizer(sp_model), sp_model
 
 
 def tokenize_batch(texts: list[str]) -> list[list[str]]:
