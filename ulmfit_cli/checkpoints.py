@@ -32,6 +32,7 @@ from fastai.callback.core import Callback
 from ulmfit_cli import distributed
 from ulmfit_cli.distributed import unwrap
 from ulmfit_cli.errors import TrainingFailed, UlmfitError
+from ulmfit_cli.runs import atomic_write, torch_load_safe
 from ulmfit_cli.loaders import StreamLMLoader
 
 FORMAT = 1
@@ -154,17 +155,6 @@ class _SlowFile:
         return getattr(self.f, name)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _plain(obj):
     """NumPy scalars (fastai's schedules make rates of them) as Python numbers, and fastai's tensor
     subclasses as plain tensors: a checkpoint must load with `weights_only=True`."""
@@ -183,14 +173,8 @@ def write_checkpoint(state: dict, path: Path) -> None:
     """Write `state` to `path` so that `path` is always either the old file or the new one, whole."""
     state = _plain(state)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pause = float(os.environ.get("ULMFIT_TEST_SLOW_CHECKPOINT", "0") or 0)
-    with open(tmp, "wb") as f:
-        torch.save(state, _SlowFile(f, pause) if pause else f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    atomic_write(path, lambda f: torch.save(state, _SlowFile(f, pause) if pause else f))
 
 
 def link_checkpoint(src: Path, dst: Path) -> None:
@@ -202,16 +186,10 @@ def link_checkpoint(src: Path, dst: Path) -> None:
         import shutil
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
-    _fsync_dir(dst.parent)
 
 
 def read_checkpoint(path: Path) -> dict:
-    import pickle
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UlmfitError(f"--resume: {path} is not a readable ulmfit checkpoint, refused to load it ({first})") from None
+    state = torch_load_safe(path, f"--resume: {path} is not a readable ulmfit checkpoint, refused to load it")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UlmfitError(f"--resume: {path} is not a ulmfit checkpoint (format {FORMAT})")
     return state
@@ -239,8 +217,7 @@ class Checkpointer(Callback):
     def __init__(self, folder: Path, fingerprint: dict, train_cfg, metrics_file: Path,
                  resume: dict | None = None):
         self.folder, self.fingerprint, self.metrics_file = folder, fingerprint, metrics_file
-        self.every = getattr(train_cfg, "checkpoint_every", None)
-        self.minutes = getattr(train_cfg, "checkpoint_minutes", None)
+        self.every, self.minutes = train_cfg.checkpoint_every, train_cfg.checkpoint_minutes
         self.resume, self.phase, self.phase_label, self.step = resume, 0, "", 0
         self.best = resume.get("best_valid_loss") if resume else None
         self.nan_at = int(os.environ.get("ULMFIT_TEST_NAN_AT_STEP", "0") or 0)  # test hook
@@ -340,6 +317,7 @@ class Checkpointer(Callback):
         if not distributed.world().main:
             return  # rank 0 writes
         smooth = self.recorder.smooth_loss
+        step_rng = rng_state()
         state = {
             "format": FORMAT, "fingerprint": self.fingerprint, "phase": self.phase, "step": self.step,
             "epoch": self.epoch + 1 if epoch_end else self.epoch,
@@ -349,9 +327,10 @@ class Checkpointer(Callback):
             "grad_scaler": self.learn.scaler.state_dict() if hasattr(self.learn, "scaler") else None,
             "hidden": hidden,
             "smooth_loss": (torch.as_tensor(smooth.val).detach().cpu(), smooth.count),
-            "epoch_start": ({"rng": rng_state(), "loader": loader_state(self.dls.train)} if epoch_end
+            # at an epoch end, the next epoch starts from the random state of this step
+            "epoch_start": ({"rng": step_rng, "loader": loader_state(self.dls.train)} if epoch_end
                             else self.epoch_start),
-            "step_rng": rng_state(),
+            "step_rng": step_rng,
             "metrics_lines": _count_lines(self.metrics_file),
             "lr_steps": list(getattr(getattr(self.learn, "metrics_log", None), "lr_steps", [])),
             "valid_loss": valid_loss,

@@ -82,7 +82,8 @@ def _run_stage(stage: str, module: str, configs: list[Path], overrides: list[str
                 raise UlmfitError("--resume needs --run-dir (or the --config of the run)")
             configs = [resume_config(run_dir)]
         cfg = load_config(stage, configs or [], overrides or [])
-        inherit_arch(cfg.model, upstream_of(stage, cfg))  # sizes from init.from_run, in config.yaml too
+        upstream = upstream_of(stage, cfg)
+        inherit_arch(cfg.model, upstream)  # sizes from init.from_run, in config.yaml too
         final = resolve_run_dir(cfg, run_dir)
         if print_config:
             typer.echo(to_yaml(cfg), nl=False)
@@ -98,7 +99,7 @@ def _run_stage(stage: str, module: str, configs: list[Path], overrides: list[str
                 distributed.from_main(lambda: opened.append(stack.enter_context(open_run(stage, cfg, final, force,
                                                                                           resume))))
                 run = opened[0] if opened else Run(staging_dir(final), final, stage, resume, writes=False)
-                results = stage_mod.run(cfg, run)
+                results = stage_mod.run(cfg, run, upstream)
                 if run.writes:
                     write_plots(run.path)
         finally:
@@ -182,29 +183,27 @@ EncodingOpt = Annotated[str, typer.Option(help="Text encoding of the input file.
 
 def _classifiers(models: list[Path], device: str, precision: str):
     from ulmfit_cli.config import RunSection
-    from ulmfit_cli.inference import Classifier, Ensemble
+    from ulmfit_cli.inference import load_classifier
     from ulmfit_cli.learners import pick_device
     if device not in ("auto", "cpu", "cuda") or precision not in ("fp32", "fp16", "bf16"):
         raise UlmfitError(f"--device must be auto/cpu/cuda and --precision fp32/fp16/bf16 "
                           f"(got {device!r}, {precision!r})")
     pick_device(RunSection(device=device, precision=precision))  # fp16/bf16 need a GPU
-    members = [Classifier.load(m, device) for m in models]
-    return members[0] if len(members) == 1 else Ensemble(members)
+    return load_classifier(*models, device=device)
 
 
 def _write_table(df, path: Path) -> None:
     """CSV, TSV or JSON Lines by the file's suffix; `-` is standard output; atomic for files."""
-    import os
+    from ulmfit_cli.runs import atomic_write
     suffix = path.suffix.lower()
     if str(path) == "-":
         df.to_csv(sys.stdout, index=False)
         return
-    tmp = path.with_name(f".{path.name}.tmp")
     if suffix in (".jsonl", ".ndjson"):
-        df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        text = df.to_json(orient="records", lines=True, force_ascii=False)
     else:
-        df.to_csv(tmp, index=False, sep="\t" if suffix == ".tsv" else ",")
-    os.replace(tmp, path)
+        text = df.to_csv(index=False, sep="\t" if suffix == ".tsv" else ",")
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 @app.command()

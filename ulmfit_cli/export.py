@@ -20,9 +20,9 @@ from ulmfit_cli.inference import BUNDLE_FILE, BUNDLE_FORMAT, Classifier
 
 
 def export(model_dir: Path, out: Path, force: bool = False) -> Path:
-    clf = Classifier.load(model_dir, device="cpu")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise UlmfitError(f"--output: {out} exists and is not empty; pass --force to replace it")
+    clf = Classifier.load(model_dir, device="cpu")
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

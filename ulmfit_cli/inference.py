@@ -38,11 +38,12 @@ class Spec:
 
     @classmethod
     def from_run_config(cls, config: dict) -> "Spec":
-        model, data, train = config.get("model", {}), config.get("data", {}), config.get("train", {})
-        return cls(arch={k: model[k] for k in ("emb_sz", "n_hid", "n_layers")}, drop_mult=model.get("drop_mult", 0.5),
-                   lin_ftrs=list(model.get("lin_ftrs", [50])), max_len=model.get("max_len", 1440),
-                   bptt=train.get("bptt", 72), backwards=bool(data.get("backwards", False)),
-                   max_chars=data.get("max_chars", 100_000))
+        """From a train-clf run's config.yaml, which holds every resolved value."""
+        from ulmfit_cli.runs import ARCH_KEYS
+        model, data, train = config["model"], config["data"], config["train"]
+        return cls(arch={k: model[k] for k in ARCH_KEYS}, drop_mult=model["drop_mult"], lin_ftrs=model["lin_ftrs"],
+                   max_len=model["max_len"], bptt=train["bptt"], backwards=data["backwards"],
+                   max_chars=data["max_chars"])
 
 
 class Classifier:
@@ -67,7 +68,7 @@ class Classifier:
         from ulmfit_cli.config import RunSection
         from ulmfit_cli.corpus.tokenize import sp_model_in
         from ulmfit_cli.learners import pick_device
-        from ulmfit_cli.runs import load_weights, read_json, read_run
+        from ulmfit_cli.runs import load_weights, read_json, read_run, read_vocab
         path = Path(path)
         if (path / BUNDLE_FILE).is_file():
             meta = read_json(path / BUNDLE_FILE, key)
@@ -80,7 +81,7 @@ class Classifier:
             for name in ("vocab.json", "labels.json", "model.pth"):
                 if not (path / name).is_file():
                     raise UlmfitError(f"{key}: bundle {path} has no {name}")
-            vocab = read_json(path / "vocab.json", key)
+            vocab = read_vocab(path, key)
         else:
             run = read_run(path, key, ("train-clf",), "model.pth")
             spec, vocab = Spec.from_run_config(run.config), run.vocab
@@ -90,22 +91,26 @@ class Classifier:
         dev = pick_device(RunSection(device=device, precision="fp32"))
         return cls(path, spec, vocab, labels, load_weights(path / "model.pth"), sp_model_in(path), dev)
 
-    def encode(self, texts: list[str], workers: int | None = 0) -> list[np.ndarray]:
-        """Token ids per text, as the model was trained to read them."""
+    def token_ids(self, texts: list[str], workers: int | None = 0) -> list[np.ndarray]:
+        """Token ids per text, in reading order (truncated as train-clf's data.max_chars)."""
         from ulmfit_cli.corpus.tokenize import numericalize, tokenize
-        texts = [t[-self.spec.max_chars:] for t in texts]  # as train-clf's data.max_chars
-        ids = numericalize(tokenize(texts, workers=workers, sp_model=self.sp_model), self.vocab)
-        return [d[::-1].copy() for d in ids] if self.spec.backwards else ids
+        texts = [t[-self.spec.max_chars:] for t in texts]
+        return numericalize(tokenize(texts, workers=workers, sp_model=self.sp_model), self.vocab)
+
+    def predict_proba(self, texts: list[str], workers: int | None = 0, **kwargs) -> np.ndarray:
+        """Class probabilities, shape (len(texts), len(self.labels)), rows in the order of `texts`."""
+        return self.proba_of_ids(self.token_ids(list(texts), workers), **kwargs)
 
     @torch.no_grad()
-    def predict_proba(self, texts: list[str], bs: int = 64, precision: str = "fp32", workers: int | None = 0,
-                      progress: bool = False) -> np.ndarray:
-        """Class probabilities, shape (len(texts), len(self.labels)), rows in the order of `texts`."""
+    def proba_of_ids(self, ids: list[np.ndarray], bs: int = 64, precision: str = "fp32",
+                     progress: bool = False) -> np.ndarray:
+        """`predict_proba` for texts already turned into token ids (by `token_ids`)."""
         from fastai.text.data import pad_input_chunk
 
         from ulmfit_cli.console import progress as bar
         from ulmfit_cli.corpus.tokenize import PAD
-        ids = self.encode(list(texts), workers)
+        if self.spec.backwards:  # the backward model reads each text from its end
+            ids = [d[::-1].copy() for d in ids]
         order = np.argsort([-len(d) for d in ids], kind="stable")  # longest first, as fastai's SortedDL
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
         pad = self.vocab.index(PAD)
@@ -141,8 +146,9 @@ class Ensemble:
                                   f"runs of one recipe)")
         self.members, self.labels = members, first.labels
 
-    def predict_proba(self, texts: list[str], **kwargs) -> np.ndarray:
-        return np.mean([m.predict_proba(texts, **kwargs) for m in self.members], axis=0)
+    def predict_proba(self, texts: list[str], workers: int | None = 0, **kwargs) -> np.ndarray:
+        ids = self.members[0].token_ids(list(texts), workers)  # one vocab: the texts are tokenized once
+        return np.mean([m.proba_of_ids(ids, **kwargs) for m in self.members], axis=0)
 
     def predict(self, texts: list[str], **kwargs) -> list[str]:
         return [self.labels[i] for i in self.predict_proba(texts, **kwargs).argmax(1)]

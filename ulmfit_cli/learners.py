@@ -93,7 +93,7 @@ def lm_learner(dls, arch: dict, drop_mult: float, train, precision: str, run: Ru
     learn = language_model_learner(dls, AWD_LSTM, config=awd_config(arch), drop_mult=drop_mult,
                                    pretrained=False, metrics=[DeviceAvgMetric(accuracy), DevicePerplexity()],
                                    wd=train.wd, moms=train.moms, opt_func=_opt_func(train),
-                                   cbs=[MetricsLog(run, stage, count_tokens=True)]
+                                   cbs=[MetricsLog(run, stage)]
                                    + ([ScaleLrBySeqLen(train.bptt)] if getattr(train, "random_bptt", False) else []))
     return _finish(_set_precision(learn, precision))
 
@@ -104,7 +104,7 @@ def clf_learner(dls, arch: dict, n_out: int, model_cfg, train, precision: str, r
                                     lin_ftrs=model_cfg.lin_ftrs, max_len=model_cfg.max_len,
                                     loss_func=CrossEntropyLossFlat(),
                                     metrics=[DeviceAvgMetric(accuracy), F1Score(average="macro")], wd=train.wd, moms=train.moms,
-                                    opt_func=_opt_func(train), cbs=[MetricsLog(run, stage, count_tokens=True)])
+                                    opt_func=_opt_func(train), cbs=[MetricsLog(run, stage)])
     return _finish(_set_precision(learn, precision))
 
 
@@ -170,8 +170,8 @@ class MetricsLog(Callback):
     """
     order = Recorder.order + 1  # after the Recorder has the epoch's values
 
-    def __init__(self, run: Run, stage: str, count_tokens: bool = False):
-        self.out, self.stage, self.count_tokens = run, stage, count_tokens
+    def __init__(self, run: Run, stage: str):
+        self.out, self.stage = run, stage
         self.phase, self.epoch_total = "", 0
 
     def before_epoch(self):
@@ -180,11 +180,11 @@ class MetricsLog(Callback):
     def before_train(self):
         self.trained = True  # `learn.validate()` also fires after_epoch: log training epochs only
         self.lr_steps, self.lr_stride = [], max(1, len(self.dl) // 200)  # at most ~200 rates per epoch
+        self.ranks = distributed.world().size  # each rank trains its share of every batch
 
     def after_batch(self):
         if self.training:
-            if self.count_tokens:
-                self.tokens += self.xb[0].numel() * distributed.world().size  # every rank's share
+            self.tokens += self.xb[0].numel() * self.ranks
             if self.iter % self.lr_stride == 0:
                 self.lr_steps.append(float(self.opt.hypers[-1]["lr"]))
 
@@ -200,8 +200,7 @@ class MetricsLog(Callback):
             rec[name] = None if v is None or not math.isfinite(float(v)) else round(float(v), 6)
         rec["lr"] = float(self.opt.hypers[-1]["lr"])
         rec["seconds"] = round(seconds, 3)
-        if self.count_tokens:
-            rec["tokens_per_s"] = round(self.tokens / seconds, 1) if seconds > 0 else None
+        rec["tokens_per_s"] = round(self.tokens / seconds, 1) if seconds > 0 else None
         self.out.log_metrics({**rec, "lr_steps": self.lr_steps})
         if not show_bars():
             shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"

@@ -15,6 +15,7 @@ from fastai.data.core import DataLoaders
 from fastai.text.data import LMDataLoader, SortedDL, TensorText, pad_input_chunk
 from fastai.torch_core import TensorCategory
 
+from ulmfit_cli import distributed
 from ulmfit_cli.corpus.tokenize import PAD
 from ulmfit_cli.errors import UlmfitError
 
@@ -27,8 +28,7 @@ def check_lm_size(n_tokens: int, bs: int, what: str) -> None:
 
 
 def _single_process(what: str) -> None:
-    from ulmfit_cli.distributed import world
-    if world().active:
+    if distributed.world().active:
         raise UlmfitError(f"a multi-process run needs train.loader: stream ({what} is not split between processes)")
 
 
@@ -159,9 +159,8 @@ def stream_lm_dls(train: np.ndarray, valid: np.ndarray, vocab: list[str], bs: in
     check_lm_size(len(valid), bs, "the validation split")
     if backwards:
         (train, train_offsets), (valid, _) = reversed_stream(train, train_offsets), reversed_stream(valid)
-    from ulmfit_cli.distributed import local_rows
     trn = StreamLMLoader(train, bs, bptt, device, train_offsets, shuffle=True, seed=seed, random_bptt=random_bptt,
-                         rows=local_rows(bs))
+                         rows=distributed.local_rows(bs))
     dls = DataLoaders(trn, StreamLMLoader(valid, bs, bptt, device), device=device)
     dls.vocab = vocab
     return dls
@@ -182,7 +181,6 @@ def clf_dl(docs: list[np.ndarray], ys: np.ndarray, vocab: list[str], bs: int, bp
 def clf_dls(train, train_y, valid, valid_y, vocab, bs, bptt, device, seed: int = 0) -> DataLoaders:
     if len(train) < 2:
         raise UlmfitError(f"the training split has {len(train)} document(s): too few for one batch")
-    from ulmfit_cli import distributed
     if distributed.world().active:  # bs stays the global batch: each rank trains every N-th batch of bs / N
         rows = distributed.local_rows(bs)
         trn = distributed.ShardedDL(clf_dl(train, train_y, vocab, rows.stop - rows.start, bptt, device, shuffle=True),

@@ -19,17 +19,44 @@ from pathlib import Path
 import yaml
 
 from ulmfit_cli import __version__
-from ulmfit_cli.config import META_KEY, Arch, StageConfig, to_yaml
+from ulmfit_cli.config import META_KEY, Arch, PretrainModel, StageConfig, to_yaml
 from ulmfit_cli.errors import UlmfitError
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write) -> None:
+    """`write(f)` into a temporary file beside `path`, fsync, rename: `path` is always the old file
+    or the new one, whole, whenever the process dies."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
-        f.write(data)
+        write(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def torch_load_safe(path: Path, refused: str):
+    """`torch.load` with `weights_only=True`; a file it refuses (a pickle that would run code, a broken
+    file) becomes an UlmfitError `refused (reason)`."""
+    import pickle
+
+    import torch
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UlmfitError(f"{refused} ({first})") from None
 
 
 @dataclass
@@ -44,15 +71,15 @@ class Run:
     def write_json(self, name: str, obj) -> None:
         if not self.writes:
             return
-        _atomic_write(self.path / name, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
+        data = (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
+        atomic_write(self.path / name, lambda f: f.write(data))
 
     def save_weights(self, name: str, state_dict: dict) -> None:
         if not self.writes:
             return
         import torch  # late: keeps `ulmfit --help` fast
-        tmp = self.path / f".{name}.tmp"
-        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
-        os.replace(tmp, self.path / name)
+        state = {k: v.detach().cpu() for k, v in state_dict.items()}
+        atomic_write(self.path / name, lambda f: torch.save(state, f))
 
     def copy_in(self, src: Path | None, name: str) -> None:
         """Copy a file the run depends on (a tokenizer model) into the run dir."""
@@ -123,7 +150,8 @@ def open_run(stage: str, cfg: StageConfig, final: Path, force: bool, resume: boo
     run = Run(path=staging, final=final, stage=stage, resume=resume)
     meta = {"stage": stage, "version": __version__, "argv": sys.argv,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    _atomic_write(staging / "config.yaml", to_yaml(cfg, meta).encode())
+    config = to_yaml(cfg, meta).encode()
+    atomic_write(staging / "config.yaml", lambda f: f.write(config))
     try:
         yield run
     except UlmfitError:
@@ -148,7 +176,7 @@ def open_run(stage: str, cfg: StageConfig, final: Path, force: bool, resume: boo
 
 # ---------------------------------------------------------------- reading an upstream run
 ARCH_KEYS = ("emb_sz", "n_hid", "n_layers")
-PAPER_ARCH = {"emb_sz": 400, "n_hid": 1152, "n_layers": 3}
+PAPER_ARCH = PretrainModel().model_dump(include=set(ARCH_KEYS))  # the pretrain defaults: the paper's sizes
 LM_STAGES = ("pretrain", "finetune-lm")
 UPSTREAM_WEIGHTS = {"finetune-lm": "lm.pth", "train-clf": "encoder.pth"}  # what each stage loads
 
@@ -162,7 +190,7 @@ class UpstreamRun:
 
     def arch(self) -> dict:
         model = self.config.get("model", {})
-        return {k: model.get(k) for k in ("emb_sz", "n_hid", "n_layers")}
+        return {k: model.get(k) for k in ARCH_KEYS}
 
     def weights(self, name: str) -> dict:
         return load_weights(self.path / name)
@@ -195,10 +223,14 @@ def read_run(path: Path | str, key: str, stages: tuple[str, ...], weights: str) 
     for name in ("vocab.json", weights):
         if not (path / name).is_file():
             raise UlmfitError(f"{key}: {path} has no {name} (an unfinished run?)")
-    vocab = read_json(path / "vocab.json", key)
+    return UpstreamRun(path=path, stage=stage, config=config, vocab=read_vocab(path, key))
+
+
+def read_vocab(folder: Path, key: str) -> list[str]:
+    vocab = read_json(folder / "vocab.json", key)
     if not (isinstance(vocab, list) and vocab and all(isinstance(t, str) for t in vocab)):
-        raise UlmfitError(f"{key}: {path / 'vocab.json'} is not a JSON list of tokens")
-    return UpstreamRun(path=path, stage=stage, config=config, vocab=vocab)
+        raise UlmfitError(f"{key}: {folder / 'vocab.json'} is not a JSON list of tokens")
+    return vocab
 
 
 def read_json(path: Path, key: str):
@@ -210,14 +242,8 @@ def read_json(path: Path, key: str):
 
 def load_weights(path: Path) -> dict:
     """A plain state dict, loaded with `weights_only=True`: a pickle that would run code is refused."""
-    import pickle
-
     import torch
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UlmfitError(f"{path}: not a weights-only state dict, refused to load it ({first})") from None
+    state = torch_load_safe(path, f"{path}: not a weights-only state dict, refused to load it")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UlmfitError(f"{path}: expected a state dict of tensors")
     return state

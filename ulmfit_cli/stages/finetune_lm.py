@@ -14,14 +14,13 @@ from ulmfit_cli.console import info
 from ulmfit_cli.corpus.tables import read_texts
 from ulmfit_cli.corpus.tokenize import SP_MODEL
 from ulmfit_cli.learners import lm_learner, transfer_lm
-from ulmfit_cli.runs import ARCH_KEYS, Run, inherit_arch, upstream_of
+from ulmfit_cli.runs import ARCH_KEYS, Run, UpstreamRun
 from ulmfit_cli.stages.lm_common import lm_data, save_lm, split_docs, start
 
 
-def run(cfg: FinetuneConfig, run: Run) -> dict:
+def run(cfg: FinetuneConfig, run: Run, upstream: UpstreamRun | None) -> dict:
+    """`upstream`: the run `init.from_run` names (read and checked by the CLI), whose sizes `cfg.model` has."""
     device = start(cfg)
-    upstream = upstream_of("finetune-lm", cfg)
-    inherit_arch(cfg.model, upstream)  # done by the CLI already; kept for callers of run()
     arch = cfg.model.model_dump(include=set(ARCH_KEYS))
     train_path = paths.resolve(cfg.data.train, "data.train")
     texts = read_texts(train_path, "data.train", cfg.data.text_col, encoding=cfg.data.encoding,

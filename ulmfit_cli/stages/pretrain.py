@@ -20,7 +20,8 @@ from ulmfit_cli.stages.lm_common import save_lm, start
 STORE_STATS = ("train_docs", "valid_docs", "train_tokens", "valid_tokens", "vocab_size", "unk_rate")
 
 
-def run(cfg: PretrainConfig, run: Run) -> dict:
+def run(cfg: PretrainConfig, run: Run, upstream=None) -> dict:
+    """`upstream` is always None: pretraining starts from random weights."""
     device = start(cfg)
     built = []
     distributed.from_main(lambda: built.append(prepare(cfg.data, cfg.run.seed)))  # rank 0 builds the store,

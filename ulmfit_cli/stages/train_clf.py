@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 
 from ulmfit_cli import distributed, paths
@@ -18,9 +17,10 @@ from ulmfit_cli.console import info
 from ulmfit_cli.corpus.tables import read_texts
 from ulmfit_cli.corpus.tokenize import SP_MODEL, build_vocab, numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.evaluation import check_labels, scores
 from ulmfit_cli.learners import check_freeze_to, clf_learner, load_encoder
 from ulmfit_cli.loaders import clf_dl, clf_dls
-from ulmfit_cli.runs import ARCH_KEYS, Run, inherit_arch, upstream_of
+from ulmfit_cli.runs import ARCH_KEYS, Run, UpstreamRun
 from ulmfit_cli.stages.lm_common import start
 
 
@@ -36,13 +36,6 @@ def _read(cfg: ClassifierConfig, key: str) -> pd.DataFrame:
     return df
 
 
-def _check_labels(df: pd.DataFrame, labels: list[str], key: str, path: str) -> None:
-    unseen = sorted(set(df["label"]) - set(labels))
-    if unseen:
-        raise UlmfitError(f"{key}: {path} has labels that data.train never has: {', '.join(unseen[:20])}"
-                          + (f" (and {len(unseen) - 20} more)" if len(unseen) > 20 else ""))
-
-
 def _split(df: pd.DataFrame, pct: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     try:
         return train_test_split(df, test_size=pct, random_state=seed, stratify=df["label"])
@@ -50,18 +43,16 @@ def _split(df: pd.DataFrame, pct: float, seed: int) -> tuple[pd.DataFrame, pd.Da
         return train_test_split(df, test_size=max(pct, 1 / len(df)), random_state=seed)
 
 
-def _scores(learn, dl, ys: np.ndarray, prefix: str) -> dict:
+def _scores(learn, dl, ys: np.ndarray, labels: list[str], prefix: str) -> dict:
     with learn.no_bar():
         probs, _ = learn.get_preds(dl=dl)  # fastai undoes SortedDL's order
-    pred = probs.argmax(1).numpy()
-    return {f"{prefix}_accuracy": float(accuracy_score(ys, pred)),
-            f"{prefix}_macro_f1": float(f1_score(ys, pred, average="macro")), f"{prefix}_n": int(len(ys))}
+    figures = scores(ys, probs.argmax(1).numpy(), labels)  # the figures `ulmfit evaluate` reports
+    return {f"{prefix}_{k}": figures[k] for k in ("accuracy", "macro_f1", "n")}
 
 
-def run(cfg: ClassifierConfig, run: Run) -> dict:
+def run(cfg: ClassifierConfig, run: Run, upstream: UpstreamRun | None) -> dict:
+    """`upstream`: the run `init.from_run` names (read and checked by the CLI), whose sizes `cfg.model` has."""
     device = start(cfg)
-    upstream = upstream_of("train-clf", cfg)
-    inherit_arch(cfg.model, upstream)  # done by the CLI already; kept for callers of run()
     arch = cfg.model.model_dump(include=set(ARCH_KEYS))
     train = _read(cfg, "data.train")
     labels = sorted(train["label"].unique())
@@ -70,13 +61,13 @@ def run(cfg: ClassifierConfig, run: Run) -> dict:
                           f"({labels[0]!r}); a classifier needs at least two")
     if cfg.data.valid:
         valid = _read(cfg, "data.valid")
-        _check_labels(valid, labels, "data.valid", cfg.data.valid)
+        check_labels(valid["label"], labels, f"data.valid: {cfg.data.valid}")
     else:
         train, valid = _split(train, cfg.data.valid_pct, cfg.run.seed)
     test = None
     if cfg.data.test:
         test = _read(cfg, "data.test")
-        _check_labels(test, labels, "data.test", cfg.data.test)
+        check_labels(test["label"], labels, f"data.test: {cfg.data.test}")
 
     parts = [train, valid] + ([test] if test is not None else [])
     sp_model = upstream.sp_model if upstream is not None else None
@@ -110,9 +101,10 @@ def run(cfg: ClassifierConfig, run: Run) -> dict:
               slice((st.lr or t.lr) / t.lr_div, st.lr or t.lr), lambda lrn, n=st.freeze_to: lrn.freeze_to(n))
         for st in t.stages])
 
-    results = {"labels": labels, "pretrained_encoder": upstream is not None, **_scores(learn, dls.valid, ys[1], "valid")}
+    results = {"labels": labels, "pretrained_encoder": upstream is not None,
+               **_scores(learn, dls.valid, ys[1], labels, "valid")}
     if test is not None:
-        results.update(_scores(learn, clf_dl(ids[2], ys[2], vocab, t.bs * 2, t.bptt, device), ys[2], "test"))
+        results.update(_scores(learn, clf_dl(ids[2], ys[2], vocab, t.bs * 2, t.bptt, device), ys[2], labels, "test"))
     run.save_weights("model.pth", learn.model.state_dict())
     run.write_json("results.json", results)
     return results
