@@ -12,3 +12,11 @@ def test_train_speed_bench_prints_its_table():
     assert res.returncode == 0, res.stderr[-3000:]
     for row in ("| stock fastai |", "| ulmfit |", "| bare loop |", "speed ratio ulmfit / stock"):
         assert row in res.stdout, res.stdout
+
+
+def test_lstm_grad_range_bench_prints_its_table():
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "lstm_grad_range.py"), "--device", "cpu", "--emb", "16",
+                          "--hid", "32", "--layers", "2", "--vocab", "500", "--bs", "8", "--bptt", "16"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "| weights | none (bf16 autocast) |" in res.stdout and "| outputs (dy) | 2^16" in res.stdout, res.stdout

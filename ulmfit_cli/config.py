@@ -34,7 +34,8 @@ class RunSection(Section):
     deterministic: bool = Field(False, description="PyTorch's deterministic algorithms (and cuBLAS workspace) on "
                                                    "GPU: reproducible, slower; CPU runs are deterministic anyway")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast on GPUs that support it, else fp16 with loss scaling; fp32 on CPU")
+        "auto", description="auto: fp16 autocast with loss scaling on a GPU, fp32 on CPU; bf16 leaves the LSTM's "
+                           "fp16 gradients unscaled")
 
 
 class InitSection(Section):

@@ -27,6 +27,7 @@ from ulmfit_cli.config import RunSection
 from ulmfit_cli.console import info, show_bars
 from ulmfit_cli.device_metrics import DeviceAvgMetric, DevicePerplexity, keep_on_device
 from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.precision import LossScaledMixedPrecision
 from ulmfit_cli.runs import ARCH_KEYS, Run, UpstreamRun
 
 
@@ -34,8 +35,9 @@ from ulmfit_cli.runs import ARCH_KEYS, Run, UpstreamRun
 def pick_device(run: RunSection) -> torch.device:
     """The device for `run.device`, after checking that `run.precision` works there.
 
-    `run.precision: auto` is resolved here (and so recorded in results.json): bf16 autocast
-    where the GPU supports it, fp16 with loss scaling on older GPUs, fp32 on the CPU.
+    `run.precision: auto` is resolved here (and so recorded in results.json): fp16 with loss
+    scaling on a GPU (bf16 would leave the LSTM's fp16 gradients unscaled: ulmfit_cli/precision.py),
+    fp32 on the CPU.
     """
     cuda = torch.cuda.is_available()
     if run.device == "cuda" and not cuda:
@@ -44,19 +46,22 @@ def pick_device(run: RunSection) -> torch.device:
     if device.type == "cuda" and distributed.world().active:
         device = torch.device("cuda", distributed.world().local_rank)
     if run.precision == "auto":
-        run.precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "fp32"
+        run.precision = "fp16" if device.type == "cuda" else "fp32"
     if device.type == "cpu" and run.precision != "fp32":
         # fastai's MixedPrecision autocasts on CUDA only; on CPU it would silently train in fp32.
         raise UlmfitError(f"run.precision: {run.precision} needs a CUDA GPU (this run is on the CPU); "
                           f"use run.precision=fp32")
     if run.precision == "bf16" and not torch.cuda.is_bf16_supported():
         raise UlmfitError("run.precision: bf16 is not supported by this GPU; use fp16")
+    if run.precision == "bf16":
+        info("run.precision: bf16 autocasts embeddings and decoder to bf16, but PyTorch still runs the LSTM "
+             "layers in fp16, and without loss scaling; fp16 (the default) scales the loss")
     return device
 
 
 def _set_precision(learn, precision: str):
     if precision == "fp16":
-        learn.to_fp16()
+        learn.add_cb(LossScaledMixedPrecision())
     elif precision == "bf16":
         learn.to_bf16()
     return learn
