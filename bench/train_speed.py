@@ -8,9 +8,12 @@ so both sides train on the same ids and validate on the same held-out articles.
   on a GPU, as the tutorials write it;
 - ulmfit: what `ulmfit pretrain` builds by default: `train.loader: stream` (the batchify kept on
   the device, documents shuffled per epoch), `train.optimizer: torch` (PyTorch's AdamW kernels),
-  statistics kept on the device, bf16 autocast on GPUs that support it, same `fit_one_cycle`;
-- bare loop: the same fastai model and stream batches in a plain PyTorch loop (autocast, AdamW,
-  constant rate, no callbacks): the speed ceiling that ulmfit's overhead is measured against.
+  statistics kept on the device, fp16 autocast with loss scaling that never waits on the GPU, the
+  LSTM weights in one cuDNN buffer in fp32, same `fit_one_cycle`;
+- bare loop: the same fastai model and stream batches in a plain PyTorch loop (autocast, GradScaler,
+  fused AdamW, constant rate, no callbacks): the speed ceiling that ulmfit's overhead is measured against.
+`--precision bf16` runs ulmfit and the bare loop in bf16 autocast instead (the issue's bare-loop setting;
+the LSTM then still runs in fp16, unscaled: see ulmfit_cli/precision.py).
 
 Prints tokens/s of each, the ratios, peak GPU memory and the validation loss each reaches.
   python bench/train_speed.py                       # CPU, small model (seconds to a minute)
@@ -74,6 +77,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--max-vocab", type=int, default=8000)
     ap.add_argument("--max-docs", type=int, default=None, help="use only the first N articles (quick checks)")
+    ap.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None,
+                    help="ulmfit and bare loop (default: what `run.precision: auto` picks, fp16 on a GPU)")
     args = ap.parse_args()
 
     import prepare_speed
@@ -100,7 +105,7 @@ def main() -> None:
         docs = {s: [np.asarray(store.tokens(s)[a:b], dtype=np.int64)
                     for a, b in zip(store.offsets(s)[:-1], store.offsets(s)[1:])] for s in ("train", "valid")}
         arch = {"emb_sz": args.emb, "n_hid": args.hid, "n_layers": args.layers}
-        ulmfit_precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if gpu else "fp32"
+        ulmfit_precision = args.precision or ("fp16" if gpu else "fp32")
         sides = {
             "stock fastai": dict(loader="fastai", optimizer="fastai", precision="fp16" if gpu else "fp32"),
             "ulmfit": dict(loader="stream", optimizer="torch", precision=ulmfit_precision),

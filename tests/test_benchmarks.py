@@ -20,3 +20,11 @@ def test_lstm_grad_range_bench_prints_its_table():
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "| weights | none (bf16 autocast) |" in res.stdout and "| outputs (dy) | 2^16" in res.stdout, res.stdout
+
+
+def test_weight_dropout_bench_prints_its_table():
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "weight_dropout_speed.py"), "--device", "cpu",
+                          "--emb", "16", "--hid", "32", "--vocab", "300", "--bs", "4", "--bptt", "8", "--steps", "3"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "| FlatWeightDropout |" in res.stdout and "speed ratio flat / fastai" in res.stdout, res.stdout

@@ -29,6 +29,7 @@ from ulmfit_cli.device_metrics import DeviceAvgMetric, DevicePerplexity, keep_on
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.precision import LossScaledMixedPrecision
 from ulmfit_cli.runs import ARCH_KEYS, Run, UpstreamRun
+from ulmfit_cli.weight_dropout import flatten_weight_dropout
 
 
 # ---------------------------------------------------------------- device and precision
@@ -85,7 +86,9 @@ def _opt_func(train):
 
 def _finish(learn):
     """What every learner gets: DDP in a multi-process run; off a terminal (or off rank 0), MetricsLog's
-    one line per epoch instead of fastai's bars and table; statistics kept on the device."""
+    one line per epoch instead of fastai's bars and table; statistics kept on the device; the LSTM
+    weights in one cuDNN buffer in fp32 on a GPU."""
+    flatten_weight_dropout(learn.model)
     if distributed.world().active:
         learn.add_cb(distributed.ddp_callback())
     if not show_bars() or not distributed.world().main:
