@@ -1,4 +1,5 @@
 """`train.optimizer: torch` takes the same steps as fastai's Adam, with slice() rates and freezing."""
+import pytest
 import torch
 from fastai.optimizer import Adam
 from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_lm_split
@@ -16,12 +17,13 @@ def _step(model, opt, x, y):
     opt.zero_grad()
 
 
-def test_torch_adamw_matches_fastai_adam_with_slices_moms_and_freezing():
+@pytest.mark.parametrize("fused", [False, True])  # foreach (CPU default) and the fused kernel (GPU default)
+def test_torch_adamw_matches_fastai_adam_with_slices_moms_and_freezing(fused):
     cfg = awd_config({"emb_sz": 8, "n_hid": 16, "n_layers": 2})
     model, twin = (get_language_model(AWD_LSTM, 50, config=cfg) for _ in range(2))
     twin.load_state_dict(model.state_dict())
     model.eval(), twin.eval()  # no dropout: both copies see the same forward pass
-    ours = torch_adamw(awd_lstm_lm_split(twin), lr=1e-2)
+    ours = torch_adamw(awd_lstm_lm_split(twin), lr=1e-2, fused=fused)
     ref = Adam(awd_lstm_lm_split(model), lr=1e-2)
     x, y = torch.randint(0, 50, (4, 12)), torch.randint(0, 50, (4, 12))
     for opt in (ref, ours):

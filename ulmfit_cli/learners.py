@@ -54,9 +54,6 @@ def pick_device(run: RunSection) -> torch.device:
                           f"use run.precision=fp32")
     if run.precision == "bf16" and not torch.cuda.is_bf16_supported():
         raise UlmfitError("run.precision: bf16 is not supported by this GPU; use fp16")
-    if run.precision == "bf16":
-        info("run.precision: bf16 autocasts embeddings and decoder to bf16, but PyTorch still runs the LSTM "
-             "layers in fp16, and without loss scaling; fp16 (the default) scales the loss")
     return device
 
 
@@ -64,6 +61,8 @@ def _set_precision(learn, precision: str):
     if precision == "fp16":
         learn.add_cb(LossScaledMixedPrecision())
     elif precision == "bf16":
+        info("run.precision: bf16 autocasts embeddings and decoder to bf16, but PyTorch still runs the LSTM "
+             "layers in fp16, and without loss scaling; fp16 (the default) scales the loss")
         learn.to_bf16()
     return learn
 

@@ -46,10 +46,11 @@ class LossScaledMixedPrecision(MixedPrecision):
         self.device_type = device_type
 
     def before_fit(self):
-        super().before_fit()
-        if self.device_type != "cuda":  # the tests: loss scaling on the CPU, which has no fp16 LSTM to autocast to
+        if self.device_type == "cuda":
+            super().before_fit()
+        else:  # the tests: loss scaling on the CPU, which has no fp16 LSTM to autocast to
             self.autocast = torch.autocast(self.device_type, enabled=False)
-            self.learn.scaler = torch.amp.GradScaler(self.device_type, **self.kwargs)
+            self.learn.scaler, self.scales = torch.amp.GradScaler(self.device_type, **self.kwargs), []
         self._handoff = None
 
     def before_step(self):
