@@ -8,7 +8,7 @@ from fastai.text.models.awdlstm import AWD_LSTM, WeightDropout
 from fastai.text.models.core import get_language_model
 
 from ulmfit_cli.learners import awd_config
-from ulmfit_cli.weight_dropout import FlatWeightDropout, flatten_weight_dropout
+from ulmfit_cli.weight_dropout import FlatWeightDropout, _cudnn_layout, flatten_weight_dropout
 
 
 def _plain_layout(wd):
@@ -62,3 +62,7 @@ def test_fastais_path_without_a_cudnn_layout_and_under_autocast():
     assert m._layout(x, hx) == _plain_layout(m)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast re-flattens the weights itself
         assert m._layout(x, hx) is None
+    m._layouts = {}
+    m.train()
+    assert _cudnn_layout(m, x, hx) is None  # no cuDNN here: the failure is caught, fastai's path kept
+    assert m._layouts == {} and m.training

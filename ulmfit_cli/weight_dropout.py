@@ -76,24 +76,26 @@ def _flattens(wd: FlatWeightDropout, input) -> bool:
 def _cudnn_layout(wd: FlatWeightDropout, input, hx):
     from torch.backends.cudnn import rnn as cudnn_rnn
     lstm = wd.module
-    copies = [w.detach().clone() for w in (lstm.weight_ih_l0, wd.weight_hh_l0_raw, lstm.bias_ih_l0, lstm.bias_hh_l0)]
-    flat = torch._cudnn_rnn_flatten_weight(copies, 4, lstm.input_size, cudnn_rnn.get_cudnn_mode("LSTM"),
-                                           lstm.hidden_size, 0, 1, lstm.batch_first, False)
-    if any(c.untyped_storage().data_ptr() != flat.untyped_storage().data_ptr() for c in copies):
-        return None
-    layout = ([c.storage_offset() for c in copies], flat.numel())
-    # The check: on the buffer the LSTM must not warn and must give what the module itself gives.
-    was_training = wd.training
+    key, was_training = (input.device, wd.weight_hh_l0_raw.dtype), wd.training
     wd.eval()
     try:
+        copies = [w.detach().clone() for w in (lstm.weight_ih_l0, wd.weight_hh_l0_raw, lstm.bias_ih_l0, lstm.bias_hh_l0)]
+        flat = torch._cudnn_rnn_flatten_weight(copies, 4, lstm.input_size, cudnn_rnn.get_cudnn_mode("LSTM"),
+                                               lstm.hidden_size, 0, 1, lstm.batch_first, False)
+        if any(c.untyped_storage().data_ptr() != flat.untyped_storage().data_ptr() for c in copies):
+            return None
+        layout = ([c.storage_offset() for c in copies], flat.numel())
+        # The check: on the buffer the LSTM must not warn and must give what the module itself gives.
         x, h = input[:1, :2].detach(), tuple(t[:, :1].detach() for t in hx)
-        wd.__dict__["_layouts"][(input.device, wd.weight_hh_l0_raw.dtype)] = layout
+        theirs = WeightDropout.forward(wd, x, h)[0]
+        wd._layouts[key] = layout
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ours = wd.forward(x, h)[0]
-        wd.__dict__["_layouts"][(input.device, wd.weight_hh_l0_raw.dtype)] = None
-        theirs = WeightDropout.forward(wd, x, h)[0]
+    except Exception:  # noqa: BLE001  whatever cuDNN or this PyTorch build refuses, fastai's path still works
+        return None
     finally:
+        wd._layouts.pop(key, None)  # the caller records the answer
         wd.train(was_training)
     if any(_FLAT_WEIGHTS_WARNING in str(w.message) for w in caught) or not torch.allclose(ours, theirs, atol=1e-5):
         return None
