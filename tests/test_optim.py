@@ -92,3 +92,21 @@ def test_torch_adamw_in_a_learner_skips_weight_decay_on_norm_and_bias_like_fasta
     ref, ours = (dict(lrn.model.named_parameters()) for lrn in learners)
     for name, p in ref.items():
         assert torch.allclose(p, ours[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_the_optimizer_is_built_for_parameters_already_on_the_data_device(tmp_path):
+    """AdamW is fused only when it sees GPU parameters, and fastai builds it before moving the model;
+    so the learner moves the model first. The meta device stands in for a GPU here."""
+    import numpy as np
+
+    from ulmfit_cli.config import LMTrain
+    from ulmfit_cli.learners import lm_learner
+    from ulmfit_cli.loaders import stream_lm_dls
+    from ulmfit_cli.runs import Run
+    vocab = ["xxunk", "xxpad", "xxbos", "xxeos"] + [f"w{i}" for i in range(28)]
+    tokens = np.random.default_rng(0).integers(4, len(vocab), 400)
+    dls = stream_lm_dls(tokens, tokens[:100], vocab, 4, 10, torch.device("meta"))
+    learn = lm_learner(dls, {"emb_sz": 8, "n_hid": 16, "n_layers": 2}, 0.3, LMTrain(bs=4, bptt=10), "fp32",
+                       Run(tmp_path, tmp_path, "x"), "pretrain")
+    learn.create_opt()
+    assert {p.device.type for group in learn.opt.param_lists for p in group} == {"meta"}

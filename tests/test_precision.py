@@ -47,6 +47,17 @@ def _learner(fused: bool, cbs=(), **scaler):
     return learn
 
 
+class GradSizes(Callback):
+    """What a later before_step callback (fastai's GradientClip has order 11) sees of the gradients."""
+    order = 11
+
+    def __init__(self):
+        self.sizes = []
+
+    def before_step(self):
+        self.sizes.append(sum(float(p.grad.abs().sum()) for p in self.model.parameters() if p.grad is not None))
+
+
 def _scaler_item_calls(learn, monkeypatch) -> int:
     """`.item()` calls made by PyTorch's GradScaler during a fit: each one is a GPU wait on CUDA."""
     count = 0
@@ -63,10 +74,12 @@ def _scaler_item_calls(learn, monkeypatch) -> int:
 
 
 def test_device_side_loss_scaling_takes_fastais_steps_without_asking_the_host(monkeypatch):
-    ref = _learner(fused=False)  # not fused: fastai's own MixedPrecision step
+    ref_grads, our_grads = GradSizes(), GradSizes()
+    ref = _learner(fused=False, cbs=[ref_grads])  # not fused: fastai's own MixedPrecision step
     ref_reads = _scaler_item_calls(ref, monkeypatch)
-    ours = _learner(fused=True)
+    ours = _learner(fused=True, cbs=[our_grads])
     our_reads = _scaler_item_calls(ours, monkeypatch)
+    assert np.allclose(ref_grads.sizes, our_grads.sizes, rtol=1e-3)  # unscaled for later callbacks too
     assert ref_reads >= len(ref.dls.train)  # fastai's step reads found_inf every batch
     assert our_reads == 0
     for (name, a), b in zip(ref.model.named_parameters(), ours.model.parameters()):

@@ -8,14 +8,17 @@ from fastai.text.models.awdlstm import AWD_LSTM, WeightDropout
 from fastai.text.models.core import get_language_model
 
 from ulmfit_cli.learners import awd_config
-from ulmfit_cli.weight_dropout import FlatWeightDropout, _cudnn_layout, flatten_weight_dropout
+from ulmfit_cli.weight_dropout import FlatWeightDropout, _cudnn_layout, buffer_plan, flatten_weight_dropout
+
+
+def _sizes(wd):
+    return [wd.module.weight_ih_l0.numel(), wd.weight_hh_l0_raw.numel(), wd.module.bias_ih_l0.numel(),
+            wd.module.bias_hh_l0.numel()]
 
 
 def _plain_layout(wd):
-    sizes = [wd.module.weight_ih_l0.numel(), wd.weight_hh_l0_raw.numel(), wd.module.bias_ih_l0.numel(),
-             wd.module.bias_hh_l0.numel()]
-    offsets = [sum(sizes[:i]) for i in range(4)]
-    return offsets, sum(sizes)
+    sizes = _sizes(wd)
+    return buffer_plan([sum(sizes[:i]) for i in range(4)], sizes, sum(sizes))
 
 
 def test_flat_buffer_gives_fastais_outputs_masks_and_gradients():
@@ -27,9 +30,11 @@ def test_flat_buffer_gives_fastais_outputs_masks_and_gradients():
     assert len(flat) == 3 and not any(type(m) is WeightDropout for m in ours.modules())
     assert ours.state_dict().keys() == ref.state_dict().keys()
     cpu = torch.device("cpu")
-    for m in flat:  # as on a GPU, with a layout with a gap, to cover the padding
-        offsets, total = _plain_layout(m)
-        m._layouts = {(cpu, torch.float32): ([o + (3 if i else 0) for i, o in enumerate(offsets)], total + 5)}
+    for m in flat:  # as on a GPU, with gaps and the biases first, to cover padding and order
+        ih, hh, b1, b2 = sizes = _sizes(m)
+        plan = buffer_plan([b1 + b2 + 3, b1 + b2 + 3 + ih + 2, 0, b1], sizes, sum(sizes) + 9)
+        assert plan == ([b1, b2, 3, ih, 2, hh, 4], [2, 3, None, 0, None, 1, None])
+        m._layouts = {(cpu, torch.float32): plan}
     x, y = torch.randint(0, 40, (4, 9)), torch.randint(0, 40, (4, 9))
     for mode in ("train", "eval"):
         results = []

@@ -86,8 +86,9 @@ def _opt_func(train):
 def _finish(learn):
     """What every learner gets: DDP in a multi-process run; off a terminal (or off rank 0), MetricsLog's
     one line per epoch instead of fastai's bars and table; statistics kept on the device; the LSTM
-    weights in one cuDNN buffer in fp32 on a GPU."""
-    flatten_weight_dropout(learn.model)
+    weights in one cuDNN buffer in fp32 on a GPU; the model on the device before fit builds the optimizer
+    (fastai moves it only in `before_fit`, after `create_opt`; AdamW is fused only for GPU parameters)."""
+    flatten_weight_dropout(learn.model).to(learn.dls.device)
     if distributed.world().active:
         learn.add_cb(distributed.ddp_callback())
     if not show_bars() or not distributed.world().main:

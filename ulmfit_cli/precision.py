@@ -10,9 +10,9 @@ scale none are lost.
 
 Why not fastai's `MixedPrecision` as it is: its step asks the GradScaler whether the gradients
 overflowed (`found_inf.item()`) and reads the scale (`get_scale()`) every batch: two waits on the GPU
-per step. PyTorch's fused AdamW takes the scale and the overflow flag as tensors, unscales inside its
-kernel and skips an overflowed step on the device (GradScaler's contract for optimizers that set
-`_step_supports_amp_scaling`). So here the scaler hands both to `FastaiAdamW`, and nothing waits.
+per step. PyTorch's fused AdamW takes the overflow flag as a tensor and skips an overflowed step on
+the device (GradScaler's contract for optimizers that set `_step_supports_amp_scaling`). So here the
+scaler unscales the gradients (on the device) and hands the flag to `FastaiAdamW`: nothing waits.
 With fastai's own optimizer, or an AdamW that is not fused, fastai's step is used unchanged.
 """
 from __future__ import annotations
@@ -33,8 +33,9 @@ class _ScalingHandoff:
     def param_groups(self):
         return self.opt.opt.param_groups
 
-    def step(self):
-        self.opt.amp_scaling = (self.grad_scale, self.found_inf)  # both set by GradScaler.step
+    def step(self):  # grad_scale and found_inf are set by GradScaler.step
+        # found_inf sums the devices' flags; the fused kernel skips only on exactly 1
+        self.opt.amp_scaling = (self.grad_scale, self.found_inf.clamp(max=1))
 
 
 class LossScaledMixedPrecision(MixedPrecision):
@@ -58,4 +59,7 @@ class LossScaledMixedPrecision(MixedPrecision):
             return super().before_step()
         if self._handoff is None or self._handoff.opt is not self.opt:
             self._handoff = _ScalingHandoff(self.opt)
-        self.scaler.step(self._handoff)  # the inf/NaN check runs on the device; no .item()
+        # Unscaled here, as fastai does, so that later before_step callbacks (GradientClip) see true
+        # gradients; the inf/NaN check runs on the device and the fused step skips on its flag: no .item().
+        self.scaler.unscale_(self._handoff)
+        self.scaler.step(self._handoff)

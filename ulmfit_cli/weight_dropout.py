@@ -38,23 +38,20 @@ class FlatWeightDropout(WeightDropout):
         layout = self._layout(input, hx)
         if layout is None:
             return super().forward(input, hx) if hx is not None else super().forward(input)
-        weights, (offsets, total) = self._weights(), layout
-        pieces, end = [], 0
-        for offset, w in sorted(zip(offsets, weights), key=lambda t: t[0]):
-            if offset > end:  # padding that cuDNN's layout leaves between matrices
-                pieces.append(w.new_zeros(offset - end))
-            pieces.append(w.reshape(-1))
-            end = offset + w.numel()
-        if total > end:
-            pieces.append(weights[0].new_zeros(total - end))
-        flat = torch.cat(pieces)
-        views = [flat[o:o + w.numel()].view_as(w) for o, w in zip(offsets, weights)]
+        weights, (sizes, order) = self._weights(), layout
+        flat = torch.cat([weights[i].reshape(-1) if i is not None else weights[0].new_zeros(n)
+                          for i, n in zip(order, sizes)])
+        # split, not slices: its backward is one cat, where each slice's would zero-fill a whole buffer
+        views = [None] * len(weights)
+        for i, piece in zip(order, flat.split(sizes)):
+            if i is not None:
+                views[i] = piece.view_as(weights[i])
         lstm = self.module
         out, h, c = torch._VF.lstm(input, hx, views, True, 1, lstm.dropout, self.training, False, lstm.batch_first)
         return out, (h, c)
 
     def _layout(self, input, hx):
-        """(offsets, total size) of the weights in cuDNN's buffer, or None for fastai's path."""
+        """The `buffer_plan` of cuDNN's weight buffer for this input, or None for fastai's path."""
         if hx is None or torch.is_autocast_enabled(input.device.type):
             return None
         layouts = self.__dict__.setdefault("_layouts", {})
@@ -62,6 +59,22 @@ class FlatWeightDropout(WeightDropout):
         if key not in layouts:
             layouts[key] = _cudnn_layout(self, input, hx) if _flattens(self, input) else None
         return layouts[key]
+
+
+def buffer_plan(offsets: list[int], numels: list[int], total: int) -> tuple[list[int], list[int | None]]:
+    """The buffer's pieces in memory order: their sizes, and which weight each holds (None: padding)."""
+    sizes, order, end = [], [], 0
+    for offset, i in sorted((o, i) for i, o in enumerate(offsets)):
+        if offset > end:  # padding that cuDNN's layout leaves between matrices
+            sizes.append(offset - end)
+            order.append(None)
+        sizes.append(numels[i])
+        order.append(i)
+        end = offset + numels[i]
+    if total > end:
+        sizes.append(total - end)
+        order.append(None)
+    return sizes, order
 
 
 def _flattens(wd: FlatWeightDropout, input) -> bool:
@@ -84,7 +97,7 @@ def _cudnn_layout(wd: FlatWeightDropout, input, hx):
                                                lstm.hidden_size, 0, 1, lstm.batch_first, False)
         if any(c.untyped_storage().data_ptr() != flat.untyped_storage().data_ptr() for c in copies):
             return None
-        layout = ([c.storage_offset() for c in copies], flat.numel())
+        layout = buffer_plan([c.storage_offset() for c in copies], [c.numel() for c in copies], flat.numel())
         # The check: on the buffer the LSTM must not warn and must give what the module itself gives.
         x, h = input[:1, :2].detach(), tuple(t[:, :1].detach() for t in hx)
         theirs = WeightDropout.forward(wd, x, h)[0]
