@@ -174,3 +174,26 @@ def test_same_seed_same_weights_and_text_different_seed_different(cli, corpus, r
     same = lambda x, y: all(torch.equal(x[k], y[k]) for k in x)  # noqa: E731
     assert same(runs["a"][0], runs["b"][0]) and runs["a"][1] == runs["b"][1]
     assert not same(runs["a"][0], runs["c"][0])
+
+
+def test_resume_at_a_phase_end_and_with_fastais_optimizer(cli, corpus, reference, tmp_path):
+    """A checkpoint at the end of finetune-lm's frozen phase (the next phase starts from its loader and
+    random state), and a mid-epoch checkpoint of fastai's own optimizer (its state holds fastcore `L`s)."""
+    cases = {"phase-end": ("finetune-lm", ["--set", f"data.train={corpus['csv']}", "--set", f"init.from_run={reference}",
+                                           "--set", "train.frozen_epochs=1", "--set", "train.epochs=1"], "lm.pth",
+                           lambda ck: ck["phase"] == 0 and ck["batches_done"] == 0),
+             "fastai-opt": ("pretrain", ["--set", f"data.source={corpus['dump']}", *LM_ARGS,
+                                         "--set", "train.optimizer=fastai"], "lm.pth",
+                            lambda ck: ck["batches_done"] > 0)}
+    for name, (stage, args, weights, expected) in cases.items():
+        ref = tmp_path / f"{name}-ref"
+        assert cli(stage, "-c", TINY, *args, "--run-dir", ref).exit_code == 0
+        run_dir = tmp_path / name
+        proc = _ulmfit(stage, "-c", TINY, *args, "--run-dir", run_dir,
+                       env={"ULMFIT_TEST_PAUSE_AFTER_CHECKPOINT": "60"}, wait=False)
+        last = tmp_path / f".{name}.partial" / "checkpoints" / "last.pt"
+        _kill_when(proc, last.exists)
+        assert expected(read_checkpoint(last)), name
+        res = cli(stage, "--run-dir", run_dir, "--resume")
+        assert res.exit_code == 0, res.output
+        assert _same_weights(ref / weights, run_dir / weights), name

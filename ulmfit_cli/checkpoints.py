@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 from fastai.callback.core import Callback
+from fastcore.foundation import L
 
 from ulmfit_cli import distributed
 from ulmfit_cli.distributed import unwrap
@@ -164,8 +165,8 @@ def _plain(obj):
         return obj.as_subclass(torch.Tensor)
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, (list, tuple, L)):  # fastai's optimizer state holds fastcore `L`s
+        return (list if isinstance(obj, L) else type(obj))(_plain(v) for v in obj)
     return obj
 
 
@@ -246,9 +247,7 @@ class Checkpointer(Callback):
         r = self._restoring
         if r is not None and self.epoch == r["epoch"]:
             self._restoring = None
-            set_rng_state(r["epoch_start"]["rng"])
-            set_loader_state(self.dls.train, r["epoch_start"]["loader"])
-            self.epoch_start = r["epoch_start"]
+            self.restore_epoch_start(r)
             if r["batches_done"]:
                 self.batches_done = r["batches_done"]
                 self.learn.dl = _SkipFirst(self.dl, r["batches_done"], lambda: self._restore_step(r))
@@ -256,6 +255,12 @@ class Checkpointer(Callback):
                 set_rng_state(r["step_rng"])
             return
         self.epoch_start = {"rng": rng_state(), "loader": loader_state(self.dls.train)}
+
+    def restore_epoch_start(self, r: dict) -> None:
+        """The random and loader state at the start of the checkpoint's next (or current) epoch."""
+        set_rng_state(r["epoch_start"]["rng"])
+        set_loader_state(self.dls.train, r["epoch_start"]["loader"])
+        self.epoch_start = r["epoch_start"]
 
     def _restore_step(self, r: dict) -> None:
         """After the skipped batches: the random state, the one-cycle position and the LSTM state at the step."""
@@ -376,7 +381,7 @@ def fit_phases(learn, ckpt: Checkpointer, phases: list[Phase]) -> None:
         if resume is not None and i == resume["phase"]:
             if resume["epoch"] >= ph.epochs:  # this phase was complete at the checkpoint
                 learn.model.load_state_dict(resume["model"])
-                set_rng_state(resume["step_rng"])
+                ckpt.restore_epoch_start(resume)  # the next phase's first epoch, as if never stopped
                 ckpt.step, ckpt.resume = resume["step"], None
                 continue
             learn.fit_one_cycle(ph.epochs, ph.lr, start_epoch=resume["epoch"])
