@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
+import lm_args
 import torch
 import torch.nn.functional as F
 
@@ -32,23 +33,13 @@ def shares(grads: list[torch.Tensor], scale: float) -> tuple[float, float]:
 
 
 def main() -> None:
-    from fastai.text.models.awdlstm import AWD_LSTM
-    from fastai.text.models.core import get_language_model
-
-    from ulmfit_cli.learners import awd_config
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--emb", type=int, default=400)
-    ap.add_argument("--hid", type=int, default=1152)
-    ap.add_argument("--layers", type=int, default=3)
+    lm_args.add_model_args(ap, emb=400, hid=1152, layers=3, bs=256)  # the default model, the batch
     ap.add_argument("--vocab", type=int, default=60000)
-    ap.add_argument("--bs", type=int, default=256)
-    ap.add_argument("--bptt", type=int, default=72)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
 
     torch.manual_seed(0)
-    model = get_language_model(AWD_LSTM, args.vocab, config=awd_config(
-        {"emb_sz": args.emb, "n_hid": args.hid, "n_layers": args.layers})).to(args.device).train()
+    model = lm_args.language_model(args, args.vocab).to(args.device).train()
     model.reset()
     inputs_grads: list[torch.Tensor] = []
     for rnn in model[0].rnns:  # the gradient arriving at each LSTM's output: cuDNN's dy

@@ -32,6 +32,7 @@ from pathlib import Path
 warnings.filterwarnings("ignore")
 sys.path.insert(0, str(Path(__file__).parent))
 
+import lm_args  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -67,12 +68,7 @@ def bare_loop(dls, model, epochs: int, lr: float, precision: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--emb", type=int, default=64)
-    ap.add_argument("--hid", type=int, default=192)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--bs", type=int, default=32)
-    ap.add_argument("--bptt", type=int, default=72)
+    lm_args.add_model_args(ap)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--max-vocab", type=int, default=8000)
@@ -104,7 +100,7 @@ def main() -> None:
         store = prepare(data, seed=0)
         docs = {s: [np.asarray(store.tokens(s)[a:b], dtype=np.int64)
                     for a, b in zip(store.offsets(s)[:-1], store.offsets(s)[1:])] for s in ("train", "valid")}
-        arch = {"emb_sz": args.emb, "n_hid": args.hid, "n_layers": args.layers}
+        arch = lm_args.arch(args)
         ulmfit_precision = args.precision or ("fp16" if gpu else "fp32")
         sides = {
             "stock fastai": dict(loader="fastai", optimizer="fastai", precision="fp16" if gpu else "fp32"),

@@ -9,7 +9,6 @@ U="$BIN/ulmfit"
 SIZE=(--set model.emb_sz=128 --set model.n_hid=384 --set model.n_layers=2)  # as configs/demo/pretrain.yaml
 DATA=../shared/data
 declare -A secs
-row() { local t=$SECONDS; "$@"; echo $((SECONDS - t)); }
 
 t=$SECONDS
 "$U" pretrain -c configs/demo/pretrain.yaml --set run.name=wiki-lm --force

@@ -69,5 +69,5 @@ def test_fastais_path_without_a_cudnn_layout_and_under_autocast():
         assert m._layout(x, hx) is None
     m._layouts = {}
     m.train()
-    assert _cudnn_layout(m, x, hx) is None  # no cuDNN here: the failure is caught, fastai's path kept
+    assert _cudnn_layout(m, x, hx, (torch.device("cpu"), torch.float32)) is None  # no cuDNN here: the failure is caught, fastai's path kept
     assert m._layouts == {} and m.training

@@ -225,7 +225,6 @@ def predict(
         if df.empty:
             raise UlmfitError(f"--input: {input} has no rows to classify")
         probs = clf.predict_proba(df[text_col].astype(str).tolist(), bs=bs, precision=precision, progress=True)
-        df = df.copy()
         df["prediction"] = [clf.labels[i] for i in probs.argmax(1)]
         for j, label in enumerate(clf.labels):
             df[f"prob_{label}"] = probs[:, j]
@@ -245,12 +244,11 @@ def evaluate(
     bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32", encoding: EncodingOpt = "utf-8",
 ):
     """Score classifiers on a labelled file: accuracy, macro-F1, per-class figures, confusion matrix."""
-    import json
-
     import numpy as np
 
     from ulmfit_cli.corpus.tables import read_texts
     from ulmfit_cli.evaluation import check_labels, plot_confusion, scores, table
+    from ulmfit_cli.runs import write_json
     with _user_errors():
         clf = _classifiers(model, device, precision)
         df = read_texts(input, "--input", text_col, label_col, encoding)
@@ -260,7 +258,7 @@ def evaluate(
         report = scores(df["label"].map(index).to_numpy(), probs.argmax(1), clf.labels)
         report = {"models": [str(m) for m in model], "input": str(input), **report}
         output.mkdir(parents=True, exist_ok=True)
-        (output / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(output / "report.json", report)
         plot_confusion(report, output / "confusion.png")
         np.save(output / "probabilities.npy", probs)
     typer.echo(table(report))

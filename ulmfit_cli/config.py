@@ -129,22 +129,23 @@ class ClassifierData(VocabData, TextData):
     label_col: str = "label"
 
 
-class Checkpointing(Section):
+class TrainSection(Section):
+    """What every training stage's `train` section has."""
+    bs: int = Field(64, gt=0)
+    bptt: int = Field(72, gt=0)     # paper 70; fastai 72
+    wd: float = Field(0.01, ge=0)
+    moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
+    optimizer: Literal["fastai", "torch"] = Field(
+        "torch", description="torch: PyTorch's AdamW kernels; fastai: fastai's Adam (same update rule, slower)")
     checkpoint_every: int | None = Field(None, gt=0, description="also checkpoint every N training steps "
                                                                  "(checkpoints are always written at epoch ends)")
     checkpoint_minutes: float | None = Field(30.0, gt=0, description="also checkpoint after this many minutes "
                                                                      "without one")
 
 
-class LMTrain(Checkpointing):
-    bs: int = Field(64, gt=0)
-    bptt: int = Field(72, gt=0)     # paper 70; fastai 72
+class LMTrain(TrainSection):
     epochs: int = Field(10, ge=0)
     lr: float = Field(1e-2, gt=0)
-    wd: float = Field(0.01, ge=0)
-    moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
-    optimizer: Literal["fastai", "torch"] = Field(
-        "torch", description="torch: PyTorch's AdamW kernels; fastai: fastai's Adam (same update rule, slower)")
     loader: Literal["fastai", "stream"] = Field(
         "stream", description="stream: the AWD-LSTM batchify, kept on the device; "
                               "fastai: fastai's LMDataLoader (documents shuffled each epoch)")
@@ -171,16 +172,10 @@ def _fastai_unfreezing() -> list[UnfreezeStage]:
             UnfreezeStage(freeze_to=-3, lr=5e-3), UnfreezeStage(freeze_to=0, lr=1e-3, epochs=2)]
 
 
-class ClassifierTrain(Checkpointing):
-    bs: int = Field(64, gt=0)
-    bptt: int = Field(72, gt=0)
+class ClassifierTrain(TrainSection):
     epochs: int = Field(1, ge=1, description="epochs of a stage that names none")
     lr: float = Field(2e-2, gt=0, description="rate of a stage that names none")
     lr_div: float = Field(2.6 ** 4, ge=1, description="each stage trains with slice(lr / lr_div, lr)")
-    wd: float = Field(0.01, ge=0)
-    moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
-    optimizer: Literal["fastai", "torch"] = Field(
-        "torch", description="torch: PyTorch's AdamW kernels; fastai: fastai's Adam (same update rule, slower)")
     stages: list[UnfreezeStage] = Field(default_factory=_fastai_unfreezing, min_length=1)
 
 

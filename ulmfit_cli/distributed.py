@@ -78,11 +78,6 @@ def teardown() -> None:
     _world = World()
 
 
-def barrier() -> None:
-    if _world.active:
-        dist.barrier()
-
-
 def from_main(compute):
     """`compute()` on rank 0 only; every rank returns rank 0's result (e.g. tokenized texts).
 

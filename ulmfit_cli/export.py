@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -17,23 +16,26 @@ from ulmfit_cli import __version__
 from ulmfit_cli.corpus.tokenize import SP_MODEL
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.inference import BUNDLE_FILE, BUNDLE_FORMAT, Classifier
+from ulmfit_cli.runs import publish, staging_dir
 
 
 def export(model_dir: Path, out: Path, force: bool = False) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise UlmfitError(f"--output: {out} exists and is not empty; pass --force to replace it")
     clf = Classifier.load(model_dir, device="cpu")
-    staging = out.parent / f".{out.name}.partial"
+    staging = staging_dir(out)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for name in ("model.pth", "vocab.json", "labels.json"):
-        shutil.copyfile(clf.path / name, staging / name)
-    if clf.sp_model is not None:
-        shutil.copyfile(clf.sp_model, staging / SP_MODEL)
-    meta = {"format": BUNDLE_FORMAT, "ulmfit_version": __version__, "source": str(model_dir),
-            "spec": dataclasses.asdict(clf.spec)}
-    (staging / BUNDLE_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    os.replace(staging, out)
+    try:
+        for name in ("model.pth", "vocab.json", "labels.json"):
+            shutil.copyfile(clf.path / name, staging / name)
+        if clf.sp_model is not None:
+            shutil.copyfile(clf.sp_model, staging / SP_MODEL)
+        meta = {"format": BUNDLE_FORMAT, "ulmfit_version": __version__, "source": str(model_dir),
+                "spec": dataclasses.asdict(clf.spec)}
+        (staging / BUNDLE_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish(staging, out)
     return out

@@ -51,16 +51,11 @@ class Classifier:
 
     def __init__(self, path: Path, spec: Spec, vocab: list[str], labels: list[str], weights: dict,
                  sp_model: Path | None, device: torch.device):
-        from fastai.text.models.awdlstm import AWD_LSTM
-        from fastai.text.models.core import get_text_classifier
-
-        from ulmfit_cli.learners import _load, awd_config
+        from ulmfit_cli.learners import clf_model
         self.path, self.spec, self.vocab, self.labels, self.sp_model, self.device = \
             path, spec, vocab, labels, sp_model, device
-        self.model = get_text_classifier(AWD_LSTM, len(vocab), len(labels), seq_len=spec.bptt,
-                                         config=awd_config(spec.arch, classifier=True), drop_mult=spec.drop_mult,
-                                         lin_ftrs=spec.lin_ftrs, max_len=spec.max_len)
-        _load(self.model, weights, str(path / "model.pth"))
+        self.model = clf_model(len(vocab), len(labels), spec.arch, spec.drop_mult, spec.lin_ftrs, spec.max_len,
+                               spec.bptt, weights, str(path / "model.pth"))
         self.model.to(device).eval()
 
     @classmethod

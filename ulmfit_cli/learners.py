@@ -20,7 +20,7 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import F1Score, accuracy
 from fastai.text.learner import language_model_learner, match_embeds, text_classifier_learner
 from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_clas_config, awd_lstm_lm_config
-from fastai.text.models.core import get_language_model
+from fastai.text.models.core import get_language_model, get_text_classifier
 
 from ulmfit_cli import distributed
 from ulmfit_cli.config import RunSection
@@ -120,6 +120,15 @@ def lm_model(vocab: list[str], arch: dict, weights: dict) -> torch.nn.Module:
     """A bare AWD-LSTM language model with an LM run's weights (for generation)."""
     model = get_language_model(AWD_LSTM, len(vocab), config=awd_config(arch))
     _load(model, weights, "lm.pth")
+    return model
+
+
+def clf_model(n_vocab: int, n_out: int, arch: dict, drop_mult: float, lin_ftrs: list[int], max_len: int,
+              bptt: int, weights: dict, what: str) -> torch.nn.Module:
+    """A bare AWD-LSTM classifier (what `clf_learner` trains) with a classifier's weights (for prediction)."""
+    model = get_text_classifier(AWD_LSTM, n_vocab, n_out, seq_len=bptt, config=awd_config(arch, classifier=True),
+                                drop_mult=drop_mult, lin_ftrs=lin_ftrs, max_len=max_len)
+    _load(model, weights, what)
     return model
 
 

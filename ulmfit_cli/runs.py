@@ -46,6 +46,11 @@ def atomic_write(path: Path, write) -> None:
     _fsync_dir(path.parent)
 
 
+def write_json(path: Path, obj) -> None:
+    data = (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
+    atomic_write(path, lambda f: f.write(data))
+
+
 def torch_load_safe(path: Path, refused: str):
     """`torch.load` with `weights_only=True`; a file it refuses (a pickle that would run code, a broken
     file) becomes an UlmfitError `refused (reason)`."""
@@ -69,10 +74,8 @@ class Run:
     writes: bool = True   # False on the other ranks of a multi-process run: rank 0 writes the run dir
 
     def write_json(self, name: str, obj) -> None:
-        if not self.writes:
-            return
-        data = (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
-        atomic_write(self.path / name, lambda f: f.write(data))
+        if self.writes:
+            write_json(self.path / name, obj)
 
     def save_weights(self, name: str, state_dict: dict) -> None:
         if not self.writes:
@@ -163,15 +166,21 @@ def open_run(stage: str, cfg: StageConfig, final: Path, force: bool, resume: boo
         how = "resume it with --resume" if checkpoint_of(staging) else "it has no checkpoint yet"
         print(f"ulmfit: the unfinished run is kept in {staging} ({how}); {final} is unchanged", file=sys.stderr)
         raise
-    if final.exists():
-        old = final.parent / f".{final.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(staging, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, final)
+    publish(staging, final)
     run.path = final
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Rename a finished staging folder to `final`. A previous `final` (folder or file) is moved aside
+    first and removed after, so at every moment one of the two is whole."""
+    if not final.exists():
+        os.replace(staging, final)
+        return
+    old = final.parent / f".{final.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
 # ---------------------------------------------------------------- reading an upstream run

@@ -57,7 +57,7 @@ class FlatWeightDropout(WeightDropout):
         layouts = self.__dict__.setdefault("_layouts", {})
         key = (input.device, self.weight_hh_l0_raw.dtype)
         if key not in layouts:
-            layouts[key] = _cudnn_layout(self, input, hx) if _flattens(self, input) else None
+            layouts[key] = _cudnn_layout(self, input, hx, key) if _flattens(self, input) else None
         return layouts[key]
 
 
@@ -86,13 +86,12 @@ def _flattens(wd: FlatWeightDropout, input) -> bool:
 
 
 @torch.no_grad()
-def _cudnn_layout(wd: FlatWeightDropout, input, hx):
+def _cudnn_layout(wd: FlatWeightDropout, input, hx, key):
     from torch.backends.cudnn import rnn as cudnn_rnn
-    lstm = wd.module
-    key, was_training = (input.device, wd.weight_hh_l0_raw.dtype), wd.training
+    lstm, was_training = wd.module, wd.training
     wd.eval()
     try:
-        copies = [w.detach().clone() for w in (lstm.weight_ih_l0, wd.weight_hh_l0_raw, lstm.bias_ih_l0, lstm.bias_hh_l0)]
+        copies = [w.detach().clone() for w in wd._weights()]  # eval: the raw weights
         flat = torch._cudnn_rnn_flatten_weight(copies, 4, lstm.input_size, cudnn_rnn.get_cudnn_mode("LSTM"),
                                                lstm.hidden_size, 0, 1, lstm.batch_first, False)
         if any(c.untyped_storage().data_ptr() != flat.untyped_storage().data_ptr() for c in copies):

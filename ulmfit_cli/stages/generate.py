@@ -22,7 +22,8 @@ def generate(run_dir: str, prompt: str, n_words: int = 40, temperature: float = 
     up = read_run(run_dir, "--run-dir", LM_STAGES, "lm.pth")
     dev = pick_device(RunSection(device=device))
     model = lm_model(up.vocab, up.arch(), up.weights("lm.pth")).to(dev).eval()
-    prompt_ids = torch.from_numpy(numericalize(tokenize([prompt], workers=0, sp_model=up.sp_model),
+    sp_model = up.sp_model  # a file lookup: once
+    prompt_ids = torch.from_numpy(numericalize(tokenize([prompt], workers=0, sp_model=sp_model),
                                                up.vocab)[0]).to(dev)
     if up.backwards and len(prompt_ids) > 1:  # a backward LM writes what comes before the prompt
         prompt_ids = prompt_ids[1:].flip(0)  # (its xxbos would mark the start of the text)
@@ -46,5 +47,5 @@ def generate(run_dir: str, prompt: str, n_words: int = 40, temperature: float = 
             x = nxt[None]
         if up.backwards:
             ids = ids[::-1]
-        samples.append(detokenize([up.vocab[i] for i in ids], subwords=up.sp_model is not None))
+        samples.append(detokenize([up.vocab[i] for i in ids], subwords=sp_model is not None))
     return samples

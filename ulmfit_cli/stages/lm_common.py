@@ -55,12 +55,15 @@ def lm_data(train: list[str], valid: list[str], data, train_cfg, device, source:
     info(f"{source}: {len(train)} train / {len(valid)} valid documents, {n_trn:,} / {n_val:,} tokens, "
          f"vocab {len(vocab):,}")
     trn_ids, val_ids, bs, bptt = numericalize(trn, vocab), numericalize(val, vocab), train_cfg.bs, train_cfg.bptt
-    if data.backwards:  # each document reversed, and their order: the whole stream read backwards
-        trn_ids, val_ids = [d[::-1].copy() for d in reversed(trn_ids)], [d[::-1].copy() for d in reversed(val_ids)]
-    dls = (stream_lm_dls(np.concatenate(trn_ids), np.concatenate(val_ids), vocab, bs, bptt, device,
-                         data_seed, train_cfg.random_bptt, np.cumsum([0] + [len(d) for d in trn_ids]))
-           if train_cfg.loader == "stream" else lm_dls(trn_ids, val_ids, vocab, bs, bptt, device))
-    sig = data_signature(vocab, *trn_ids, *val_ids)
+    trn_stream, val_stream = np.concatenate(trn_ids), np.concatenate(val_ids)
+    sig = data_signature(vocab, trn_stream, val_stream)  # the direction is in the config fingerprint
+    if train_cfg.loader == "stream":  # the loader reads the streams backwards for data.backwards
+        dls = stream_lm_dls(trn_stream, val_stream, vocab, bs, bptt, device, data_seed, train_cfg.random_bptt,
+                            np.cumsum([0] + [len(d) for d in trn_ids]), backwards=data.backwards)
+    else:
+        if data.backwards:  # each document reversed, and their order: the whole stream read backwards
+            trn_ids, val_ids = [d[::-1].copy() for d in reversed(trn_ids)], [d[::-1].copy() for d in reversed(val_ids)]
+        dls = lm_dls(trn_ids, val_ids, vocab, bs, bptt, device)
     return dls, vocab, sig, {"train_docs": len(train), "valid_docs": len(valid), "train_tokens": n_trn,
                         "valid_tokens": n_val, "vocab_size": len(vocab)}
 
