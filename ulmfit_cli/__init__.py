@@ -1,11 +1,12 @@
-"""ulmfit-cli: the ULMFiT recipe (Howard & Ruder 2018) on fastai v2, as a command-line tool."""
-__version__ = "0.1.0"
+"""ulmfit-cli: the ULMFiT recipe (Howard & Ruder 2018) on fastai v2, as a command-line tool and a Python API
+(`ulmfit_cli.api`: train, prepare, generate; `load_classifier` below)."""
+from ulmfit_cli.version import __version__  # noqa: F401
 
 
 def load_classifier(*paths, device: str = "auto"):
     """A trained classifier (train-clf run dir or `ulmfit export` bundle); several paths: their ensemble.
 
-    See `ulmfit_cli.inference` for the API (`predict`, `predict_proba`, `labels`).
+    See `ulmfit_cli.inference.classifier` for the API (`predict`, `predict_proba`, `labels`).
     """
-    from ulmfit_cli.inference import load_classifier as load
+    from ulmfit_cli.inference.classifier import load_classifier as load
     return load(*paths, device=device)

@@ -1,22 +1,20 @@
-"""The `ulmfit` command line: one thin command per stage.
+"""The `ulmfit` command line: parse flags, call the API (`ulmfit_cli.api`, `load_classifier`), print.
 
-Each training command resolves its config (files, then `--set` overrides), opens the run
-directory and calls the stage's `run()`. Bad input ends with a one-screen message and
-exit code 2. fastai is imported only inside commands so that `--help` stays fast.
+Bad input ends with a one-screen message and exit code 2, a NaN loss with exit code 3. fastai is
+imported only inside commands so that `--help` stays fast.
 """
 from __future__ import annotations
 
-import importlib
 import sys
 import warnings
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ulmfit_cli import __version__
 from ulmfit_cli.errors import TrainingFailed, UlmfitError
+from ulmfit_cli.version import __version__
 
 # fastai's AWD-LSTM helpers call torch.jit.script, which torch >= 2.10 flags on every run
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
@@ -70,42 +68,19 @@ def _show(title: str, figures: dict) -> None:
             typer.echo(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
 
 
-def _run_stage(stage: str, module: str, configs: list[Path], overrides: list[str], run_dir: Path | None,
+def _run_stage(stage: str, configs: list[Path], overrides: list[str], run_dir: Path | None,
                force: bool, print_config: bool, resume: bool = False) -> None:
-    from ulmfit_cli.config import load_config, to_yaml
-    from ulmfit_cli.runs import inherit_arch, open_run, resolve_run_dir, resume_config, upstream_of
+    from ulmfit_cli import api
+    from ulmfit_cli.resolve import resolve
     with _user_errors():
-        if resume and force:
-            raise UlmfitError("--resume and --force contradict each other: --force starts the run afresh")
-        if resume and not configs:
-            if run_dir is None:
-                raise UlmfitError("--resume needs --run-dir (or the --config of the run)")
-            configs = [resume_config(run_dir)]
-        cfg = load_config(stage, configs or [], overrides or [])
-        upstream = upstream_of(stage, cfg)
-        inherit_arch(cfg.model, upstream)  # sizes from init.from_run, in config.yaml too
-        final = resolve_run_dir(cfg, run_dir)
+        resolved = resolve(stage, configs, overrides, run_dir, resume)
         if print_config:
-            typer.echo(to_yaml(cfg), nl=False)
+            from ulmfit_cli.config import to_yaml
+            typer.echo(to_yaml(resolved.cfg), nl=False)
             return
-        stage_mod = importlib.import_module(f"ulmfit_cli.stages.{module}")
-        from ulmfit_cli import distributed
-        from ulmfit_cli.plots import write_plots
-        from ulmfit_cli.runs import Run, staging_dir
-        world = distributed.setup(cfg.run)
-        try:
-            with ExitStack() as stack:
-                opened = []  # rank 0 opens (or refuses) the run dir; the others learn the outcome
-                distributed.from_main(lambda: opened.append(stack.enter_context(open_run(stage, cfg, final, force,
-                                                                                          resume))))
-                run = opened[0] if opened else Run(staging_dir(final), final, stage, resume, writes=False)
-                results = stage_mod.run(cfg, run, upstream)
-                if run.writes:
-                    write_plots(run.path)
-        finally:
-            distributed.teardown()
-    if world.main:
-        _show(f"{stage} finished: {final}", results)
+        results = api.run_stage(resolved, force, resume)
+    if results is not None:  # rank 0 of a multi-process run reports
+        _show(f"{stage} finished: {resolved.run_dir}", results)
 
 
 @app.command()
@@ -114,7 +89,7 @@ def pretrain(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt =
     """Pretrain an AWD-LSTM language model on a Wikipedia dump (data.source: *.xml.bz2 / *.xml),
     a text file, or a folder of text files (WikiText-103 style). Writes vocab.json, lm.pth,
     encoder.pth, metrics.jsonl and results.json into the run dir."""
-    _run_stage("pretrain", "pretrain", config, set_, run_dir, force, print_config, resume)
+    _run_stage("pretrain", config, set_, run_dir, force, print_config, resume)
 
 
 @app.command()
@@ -123,14 +98,13 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None,
             print_config: PrintOpt = False):
     """Turn a pretrain config's data.source (dump, dump parts, text files) into a token store in
     data.cache_dir, streaming and in parallel (data.workers). `pretrain` reuses it."""
-    from ulmfit_cli.config import load_config, to_yaml
+    from ulmfit_cli import api
     with _user_errors():
-        cfg = load_config("pretrain", config or [], set_ or [])
         if print_config:
-            typer.echo(to_yaml(cfg), nl=False)
+            from ulmfit_cli.config import load_config, to_yaml
+            typer.echo(to_yaml(load_config("pretrain", config or [], set_ or [])), nl=False)
             return
-        from ulmfit_cli.corpus.prepare import prepare as build
-        store = build(cfg.data, cfg.run.seed, force=force)
+        store = api.prepare(config or [], set_ or [], force=force)
     _show(f"token store: {store.path}", store.stats)
 
 
@@ -140,7 +114,7 @@ def finetune_lm(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOp
     """Fine-tune a language model (init.from_run) on your texts (data.train: CSV/TSV with
     data.text_col, fastText lines, or one document per line): one frozen epoch, then unfrozen
     with discriminative rates. Writes lm.pth, encoder.pth and vocab.json."""
-    _run_stage("finetune-lm", "finetune_lm", config, set_, run_dir, force, print_config, resume)
+    _run_stage("finetune-lm", config, set_, run_dir, force, print_config, resume)
 
 
 @app.command("train-clf")
@@ -149,7 +123,7 @@ def train_clf(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt 
     """Train a classifier on the encoder of init.from_run with gradual unfreezing (train.stages).
     Reads data.train (and data.valid, data.test) with data.text_col and data.label_col; reports
     accuracy and macro-F1; writes model.pth, vocab.json, labels.json and results.json."""
-    _run_stage("train-clf", "train_clf", config, set_, run_dir, force, print_config, resume)
+    _run_stage("train-clf", config, set_, run_dir, force, print_config, resume)
 
 
 @app.command()
@@ -163,11 +137,9 @@ def generate(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ):
     """Sample text from a language model run (fastai's predict: temperature, never xxunk)."""
-    if device not in ("auto", "cpu", "cuda"):
-        fail(f"--device: expected auto, cpu or cuda, got {device!r}")
-    from ulmfit_cli.stages.generate import generate as sample
+    from ulmfit_cli import api
     with _user_errors():
-        texts = sample(str(run_dir), prompt, n_words, temperature, n_samples, seed, device)
+        texts = api.generate(run_dir, prompt, n_words, temperature, n_samples, seed, device)
     for i, text in enumerate(texts):
         typer.echo(f"[{i + 1}] {text}" if n_samples > 1 else text)
 
@@ -182,19 +154,15 @@ EncodingOpt = Annotated[str, typer.Option(help="Text encoding of the input file.
 
 
 def _classifiers(models: list[Path], device: str, precision: str):
-    from ulmfit_cli.config import RunSection
-    from ulmfit_cli.inference import load_classifier
-    from ulmfit_cli.learners import pick_device
-    if device not in ("auto", "cpu", "cuda") or precision not in ("fp32", "fp16", "bf16"):
-        raise UlmfitError(f"--device must be auto/cpu/cuda and --precision fp32/fp16/bf16 "
-                          f"(got {device!r}, {precision!r})")
-    pick_device(RunSection(device=device, precision=precision))  # fp16/bf16 need a GPU
-    return load_classifier(*models, device=device)
+    from ulmfit_cli import load_classifier
+    from ulmfit_cli.train.device import decide
+    device, precision = decide(device, precision, key="--")  # fp16/bf16 need a GPU
+    return load_classifier(*models, device=device), precision
 
 
 def _write_table(df, path: Path) -> None:
     """CSV, TSV or JSON Lines by the file's suffix; `-` is standard output; atomic for files."""
-    from ulmfit_cli.runs import atomic_write
+    from ulmfit_cli.files import atomic_write
     suffix = path.suffix.lower()
     if str(path) == "-":
         df.to_csv(sys.stdout, index=False)
@@ -219,7 +187,7 @@ def predict(
     """Classify texts: writes the input rows plus `prediction` and one `prob_<class>` column per class."""
     from ulmfit_cli.corpus.tables import check_column, read_frame
     with _user_errors():
-        clf = _classifiers(model, device, precision)
+        clf, precision = _classifiers(model, device, precision)
         df, _ = read_frame(input, "--input", encoding)
         check_column(df, text_col, "--text-col", "--input", input)
         if df.empty:
@@ -247,10 +215,10 @@ def evaluate(
     import numpy as np
 
     from ulmfit_cli.corpus.tables import read_texts
-    from ulmfit_cli.evaluation import check_labels, plot_confusion, scores, table
-    from ulmfit_cli.runs import write_json
+    from ulmfit_cli.files import write_json
+    from ulmfit_cli.inference.evaluation import check_labels, plot_confusion, scores, table
     with _user_errors():
-        clf = _classifiers(model, device, precision)
+        clf, precision = _classifiers(model, device, precision)
         df = read_texts(input, "--input", text_col, label_col, encoding)
         check_labels(df["label"].tolist(), clf.labels, f"--input: {input}")
         probs = clf.predict_proba(df["text"].tolist(), bs=bs, precision=precision, progress=True)
@@ -273,7 +241,7 @@ def export(
 ):
     """Write a self-contained inference bundle (weights-only state dict, vocab/labels/settings as JSON)
     that `ulmfit predict --model` and `ulmfit_cli.load_classifier` accept."""
-    from ulmfit_cli.export import export as write_bundle
+    from ulmfit_cli.inference.export import export as write_bundle
     with _user_errors():
         out = write_bundle(model, output, force)
     typer.echo(f"bundle written to {out}")
@@ -282,9 +250,9 @@ def export(
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A training run dir.")]):
     """Print a run's figures: per-epoch losses, perplexity/accuracy, tokens/s, time, final results."""
-    from ulmfit_cli.plots import report as run_report
+    from ulmfit_cli.report import table
     with _user_errors():
-        typer.echo(run_report(run_dir))
+        typer.echo(table(run_dir))
 
 
 def _version(value: bool):

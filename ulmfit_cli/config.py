@@ -1,8 +1,10 @@
 """Typed configs for each stage, YAML loading with `--set` overrides, and readable errors.
 
 Precedence: code defaults < `--config a.yaml --config b.yaml` (later wins) < `--set k=v`.
-Defaults follow the ULMFiT paper and fastai 2.8 (see DESIGN.md). Kept free of fastai and
-torch imports so that `ulmfit --help` stays fast.
+Defaults follow the ULMFiT paper (Howard & Ruder 2018) and fastai 2.8 where they differ. Every
+model is frozen: `ulmfit_cli.resolve` makes the final config once (sizes from `init.from_run`, the
+run dir, the device and precision that will run) and nothing changes it after. Kept free of fastai
+and torch imports so that `ulmfit --help` stays fast.
 """
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ulmfit_cli.errors import UlmfitError
 
 META_KEY = "_meta"  # a run's config.yaml keeps stage/version/argv here; ignored when loaded back
+REQUESTED = "requested"  # under _meta: values the user asked for (run.device: auto) before they were resolved
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # ---------------------------------------------------------------- shared sections
@@ -42,11 +45,18 @@ class InitSection(Section):
     from_run: str | None = Field(None, description="upstream run directory whose weights and vocab to start from")
 
 
+ARCH_KEYS = ("emb_sz", "n_hid", "n_layers")
+
+
 class Arch(Section):
     """AWD-LSTM size. Downstream stages leave these unset to take them from `init.from_run`."""
     emb_sz: int | None = Field(None, gt=0)
     n_hid: int | None = Field(None, gt=0)
     n_layers: int | None = Field(None, ge=1)
+
+    def sizes(self) -> dict:
+        """{emb_sz, n_hid, n_layers}: what fastai's AWD-LSTM config takes."""
+        return {k: getattr(self, k) for k in ARCH_KEYS}
 
 
 class PretrainModel(Arch):
@@ -210,6 +220,30 @@ class ClassifierConfig(StageConfig):
         return self
 
 
+class ArchSizes(Section):
+    emb_sz: int = Field(gt=0)
+    n_hid: int = Field(gt=0)
+    n_layers: int = Field(ge=1)
+
+
+class ClassifierSpec(Section):
+    """What rebuilds a trained classifier for inference: taken from a train-clf run's resolved config,
+    and stored as the `spec` of an export bundle's classifier.json."""
+    arch: ArchSizes
+    drop_mult: float = Field(ge=0)
+    lin_ftrs: list[int]
+    max_len: int = Field(gt=0)
+    bptt: int = Field(gt=0)
+    backwards: bool
+    max_chars: int = Field(gt=0)
+
+    @classmethod
+    def of(cls, cfg: "ClassifierConfig") -> "ClassifierSpec":
+        return cls(arch=ArchSizes(**cfg.model.sizes()), drop_mult=cfg.model.drop_mult, lin_ftrs=cfg.model.lin_ftrs,
+                   max_len=cfg.model.max_len, bptt=cfg.train.bptt, backwards=cfg.data.backwards,
+                   max_chars=cfg.data.max_chars)
+
+
 STAGES: dict[str, type[StageConfig]] = {
     "pretrain": PretrainConfig,
     "finetune-lm": FinetuneConfig,
@@ -232,7 +266,13 @@ def _read_yaml(path: Path) -> dict:
     if not isinstance(data, dict):
         raise UlmfitError(f"{path}: a config must be a mapping of sections (data:, model:, train:, run:), "
                           f"not a {type(data).__name__}")
-    data.pop(META_KEY, None)
+    meta = data.pop(META_KEY, None)
+    if isinstance(meta, dict) and isinstance(meta.get(REQUESTED), dict):
+        # a run's config.yaml records the device it ran on; read back, it asks again for what was asked
+        for dotted, value in meta[REQUESTED].items():
+            section, _, key = dotted.partition(".")
+            if isinstance(data.get(section), dict):
+                data[section][key] = value
     return data
 
 
@@ -260,7 +300,7 @@ def _parse_override(item: str) -> tuple[tuple[str, ...], Any]:
 
 
 def _source_of(loc: tuple, origin: dict) -> str:
-    for n in range(len(loc), 0, -1):
+    for n in range(len(loc), -1, -1):
         if loc[:n] in origin:
             return origin[loc[:n]]
     return "code defaults" if loc else "the config"
@@ -276,9 +316,9 @@ def _known_keys(cls: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
-def _format_errors(err: ValidationError, origin: dict, cls: type[BaseModel], stage: str) -> str:
+def _format_errors(err: ValidationError, origin: dict, cls: type[BaseModel], what: str) -> str:
     known = _known_keys(cls)
-    lines = [f"invalid {stage} config:"]
+    lines = [f"invalid {what}:"]
     for e in err.errors():
         loc = tuple(str(p) for p in e["loc"])
         key = ".".join(loc) or "(top level)"
@@ -314,10 +354,17 @@ def load_config(stage: str, paths: list[Path], overrides: list[str]) -> StageCon
         origin[keys] = f"--set {item}"
     for name in cls.model_fields:  # an absent section reports its missing keys, not itself
         data.setdefault(name, {})
+    return validate(cls, data, f"{stage} config", origin)
+
+
+def validate(cls: type[BaseModel], data: dict, what: str, origin: dict | None = None, source: str = "code defaults"):
+    """`cls` from `data`, or an UlmfitError listing each bad key and where it came from (`origin`: key path
+    -> file or --set; `source` for the rest)."""
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        raise UlmfitError(_format_errors(e, origin, cls, stage)) from None
+        base = {} if source == "code defaults" else {(): source}
+        raise UlmfitError(_format_errors(e, {**base, **(origin or {})}, cls, what)) from None
 
 
 def to_yaml(cfg: BaseModel, meta: dict | None = None) -> str:

@@ -1,4 +1,5 @@
-"""Console output: progress bars only on a terminal, never under CI, so logs stay readable."""
+"""Console output: progress bars only on a terminal, never under CI, so logs stay readable; in a
+multi-process run only rank 0 speaks."""
 import os
 import sys
 
@@ -16,6 +17,7 @@ def progress(iterable=None, **kwargs):
 
 
 def info(msg: str) -> None:
-    """A status line on stderr; in a multi-process run only rank 0 speaks."""
-    if os.environ.get("RANK", "0") == "0":
+    """A status line on stderr."""
+    from ulmfit_cli.train.distributed import is_main  # late: torch
+    if is_main():
         print(msg, file=sys.stderr, flush=True)

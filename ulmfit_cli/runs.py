@@ -8,7 +8,6 @@ even under `--force`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -18,60 +17,23 @@ from pathlib import Path
 
 import yaml
 
-from ulmfit_cli import __version__
-from ulmfit_cli.config import META_KEY, Arch, PretrainModel, StageConfig, to_yaml
+from ulmfit_cli.config import ARCH_KEYS, META_KEY, REQUESTED, StageConfig, to_yaml
 from ulmfit_cli.errors import UlmfitError
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write) -> None:
-    """`write(f)` into a temporary file beside `path`, fsync, rename: `path` is always the old file
-    or the new one, whole, whenever the process dies."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def write_json(path: Path, obj) -> None:
-    data = (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
-    atomic_write(path, lambda f: f.write(data))
-
-
-def torch_load_safe(path: Path, refused: str):
-    """`torch.load` with `weights_only=True`; a file it refuses (a pickle that would run code, a broken
-    file) becomes an UlmfitError `refused (reason)`."""
-    import pickle
-
-    import torch
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UlmfitError(f"{refused} ({first})") from None
+from ulmfit_cli.files import atomic_write, load_weights, publish, read_json, staging_dir, write_json
+from ulmfit_cli.version import __version__
 
 
 @dataclass
 class Run:
     """The run being written. `path` is the staging folder until the stage finishes."""
     path: Path
-    final: Path
-    stage: str
     resume: bool = False  # continue from path/checkpoints/last.pt
-    writes: bool = True   # False on the other ranks of a multi-process run: rank 0 writes the run dir
+
+    @property
+    def writes(self) -> bool:
+        """Rank 0 alone writes the run dir of a multi-process run."""
+        from ulmfit_cli.train.distributed import is_main
+        return is_main()
 
     def write_json(self, name: str, obj) -> None:
         if self.writes:
@@ -96,18 +58,6 @@ class Run:
             f.write(json.dumps(record) + "\n")
 
 
-def resolve_run_dir(cfg: StageConfig, run_dir: Path | None) -> Path:
-    if run_dir is not None:
-        cfg.run.dir = str(run_dir)
-    elif cfg.run.dir is None:
-        cfg.run.dir = str(Path("runs") / cfg.run.name)
-    return Path(cfg.run.dir)
-
-
-def staging_dir(final: Path) -> Path:
-    return final.parent / f".{final.name}.partial"
-
-
 def checkpoint_of(folder: Path) -> Path | None:
     last = folder / "checkpoints" / "last.pt"
     return last if last.is_file() else None
@@ -123,12 +73,14 @@ def resume_config(final: Path) -> Path:
 
 
 @contextmanager
-def open_run(stage: str, cfg: StageConfig, final: Path, force: bool, resume: bool = False):
+def open_run(stage: str, cfg: StageConfig, requested: dict, force: bool, resume: bool = False):
     """Yield a `Run` writing into a staging folder; publish it as `final` on success.
 
     With `resume`, the staging folder of a killed run is continued, or a finished run is copied
-    into a new staging folder (so it stays untouched until the resumed run finishes).
+    into a new staging folder (so it stays untouched until the resumed run finishes). `requested`: the
+    values the user asked for before they were resolved (run.device: auto), kept in config.yaml's `_meta`.
     """
+    final = Path(cfg.run.dir)
     if final.exists() and not final.is_dir():
         raise UlmfitError(f"run dir {final} exists and is not a directory")
     staging = staging_dir(final)
@@ -150,9 +102,9 @@ def open_run(stage: str, cfg: StageConfig, final: Path, force: bool, resume: boo
         if staging.exists():
             shutil.rmtree(staging)  # left by a crashed run without checkpoints (or --force)
         staging.mkdir(parents=True)
-    run = Run(path=staging, final=final, stage=stage, resume=resume)
-    meta = {"stage": stage, "version": __version__, "argv": sys.argv,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    run = Run(path=staging, resume=resume)
+    meta = {"stage": stage, "version": __version__, "argv": sys.argv, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **({REQUESTED: requested} if requested else {})}
     config = to_yaml(cfg, meta).encode()
     atomic_write(staging / "config.yaml", lambda f: f.write(config))
     try:
@@ -170,22 +122,7 @@ def open_run(stage: str, cfg: StageConfig, final: Path, force: bool, resume: boo
     run.path = final
 
 
-def publish(staging: Path, final: Path) -> None:
-    """Rename a finished staging folder to `final`. A previous `final` (folder or file) is moved aside
-    first and removed after, so at every moment one of the two is whole."""
-    if not final.exists():
-        os.replace(staging, final)
-        return
-    old = final.parent / f".{final.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(final, old)
-    os.replace(staging, final)
-    shutil.rmtree(old) if old.is_dir() else old.unlink()
-
-
 # ---------------------------------------------------------------- reading an upstream run
-ARCH_KEYS = ("emb_sz", "n_hid", "n_layers")
-PAPER_ARCH = PretrainModel().model_dump(include=set(ARCH_KEYS))  # the pretrain defaults: the paper's sizes
 LM_STAGES = ("pretrain", "finetune-lm")
 UPSTREAM_WEIGHTS = {"finetune-lm": "lm.pth", "train-clf": "encoder.pth"}  # what each stage loads
 
@@ -203,6 +140,12 @@ class UpstreamRun:
 
     def weights(self, name: str) -> dict:
         return load_weights(self.path / name)
+
+    def typed(self, cls: type[StageConfig]) -> StageConfig:
+        """The run's config.yaml as its stage's typed config (checked as a config file is)."""
+        from ulmfit_cli.config import validate
+        where = str(self.path / "config.yaml")
+        return validate(cls, {k: v for k, v in self.config.items() if k != META_KEY}, where, source=where)
 
     @property
     def backwards(self) -> bool:
@@ -240,50 +183,3 @@ def read_vocab(folder: Path, key: str) -> list[str]:
     if not (isinstance(vocab, list) and vocab and all(isinstance(t, str) for t in vocab)):
         raise UlmfitError(f"{key}: {folder / 'vocab.json'} is not a JSON list of tokens")
     return vocab
-
-
-def read_json(path: Path, key: str):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UlmfitError(f"{key}: {path} is not valid JSON: {e}") from None
-
-
-def load_weights(path: Path) -> dict:
-    """A plain state dict, loaded with `weights_only=True`: a pickle that would run code is refused."""
-    import torch
-    state = torch_load_safe(path, f"{path}: not a weights-only state dict, refused to load it")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UlmfitError(f"{path}: expected a state dict of tensors")
-    return state
-
-
-def upstream_of(stage: str, cfg: StageConfig) -> UpstreamRun | None:
-    """The run `init.from_run` names (checked to be a finished LM run), or None."""
-    init = getattr(cfg, "init", None)
-    if init is None or not init.from_run:
-        return None
-    upstream = read_run(init.from_run, "init.from_run", LM_STAGES, UPSTREAM_WEIGHTS[stage])
-    if upstream.backwards != cfg.data.backwards:
-        direction = lambda b: "backwards (reversed text)" if b else "forwards"  # noqa: E731
-        raise UlmfitError(f"init.from_run: {upstream.path} was trained {direction(upstream.backwards)}, but this "
-                          f"config has data.backwards: {str(cfg.data.backwards).lower()}; set "
-                          f"data.backwards={str(upstream.backwards).lower()}")
-    return upstream
-
-
-def inherit_arch(model: Arch, upstream: UpstreamRun | None) -> None:
-    """Fill unset AWD-LSTM sizes from the upstream run (or the paper's); refuse contradicting ones."""
-    if upstream is None:
-        for k in ARCH_KEYS:
-            if getattr(model, k) is None:
-                setattr(model, k, PAPER_ARCH[k])
-        return
-    theirs = upstream.arch()
-    clash = [f"model.{k}: config says {getattr(model, k)}, {upstream.path} has {theirs[k]}"
-             for k in ARCH_KEYS if getattr(model, k) is not None and getattr(model, k) != theirs[k]]
-    if clash:
-        raise UlmfitError("init.from_run: the run's architecture does not match the config:\n  "
-                          + "\n  ".join(clash) + "\n(leave model.emb_sz/n_hid/n_layers unset to take them from the run)")
-    for k in ARCH_KEYS:
-        setattr(model, k, theirs[k])

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.files import publish
 
 COMPLETE = "COMPLETE"
 SPLITS = ("train", "valid")
@@ -40,7 +41,6 @@ class TokenStore:
     path: Path
     vocab: list[str]
     stats: dict
-    meta: dict
 
     @classmethod
     def open(cls, path: Path) -> "TokenStore":
@@ -48,7 +48,7 @@ class TokenStore:
         if not (path / COMPLETE).is_file():
             raise UlmfitError(f"{path} is not a complete token store (no {COMPLETE} marker)")
         read = lambda name: json.loads((path / name).read_text(encoding="utf-8"))  # noqa: E731
-        return cls(path=path, vocab=read("vocab.json"), stats=read("stats.json"), meta=read("meta.json"))
+        return cls(path=path, vocab=read("vocab.json"), stats=read("stats.json"))
 
     @property
     def sp_model(self) -> Path | None:
@@ -64,6 +64,10 @@ class TokenStore:
 
     def offsets(self, split: str) -> np.ndarray:
         return np.fromfile(self.path / f"{split}.idx", dtype=np.int64)
+
+    def split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, document offsets) of a split, as the LM loaders take it."""
+        return self.tokens(split), self.offsets(split)
 
     def n_tokens(self, split: str) -> int:
         return (self.path / f"{split}.bin").stat().st_size // token_dtype(len(self.vocab)).itemsize
@@ -119,9 +123,7 @@ class StoreWriter:
         with open(self.partial / COMPLETE, "w") as f:
             f.flush()
             os.fsync(f.fileno())
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        os.replace(self.partial, self.path)
+        publish(self.partial, self.path)
         return TokenStore.open(self.path)
 
     def abort(self) -> None:

@@ -1,1 +1,2 @@
-"""One module per pipeline stage, each exposing `run(cfg, run) -> dict` of results."""
+"""The three recipes, one module per training stage, each exposing `run(cfg, run, upstream, cbs) -> results`
+(`cfg` resolved and frozen, `run` the run dir being written, `upstream` the run `init.from_run` names)."""

@@ -6,39 +6,32 @@ on its memory-mapped tokens with `fit_one_cycle`.
 """
 from __future__ import annotations
 
-from ulmfit_cli import distributed
-from ulmfit_cli.checkpoints import Phase, checkpointer, data_signature, fit_phases
 from ulmfit_cli.config import PretrainConfig
-from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.corpus.prepare import prepare
 from ulmfit_cli.corpus.tokenize import SP_MODEL
-from ulmfit_cli.learners import lm_learner
-from ulmfit_cli.loaders import store_lm_dls, stream_lm_dls
-from ulmfit_cli.runs import ARCH_KEYS, Run
-from ulmfit_cli.stages.lm_common import save_lm, start
+from ulmfit_cli.runs import Run
+from ulmfit_cli.stages.lm_common import save_lm
+from ulmfit_cli.train import distributed
+from ulmfit_cli.train.checkpoints import Phase, add_checkpointing
+from ulmfit_cli.train.device import start
+from ulmfit_cli.train.fingerprint import data_signature
+from ulmfit_cli.train.learners import lm_learner
+from ulmfit_cli.train.loaders import lm_loaders
 
 STORE_STATS = ("train_docs", "valid_docs", "train_tokens", "valid_tokens", "vocab_size", "unk_rate")
+STORE_PIECE_TOKENS = 1 << 20  # fastai's LMDataLoader shuffles a store in runs of ~1M tokens, not per article
 
 
-def run(cfg: PretrainConfig, run: Run, upstream=None) -> dict:
-    """`upstream` is always None: pretraining starts from random weights."""
-    device = start(cfg)
-    built = []
-    distributed.from_main(lambda: built.append(prepare(cfg.data, cfg.run.seed)))  # rank 0 builds the store,
-    store = built[0] if built else prepare(cfg.data, cfg.run.seed)                # the others find it cached
-    t = cfg.train
-    if t.loader == "stream":
-        dls = stream_lm_dls(store.tokens("train"), store.tokens("valid"), store.vocab, t.bs, t.bptt, device,
-                            cfg.run.seed, t.random_bptt, store.offsets("train"), cfg.data.backwards)
-    elif cfg.data.backwards:
-        raise UlmfitError("data.backwards needs train.loader: stream")
-    else:
-        dls = store_lm_dls(store, t.bs, t.bptt, device)
+def run(cfg: PretrainConfig, run: Run, upstream: None = None, cbs=()) -> dict:
+    """Pretraining starts from random weights: there is no `upstream`."""
+    device = start(cfg.run)
+    store = distributed.from_main(lambda: prepare(cfg.data, cfg.run.seed))  # rank 0 builds (or finds) the store
+    dls = lm_loaders(store.split("train"), store.split("valid"), store.vocab, cfg.train, device, cfg.run.seed,
+                     cfg.data.backwards, piece_tokens=STORE_PIECE_TOKENS)
     run.write_json("vocab.json", store.vocab)
     run.copy_in(store.sp_model, SP_MODEL)
-    arch = cfg.model.model_dump(include=set(ARCH_KEYS))
-    learn = lm_learner(dls, arch, cfg.model.drop_mult, cfg.train, cfg.run.precision, run, "pretrain")
-    ckpt = checkpointer(run, cfg, data_signature(store.vocab, store.path.name))
-    learn.add_cb(ckpt)
-    fit_phases(learn, ckpt, [Phase("", t.epochs, t.lr)])
+    learn = lm_learner(dls, cfg.model.sizes(), cfg.model.drop_mult, cfg.train, cfg.run.precision, run, "pretrain",
+                       cbs)
+    ckpt = add_checkpointing(learn, run, cfg, data_signature(store.vocab, store.path.name))
+    ckpt.fit_phases([Phase("", cfg.train.epochs, cfg.train.lr)])
     return save_lm(run, learn, {"token_store": str(store.path), **{k: store.stats[k] for k in STORE_STATS}})

@@ -10,18 +10,21 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from ulmfit_cli import distributed, paths
-from ulmfit_cli.checkpoints import Phase, checkpointer, data_signature, fit_phases
+from ulmfit_cli import paths
 from ulmfit_cli.config import ClassifierConfig
 from ulmfit_cli.console import info
+from ulmfit_cli.corpus.direction import orient_docs
 from ulmfit_cli.corpus.tables import read_texts
 from ulmfit_cli.corpus.tokenize import SP_MODEL, build_vocab, numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.evaluation import check_labels, scores
-from ulmfit_cli.learners import check_freeze_to, clf_learner, load_encoder
-from ulmfit_cli.loaders import clf_dl, clf_dls
-from ulmfit_cli.runs import ARCH_KEYS, Run, UpstreamRun
-from ulmfit_cli.stages.lm_common import start
+from ulmfit_cli.inference.evaluation import check_labels, scores
+from ulmfit_cli.runs import Run, UpstreamRun
+from ulmfit_cli.train import distributed
+from ulmfit_cli.train.checkpoints import Phase, add_checkpointing
+from ulmfit_cli.train.device import start
+from ulmfit_cli.train.fingerprint import data_signature
+from ulmfit_cli.train.learners import check_freeze_to, clf_learner, load_encoder
+from ulmfit_cli.train.loaders import clf_dl, clf_dls
 
 
 def _read(cfg: ClassifierConfig, key: str) -> pd.DataFrame:
@@ -50,10 +53,8 @@ def _scores(learn, dl, ys: np.ndarray, labels: list[str], prefix: str) -> dict:
     return {f"{prefix}_{k}": figures[k] for k in ("accuracy", "macro_f1", "n")}
 
 
-def run(cfg: ClassifierConfig, run: Run, upstream: UpstreamRun | None) -> dict:
-    """`upstream`: the run `init.from_run` names (read and checked by the CLI), whose sizes `cfg.model` has."""
-    device = start(cfg)
-    arch = cfg.model.model_dump(include=set(ARCH_KEYS))
+def run(cfg: ClassifierConfig, run: Run, upstream: UpstreamRun | None, cbs=()) -> dict:
+    device = start(cfg.run)
     train = _read(cfg, "data.train")
     labels = sorted(train["label"].unique())
     if len(labels) < 2:
@@ -76,9 +77,7 @@ def run(cfg: ClassifierConfig, run: Run, upstream: UpstreamRun | None) -> dict:
     bounds = np.cumsum([0] + [len(p) for p in parts])
     toks = [toks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     vocab = upstream.vocab if upstream is not None else build_vocab(toks[0], cfg.data.max_vocab, cfg.data.min_freq)
-    ids = [numericalize(t, vocab) for t in toks]
-    if cfg.data.backwards:  # the backward classifier reads each document from its end
-        ids = [[d[::-1].copy() for d in part] for part in ids]
+    ids = [orient_docs(numericalize(t, vocab), cfg.data.backwards) for t in toks]
     label_idx = {lbl: i for i, lbl in enumerate(labels)}
     ys = [p["label"].map(label_idx).to_numpy() for p in parts]
     info(f"classifier: {len(train)} train / {len(valid)} valid"
@@ -89,14 +88,13 @@ def run(cfg: ClassifierConfig, run: Run, upstream: UpstreamRun | None) -> dict:
     run.copy_in(sp_model, SP_MODEL)
     t = cfg.train
     dls = clf_dls(ids[0], ys[0], ids[1], ys[1], vocab, t.bs, t.bptt, device, cfg.run.seed)
-    learn = clf_learner(dls, arch, len(labels), cfg.model, t, cfg.run.precision, run, "train-clf")
+    learn = clf_learner(dls, cfg.model.sizes(), len(labels), cfg.model, t, cfg.run.precision, run, "train-clf", cbs)
     for i, st in enumerate(t.stages):
         check_freeze_to(learn, st.freeze_to, f"train.stages[{i}]")
     if upstream is not None:
         load_encoder(learn, upstream)
-    ckpt = checkpointer(run, cfg, data_signature(vocab + labels, *ids[0], ys[0], *ids[1], ys[1]))
-    learn.add_cb(ckpt)
-    fit_phases(learn, ckpt, [
+    ckpt = add_checkpointing(learn, run, cfg, data_signature(vocab + labels, *ids[0], ys[0], *ids[1], ys[1]))
+    ckpt.fit_phases([
         Phase(f"freeze_to {st.freeze_to}", st.epochs or t.epochs,
               slice((st.lr or t.lr) / t.lr_div, st.lr or t.lr), lambda lrn, n=st.freeze_to: lrn.freeze_to(n))
         for st in t.stages])

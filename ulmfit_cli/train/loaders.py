@@ -1,9 +1,14 @@
-"""fastai DataLoaders over already-numericalized documents.
+"""DataLoaders over already-numericalized documents: the one place that batches tokens, for training
+and for inference.
 
-Language model: fastai's `LMDataLoader` (documents shuffled each epoch, concatenated, cut
-into `bs` streams of `bptt` windows), over in-memory documents or over a token store's
-memory-mapped files. Classifier: fastai's `SortedDL` (length-sorted batches, padded by
-chunks as `TextDataLoaders` does).
+Language model (`lm_loaders` chooses, by the same rules in every stage): `train.loader: stream`, the
+AWD-LSTM batchify kept on the device (`StreamLMLoader`), or `fastai`, fastai's `LMDataLoader`
+(documents shuffled each epoch, concatenated, cut into `bs` streams of `bptt` windows). Both take
+a split as a flat token array with document offsets: a token store's memory-mapped files or
+concatenated in-memory documents. Classifier: fastai's `SortedDL` (length-sorted batches, padded by
+chunks as `TextDataLoaders` does), also what `ulmfit predict` batches with.
+
+Every training loader has `state_dict`/`load_state_dict` (its random state), which checkpoints collect.
 """
 from __future__ import annotations
 
@@ -15,9 +20,36 @@ from fastai.data.core import DataLoaders
 from fastai.text.data import LMDataLoader, SortedDL, TensorText, pad_input_chunk
 from fastai.torch_core import TensorCategory
 
-from ulmfit_cli import distributed
+from ulmfit_cli.corpus.direction import orient_stream
 from ulmfit_cli.corpus.tokenize import PAD
 from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.train import distributed
+
+Split = tuple  # (tokens: np.ndarray, offsets: np.ndarray of document starts, n_docs + 1 entries)
+
+
+def as_split(docs: list[np.ndarray]) -> Split:
+    """In-memory documents as one token array with their offsets."""
+    return np.concatenate(docs), np.cumsum([0] + [len(d) for d in docs])
+
+
+class _RandomState:
+    """`state_dict` for fastai's DataLoader, whose order comes from its `random.Random` (and the global RNGs,
+    which checkpoints keep themselves)."""
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.setstate(state["rng"])
+
+
+class _LMDataLoader(_RandomState, LMDataLoader):
+    pass
+
+
+class _SortedDL(_RandomState, SortedDL):
+    pass
 
 
 def check_lm_size(n_tokens: int, bs: int, what: str) -> None:
@@ -32,27 +64,17 @@ def _single_process(what: str) -> None:
         raise UlmfitError(f"a multi-process run needs train.loader: stream ({what} is not split between processes)")
 
 
-def lm_dls(train: list[np.ndarray], valid: list[np.ndarray], vocab: list[str], bs: int, bptt: int,
-           device: torch.device) -> DataLoaders:
-    _single_process("fastai's LMDataLoader")
-    check_lm_size(sum(map(len, train)), bs, "the training split")
-    check_lm_size(sum(map(len, valid)), bs, "the validation split")
-    as_t = lambda docs: [torch.from_numpy(d) for d in docs]  # noqa: E731
-    trn = LMDataLoader(as_t(train), bs=bs, seq_len=bptt, shuffle=True, device=device)
-    val = LMDataLoader(as_t(valid), bs=bs, seq_len=bptt, shuffle=False, device=device)
-    dls = DataLoaders(trn, val, device=device)
-    dls.vocab = vocab
-    return dls
+def _pieces(tokens: np.ndarray, offsets: np.ndarray, size: int | None) -> list[torch.Tensor]:
+    """Views of runs of whole documents of about `size` tokens each (`None`: one per document).
 
-
-def _pieces(tokens: np.ndarray, offsets: np.ndarray, size: int) -> list[torch.Tensor]:
-    """Memory-mapped views of runs of whole documents of about `size` tokens each.
-
-    fastai's LMDataLoader shuffles these each epoch (a whole corpus of single documents would
-    cost a Python object per article); the views read the file only when a batch needs it.
+    fastai's LMDataLoader shuffles these each epoch (a whole Wikipedia of single documents would
+    cost a Python object per article); views of a memmap read the file only when a batch needs it.
     """
     total = int(offsets[-1])
-    cuts = offsets[np.searchsorted(offsets, np.arange(size, total, size))] if total > size else []
+    if size is None:
+        cuts = offsets
+    else:
+        cuts = offsets[np.searchsorted(offsets, np.arange(size, total, size))] if total > size else []
     bounds = np.unique(np.concatenate([[0], cuts, [total]])).astype(np.int64)
     return [torch.from_numpy(tokens[a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
@@ -61,18 +83,31 @@ def _as_long(t: torch.Tensor) -> torch.Tensor:
     return t.long()  # the store keeps uint16/int32 ids; embeddings want int64
 
 
-def store_lm_dls(store, bs: int, bptt: int, device: torch.device, piece_tokens: int = 1 << 20) -> DataLoaders:
-    """LM DataLoaders reading a `TokenStore` through numpy.memmap."""
+def fastai_lm_dls(train: Split, valid: Split, vocab: list[str], bs: int, bptt: int, device: torch.device,
+                  piece_tokens: int | None = None) -> DataLoaders:
+    """fastai's LMDataLoader over a split's documents (`piece_tokens`: shuffled in runs of about that many
+    tokens instead, for a token store's millions of articles)."""
     _single_process("fastai's LMDataLoader")
     loaders = []
-    for split in ("train", "valid"):
-        check_lm_size(store.n_tokens(split), bs, f"the {split} split of {store.path}")
-        pieces = _pieces(store.tokens(split), store.offsets(split), piece_tokens)
-        loaders.append(LMDataLoader(pieces, lens=[len(p) for p in pieces], bs=bs, seq_len=bptt,
-                                    shuffle=split == "train", after_batch=_as_long, device=device))
+    for name, (tokens, offsets) in (("training", train), ("validation", valid)):
+        check_lm_size(len(tokens), bs, f"the {name} split")
+        pieces = _pieces(tokens, offsets, piece_tokens)
+        loaders.append(_LMDataLoader(pieces, lens=[len(p) for p in pieces], bs=bs, seq_len=bptt,
+                                     shuffle=name == "training", after_batch=_as_long, device=device))
     dls = DataLoaders(*loaders, device=device)
-    dls.vocab = store.vocab
+    dls.vocab = vocab
     return dls
+
+
+def lm_loaders(train: Split, valid: Split, vocab: list[str], train_cfg, device: torch.device, seed: int,
+               backwards: bool, piece_tokens: int | None = None) -> DataLoaders:
+    """The language-model DataLoaders of every stage: `train.loader` picks the loader, `backwards` reads
+    both splits backwards (with either loader)."""
+    train, valid = orient_stream(*train, backwards), orient_stream(*valid, backwards)
+    if train_cfg.loader == "fastai":
+        return fastai_lm_dls(train, valid, vocab, train_cfg.bs, train_cfg.bptt, device, piece_tokens)
+    return stream_lm_dls(train[0], valid[0], vocab, train_cfg.bs, train_cfg.bptt, device, seed,
+                         train_cfg.random_bptt, train[1])
 
 
 class StreamLMLoader:
@@ -101,6 +136,13 @@ class StreamLMLoader:
         self.rng = np.random.default_rng(seed)
         self._draw_windows()
         self.to(device)
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "starts": list(self.starts)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.starts = list(state["starts"])
 
     def to(self, device: torch.device) -> "StreamLMLoader":
         self.tokens, self.device = self.tokens.to(device), device
@@ -143,22 +185,13 @@ class StreamLMLoader:
         self._draw_windows()
 
 
-def reversed_stream(tokens: np.ndarray, offsets: np.ndarray | None = None):
-    """The token stream read backwards, with its document boundaries (a backward LM's input)."""
-    tokens = np.ascontiguousarray(tokens[::-1])
-    return tokens, None if offsets is None else int(offsets[-1]) - np.asarray(offsets)[::-1]
-
-
 def stream_lm_dls(train: np.ndarray, valid: np.ndarray, vocab: list[str], bs: int, bptt: int,
                   device: torch.device, seed: int = 0, random_bptt: bool = False,
-                  train_offsets: np.ndarray | None = None, backwards: bool = False) -> DataLoaders:
+                  train_offsets: np.ndarray | None = None) -> DataLoaders:
     """LM DataLoaders over flat token arrays (a store's memmap, or concatenated documents);
-    `train_offsets` (document boundaries) lets each training epoch shuffle the documents;
-    `backwards` reverses both streams."""
+    `train_offsets` (document boundaries) lets each training epoch shuffle the documents."""
     check_lm_size(len(train), bs, "the training split")
     check_lm_size(len(valid), bs, "the validation split")
-    if backwards:
-        (train, train_offsets), (valid, _) = reversed_stream(train, train_offsets), reversed_stream(valid)
     trn = StreamLMLoader(train, bs, bptt, device, train_offsets, shuffle=True, seed=seed, random_bptt=random_bptt,
                          rows=distributed.local_rows(bs))
     dls = DataLoaders(trn, StreamLMLoader(valid, bs, bptt, device), device=device)
@@ -174,8 +207,8 @@ def clf_dl(docs: list[np.ndarray], ys: np.ndarray, vocab: list[str], bs: int, bp
            shuffle: bool = False) -> SortedDL:
     pad = partial(pad_input_chunk, pad_idx=vocab.index(PAD), pad_first=True, seq_len=bptt)
     # Training drops the last partial batch (as fastai does): a batch of one breaks BatchNorm.
-    return SortedDL(_samples(docs, ys), bs=min(bs, len(docs)) if shuffle else bs, shuffle=shuffle,
-                    drop_last=shuffle, before_batch=pad, device=device)
+    return _SortedDL(_samples(docs, ys), bs=min(bs, len(docs)) if shuffle else bs, shuffle=shuffle,
+                     drop_last=shuffle, before_batch=pad, device=device)
 
 
 def clf_dls(train, train_y, valid, valid_y, vocab, bs, bptt, device, seed: int = 0) -> DataLoaders:

@@ -7,16 +7,15 @@ It is written into a staging folder and renamed into place, so a failed export l
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
 
-from ulmfit_cli import __version__
 from ulmfit_cli.corpus.tokenize import SP_MODEL
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.inference import BUNDLE_FILE, BUNDLE_FORMAT, Classifier
-from ulmfit_cli.runs import publish, staging_dir
+from ulmfit_cli.files import publish, staging_dir
+from ulmfit_cli.inference.classifier import BUNDLE_FILE, BUNDLE_FORMAT, Classifier
+from ulmfit_cli.version import __version__
 
 
 def export(model_dir: Path, out: Path, force: bool = False) -> Path:
@@ -32,7 +31,7 @@ def export(model_dir: Path, out: Path, force: bool = False) -> Path:
         if clf.sp_model is not None:
             shutil.copyfile(clf.sp_model, staging / SP_MODEL)
         meta = {"format": BUNDLE_FORMAT, "ulmfit_version": __version__, "source": str(model_dir),
-                "spec": dataclasses.asdict(clf.spec)}
+                "spec": clf.spec.model_dump(mode="json")}
         (staging / BUNDLE_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

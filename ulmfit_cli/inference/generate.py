@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import torch
 
-from ulmfit_cli.config import RunSection
+from ulmfit_cli.corpus.direction import orient_prompt, orient_sample
 from ulmfit_cli.corpus.tokenize import UNK, detokenize, numericalize, tokenize
-from ulmfit_cli.learners import lm_model, pick_device
 from ulmfit_cli.runs import LM_STAGES, read_run
+from ulmfit_cli.train.device import decide, torch_device
+from ulmfit_cli.train.learners import lm_model
 
 
 @torch.no_grad()
-def generate(run_dir: str, prompt: str, n_words: int = 40, temperature: float = 1.0, n_samples: int = 1,
+def generate(run_dir, prompt: str, n_words: int = 40, temperature: float = 1.0, n_samples: int = 1,
              seed: int | None = None, device: str = "auto") -> list[str]:
     up = read_run(run_dir, "--run-dir", LM_STAGES, "lm.pth")
-    dev = pick_device(RunSection(device=device))
+    dev = torch_device(decide(device, "fp32", key="--")[0])
     model = lm_model(up.vocab, up.arch(), up.weights("lm.pth")).to(dev).eval()
     sp_model = up.sp_model  # a file lookup: once
     prompt_ids = torch.from_numpy(numericalize(tokenize([prompt], workers=0, sp_model=sp_model),
                                                up.vocab)[0]).to(dev)
-    if up.backwards and len(prompt_ids) > 1:  # a backward LM writes what comes before the prompt
-        prompt_ids = prompt_ids[1:].flip(0)  # (its xxbos would mark the start of the text)
+    prompt_ids = orient_prompt(prompt_ids, up.backwards)  # a backward LM writes what comes before the prompt
     unk = [i for i, w in enumerate(up.vocab) if w.lstrip("▁") == UNK]  # subword vocabs may hold '▁xxunk' too
     gen = torch.Generator(device=dev)
     if seed is not None:
@@ -45,7 +45,6 @@ def generate(run_dir: str, prompt: str, n_words: int = 40, temperature: float = 
             nxt = torch.multinomial(probs, 1, generator=gen)
             ids.append(int(nxt))
             x = nxt[None]
-        if up.backwards:
-            ids = ids[::-1]
+        ids = orient_sample(ids, up.backwards)
         samples.append(detokenize([up.vocab[i] for i in ids], subwords=sp_model is not None))
     return samples

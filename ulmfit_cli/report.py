@@ -1,5 +1,9 @@
-"""Training plots (`plots/*.png` in every training run dir) and `ulmfit report`, both from
-the run's metrics.jsonl (one line per epoch, with the learning rate of each step)."""
+"""What a training run's metrics.jsonl shows: `ulmfit report`'s table and the plots (`plots/*.png` in
+every training run dir). metrics.jsonl has one line per epoch, with the sampled per-step rates and
+smoothed losses of fastai's Recorder.
+
+Why not fastai's `recorder.plot_loss` / `plot_sched`: the Recorder holds only the last `fit` (one
+phase of a stage) and is gone after the process; these plots span every phase, and a resumed run."""
 from __future__ import annotations
 
 import json
@@ -18,8 +22,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
         raise UlmfitError(f"{path}: not JSON lines: {e}") from None
 
 
-def write_plots(run_dir: Path) -> list[Path]:
-    """loss.png (train and validation loss per epoch, phases marked) and lr.png (rate per step)."""
+def write_plots(run_dir: Path, title: str) -> list[Path]:
+    """loss.png (the smoothed training loss of every step, the validation loss at each epoch's end,
+    phases marked) and lr.png (the rate of each step)."""
     records = read_metrics(run_dir)
     if not records:
         return []
@@ -28,17 +33,24 @@ def write_plots(run_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
-    epochs = list(range(1, len(records) + 1))
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, style in (("train_loss", "o-"), ("valid_loss", "s-")):
-        ax.plot(epochs, [r.get(key) for r in records], style, label=key.replace("_", " "))
+    xs, ys = [], []
+    for epoch, r in enumerate(records):  # steps as fractions of their epoch
+        steps = r.get("loss_steps") or []
+        xs += [epoch + (i + 1) / len(steps) for i in range(len(steps))]
+        ys += steps
+    if ys:
+        ax.plot(xs, ys, "-", lw=1, label="train loss (smoothed, per step)")
+    else:  # a run logged before per-step losses were
+        ax.plot(range(1, len(records) + 1), [r.get("train_loss") for r in records], "o-", label="train loss")
+    ax.plot(range(1, len(records) + 1), [r.get("valid_loss") for r in records], "s-", label="valid loss")
     for i in range(1, len(records)):
         if records[i].get("phase") != records[i - 1].get("phase"):
-            ax.axvline(i + 0.5, color="grey", ls=":")
-            ax.text(i + 0.55, ax.get_ylim()[1], records[i].get("phase", ""), va="top", fontsize=8, color="grey")
+            ax.axvline(i, color="grey", ls=":")
+            ax.text(i + 0.05, ax.get_ylim()[1], records[i].get("phase", ""), va="top", fontsize=8, color="grey")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
-    ax.set_title(f"{records[0].get('stage', '')}: {run_dir.name}")
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "loss.png", dpi=100)
@@ -50,6 +62,7 @@ def write_plots(run_dir: Path) -> list[Path]:
         ax.plot(range(len(lrs)), lrs)
         ax.set_xlabel("step (sampled)")
         ax.set_ylabel("learning rate (last layer group)")
+        ax.set_title(title)
         fig.tight_layout()
         fig.savefig(out / "lr.png", dpi=100)
         plt.close(fig)
@@ -57,9 +70,9 @@ def write_plots(run_dir: Path) -> list[Path]:
     return paths
 
 
-def report(run_dir: Path) -> str:
-    """The figures people look at first, as a table: per epoch, then the final results."""
-    from ulmfit_cli.runs import read_json
+def table(run_dir: Path) -> str:
+    """`ulmfit report`: the figures people look at first, as a table: per epoch, then the final results."""
+    from ulmfit_cli.files import read_json
     if not run_dir.is_dir():
         raise UlmfitError(f"{run_dir} is not a directory")
     records = read_metrics(run_dir)

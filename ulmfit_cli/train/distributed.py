@@ -48,6 +48,12 @@ def world() -> World:
     return _world
 
 
+def is_main() -> bool:
+    """Whether this process is rank 0, which alone writes run dirs and prints (always, outside a
+    multi-process run)."""
+    return _world.main
+
+
 def launched() -> bool:
     """Started by torchrun / accelerate launch with more than one process."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -66,7 +72,7 @@ def setup(run_cfg) -> World:
         torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=run_cfg.dist_timeout))
     _world = World(dist.get_rank(), dist.get_world_size(), local_rank)
-    from ulmfit_cli.console import info
+    from ulmfit_cli.console import info  # late: console asks this module who speaks
     info(f"distributed: {_world.size} processes ({dist.get_backend()}); train.bs is the global batch")
     return _world
 
@@ -152,6 +158,12 @@ class ShardedDL:
             if i % _world.size == _world.rank:
                 yield batch
         self.epochs_done += 1
+
+    def state_dict(self) -> dict:
+        return {"epochs_done": self.epochs_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epochs_done = state.get("epochs_done", 0)
 
     def __getattr__(self, name):
         return getattr(self.dl, name)

@@ -1,9 +1,11 @@
 """Apply trained classifiers: load a train-clf run dir or an exported bundle, predict probabilities.
 
 Loading never unpickles: the weights are a weights-only state dict, vocab/labels/settings JSON
-or YAML. Texts go through the tokenizer the model was trained with, are reversed for a backward
-model, and run in length-sorted batches padded as in training (fastai's `pad_input_chunk`), so
-the probabilities are those `learn.get_preds` gives. Several models (a forward and a backward
+or YAML. The classifier is rebuilt from the artifact's typed `ClassifierSpec` (taken from a run's
+resolved config, or a bundle's classifier.json, both validated). Texts go through the tokenizer the
+model was trained with, are oriented for a backward model, and are batched by the training loader
+(`clf_dl`: fastai's SortedDL, padded as in training), so the probabilities are those
+`learn.get_preds` gives. Several models (a forward and a backward
 one) form an ensemble that averages their probabilities.
 
     from ulmfit_cli import load_classifier
@@ -13,77 +15,56 @@ one) form an ensemble that averages their probabilities.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ulmfit_cli.config import ClassifierConfig, ClassifierSpec
 from ulmfit_cli.errors import UlmfitError
 
 BUNDLE_FILE = "classifier.json"  # marks an `ulmfit export` bundle
 BUNDLE_FORMAT = 1
 
 
-@dataclass
-class Spec:
-    """What rebuilds a classifier: architecture, head, input handling."""
-    arch: dict
-    drop_mult: float
-    lin_ftrs: list[int]
-    max_len: int
-    bptt: int
-    backwards: bool
-    max_chars: int
-
-    @classmethod
-    def from_run_config(cls, config: dict) -> "Spec":
-        """From a train-clf run's config.yaml, which holds every resolved value."""
-        from ulmfit_cli.runs import ARCH_KEYS
-        model, data, train = config["model"], config["data"], config["train"]
-        return cls(arch={k: model[k] for k in ARCH_KEYS}, drop_mult=model["drop_mult"], lin_ftrs=model["lin_ftrs"],
-                   max_len=model["max_len"], bptt=train["bptt"], backwards=data["backwards"],
-                   max_chars=data["max_chars"])
-
-
 class Classifier:
     """One trained classifier, ready to predict."""
 
-    def __init__(self, path: Path, spec: Spec, vocab: list[str], labels: list[str], weights: dict,
+    def __init__(self, path: Path, spec: ClassifierSpec, vocab: list[str], labels: list[str], weights: dict,
                  sp_model: Path | None, device: torch.device):
-        from ulmfit_cli.learners import clf_model
+        from ulmfit_cli.train.learners import clf_model
         self.path, self.spec, self.vocab, self.labels, self.sp_model, self.device = \
             path, spec, vocab, labels, sp_model, device
-        self.model = clf_model(len(vocab), len(labels), spec.arch, spec.drop_mult, spec.lin_ftrs, spec.max_len,
-                               spec.bptt, weights, str(path / "model.pth"))
+        self.model = clf_model(len(vocab), len(labels), spec.arch.model_dump(), spec.drop_mult, spec.lin_ftrs,
+                               spec.max_len, spec.bptt, weights, str(path / "model.pth"))
         self.model.to(device).eval()
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", key: str = "--model") -> "Classifier":
-        from ulmfit_cli.config import RunSection
+        from ulmfit_cli.config import validate
         from ulmfit_cli.corpus.tokenize import sp_model_in
-        from ulmfit_cli.learners import pick_device
-        from ulmfit_cli.runs import load_weights, read_json, read_run, read_vocab
+        from ulmfit_cli.files import load_weights, read_json
+        from ulmfit_cli.runs import read_run, read_vocab
+        from ulmfit_cli.train.device import decide, torch_device
         path = Path(path)
         if (path / BUNDLE_FILE).is_file():
             meta = read_json(path / BUNDLE_FILE, key)
             if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
                 raise UlmfitError(f"{key}: {path / BUNDLE_FILE} is not an ulmfit bundle (format {BUNDLE_FORMAT})")
-            try:
-                spec = Spec(**meta["spec"])
-            except (KeyError, TypeError) as e:
-                raise UlmfitError(f"{key}: {path / BUNDLE_FILE} lacks classifier settings ({e})") from None
+            spec = meta.get("spec")
+            spec = validate(ClassifierSpec, spec if isinstance(spec, dict) else {},
+                            f"classifier settings (spec) in {path / BUNDLE_FILE}", source=str(path / BUNDLE_FILE))
             for name in ("vocab.json", "labels.json", "model.pth"):
                 if not (path / name).is_file():
                     raise UlmfitError(f"{key}: bundle {path} has no {name}")
             vocab = read_vocab(path, key)
         else:
             run = read_run(path, key, ("train-clf",), "model.pth")
-            spec, vocab = Spec.from_run_config(run.config), run.vocab
+            spec, vocab = ClassifierSpec.of(run.typed(ClassifierConfig)), run.vocab
         labels = read_json(path / "labels.json", key)
         if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)):
             raise UlmfitError(f"{key}: {path / 'labels.json'} is not a JSON list of class names")
-        dev = pick_device(RunSection(device=device, precision="fp32"))
+        dev = torch_device(decide(device, "fp32", key="--")[0])
         return cls(path, spec, vocab, labels, load_weights(path / "model.pth"), sp_model_in(path), dev)
 
     def token_ids(self, texts: list[str], workers: int | None = 0) -> list[np.ndarray]:
@@ -100,26 +81,21 @@ class Classifier:
     def proba_of_ids(self, ids: list[np.ndarray], bs: int = 64, precision: str = "fp32",
                      progress: bool = False) -> np.ndarray:
         """`predict_proba` for texts already turned into token ids (by `token_ids`)."""
-        from fastai.text.data import pad_input_chunk
-
         from ulmfit_cli.console import progress as bar
-        from ulmfit_cli.corpus.tokenize import PAD
-        if self.spec.backwards:  # the backward model reads each text from its end
-            ids = [d[::-1].copy() for d in ids]
-        order = np.argsort([-len(d) for d in ids], kind="stable")  # longest first, as fastai's SortedDL
+        from ulmfit_cli.corpus.direction import orient_docs
+        from ulmfit_cli.train.loaders import clf_dl
+        dl = clf_dl(orient_docs(ids, self.spec.backwards), np.zeros(len(ids), dtype=np.int64), self.vocab, bs,
+                    self.spec.bptt, self.device)
+        order = np.asarray(dl.get_idxs())  # SortedDL's longest-first order, undone below as get_preds does
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
-        pad = self.vocab.index(PAD)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
-        starts = range(0, len(order), bs)
-        for a in (bar(starts, desc="predict", unit="batch") if progress else starts):
-            rows = order[a:a + bs]
-            batch = pad_input_chunk([(torch.from_numpy(ids[i]), 0) for i in rows], pad_idx=pad, pad_first=True,
-                                    seq_len=self.spec.bptt)
-            x = torch.stack([b[0] for b in batch]).to(self.device)
+        done = 0
+        for x, _ in (bar(dl, desc="predict", unit="batch") if progress else dl):
             self.model.reset()
             with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 logits = self.model(x)[0]
-            out[rows] = logits.float().softmax(-1).cpu().numpy()
+            out[order[done:done + len(x)]] = logits.float().softmax(-1).cpu().numpy()
+            done += len(x)
         return out
 
     def predict(self, texts: list[str], **kwargs) -> list[str]:

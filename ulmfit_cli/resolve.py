@@ -1,0 +1,82 @@
+"""Resolve once: stage, config files, `--set` overrides, `--run-dir` and `--resume` become one frozen config.
+
+Everything a stage reads comes from the result: the AWD-LSTM sizes taken from `init.from_run` (or the
+paper's), the run dir, and the device and precision that will run (`auto` decided here). config.yaml
+records exactly this; what the user asked for before it was decided (`run.device: auto`) is kept in
+its `_meta.requested`, so that passing a run's config.yaml back (or `--resume` on another machine)
+asks again rather than insisting on the old machine's answer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ulmfit_cli.config import ARCH_KEYS, STAGES, PretrainModel, StageConfig, load_config, validate
+from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.runs import LM_STAGES, UPSTREAM_WEIGHTS, UpstreamRun, read_run, resume_config
+
+PAPER_ARCH = PretrainModel().sizes()  # the pretrain defaults: the paper's sizes
+
+
+@dataclass(frozen=True)
+class Resolved:
+    stage: str
+    cfg: StageConfig             # frozen; run.dir, sizes, device and precision decided
+    upstream: UpstreamRun | None  # the run init.from_run names, read and checked
+    requested: dict               # {dotted key: value as asked} for the values decided here
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.run.dir)
+
+
+def resolve(stage: str, configs: list[Path] | None = None, overrides: list[str] | None = None,
+            run_dir: Path | None = None, resume: bool = False) -> Resolved:
+    if stage not in STAGES:
+        raise UlmfitError(f"unknown stage {stage!r}; expected one of: {', '.join(STAGES)}")
+    configs = list(configs or [])
+    if resume and not configs:
+        if run_dir is None:
+            raise UlmfitError("--resume needs --run-dir (or the --config of the run)")
+        configs = [resume_config(Path(run_dir))]
+    cfg = load_config(stage, configs, list(overrides or []))
+    upstream = upstream_of(stage, cfg)
+    data = cfg.model_dump()
+    data["model"].update(inherit_arch(cfg.model, upstream))
+    if run_dir is not None:
+        data["run"]["dir"] = str(run_dir)
+    elif cfg.run.dir is None:
+        data["run"]["dir"] = str(Path("runs") / cfg.run.name)
+    from ulmfit_cli.train.device import decide  # late: torch
+    asked = {"run.device": cfg.run.device, "run.precision": cfg.run.precision}
+    data["run"]["device"], data["run"]["precision"] = decide(cfg.run.device, cfg.run.precision)
+    requested = {k: v for k, v in asked.items() if data["run"][k.split(".")[1]] != v}
+    return Resolved(stage, validate(STAGES[stage], data, f"{stage} config"), upstream, requested)
+
+
+def upstream_of(stage: str, cfg: StageConfig) -> UpstreamRun | None:
+    """The run `init.from_run` names (checked to be a finished LM run of the same direction), or None."""
+    init = getattr(cfg, "init", None)
+    if init is None or not init.from_run:
+        return None
+    upstream = read_run(init.from_run, "init.from_run", LM_STAGES, UPSTREAM_WEIGHTS[stage])
+    if upstream.backwards != cfg.data.backwards:
+        direction = lambda b: "backwards (reversed text)" if b else "forwards"  # noqa: E731
+        raise UlmfitError(f"init.from_run: {upstream.path} was trained {direction(upstream.backwards)}, but this "
+                          f"config has data.backwards: {str(cfg.data.backwards).lower()}; set "
+                          f"data.backwards={str(upstream.backwards).lower()}")
+    return upstream
+
+
+def inherit_arch(model, upstream: UpstreamRun | None) -> dict:
+    """The AWD-LSTM sizes: those the config sets, the rest from the upstream run (or the paper's);
+    sizes that contradict the upstream run are refused."""
+    if upstream is None:
+        return {k: PAPER_ARCH[k] if getattr(model, k) is None else getattr(model, k) for k in ARCH_KEYS}
+    theirs = upstream.arch()
+    clash = [f"model.{k}: config says {getattr(model, k)}, {upstream.path} has {theirs[k]}"
+             for k in ARCH_KEYS if getattr(model, k) is not None and getattr(model, k) != theirs[k]]
+    if clash:
+        raise UlmfitError("init.from_run: the run's architecture does not match the config:\n  "
+                          + "\n  ".join(clash) + "\n(leave model.emb_sz/n_hid/n_layers unset to take them from the run)")
+    return theirs

@@ -1,0 +1,114 @@
+"""The fastai callbacks every training stage shares: the metrics log, AWD-LSTM's rate scaling for random
+window lengths, and the NaN watch. Checkpoints and resuming are in `checkpoints.py`."""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from fastai.callback.core import Callback
+from fastai.callback.schedule import ParamScheduler
+from fastai.learner import Recorder
+
+from ulmfit_cli.console import info, show_bars
+from ulmfit_cli.errors import TrainingFailed
+from ulmfit_cli.train import distributed
+
+NAN_CHECK_EVERY = 100  # steps between reads of the on-device NaN flag (each read waits for the GPU)
+STEPS_LOGGED = 200     # at most about this many per-step rates and losses per epoch in metrics.jsonl
+
+
+class MetricsLog(Callback):
+    """Appends one JSON line per epoch to metrics.jsonl (and prints it when bars are off).
+
+    The epoch's figures are the Recorder's; its per-step rates and smoothed losses (`recorder.lrs`,
+    `recorder.losses`, sampled) go into the line too, since the Recorder forgets them at each fit and
+    the plots span every phase of the stage. Tokens are counted from batch shapes only, and the
+    losses read once per epoch, so logging never waits on the GPU.
+    """
+    order = Recorder.order + 1  # after the Recorder has the epoch's values
+
+    def __init__(self, run, stage: str):
+        self.out, self.stage = run, stage
+        self.phase, self.epoch_total = "", 0
+
+    def before_epoch(self):
+        self.t0, self.tokens, self.trained = time.perf_counter(), 0, False
+
+    def before_train(self):
+        self.trained = True  # `learn.validate()` also fires after_epoch: log training epochs only
+        self.first = len(self.recorder.lrs)  # where this epoch's steps start in the Recorder
+        self.ranks = distributed.world().size  # each rank trains its share of every batch
+
+    def after_batch(self):
+        if self.training:
+            self.tokens += self.xb[0].numel() * self.ranks
+
+    def after_epoch(self):
+        if not self.trained:
+            return
+        names = self.recorder.metric_names[1:-1]  # drop 'epoch' and 'time'
+        values = self.recorder.values[-1]
+        seconds = time.perf_counter() - self.t0
+        self.epoch_total += 1
+        rec = {"stage": self.stage, "phase": self.phase, "epoch": self.epoch_total}
+        for name, v in zip(names, values):
+            rec[name] = None if v is None or not math.isfinite(float(v)) else round(float(v), 6)
+        rec["lr"] = float(self.opt.hypers[-1]["lr"])
+        rec["seconds"] = round(seconds, 3)
+        rec["tokens_per_s"] = round(self.tokens / seconds, 1) if seconds > 0 else None
+        lrs, losses = self.recorder.lrs[self.first:], self.recorder.losses[self.first:]
+        stride = max(1, len(lrs) // STEPS_LOGGED)
+        sampled = torch.stack([torch.as_tensor(v) for v in losses[::stride]]).float().cpu() if losses else []
+        self.out.log_metrics({**rec, "lr_steps": [float(v) for v in lrs[::stride]],
+                              "loss_steps": [round(float(v), 6) for v in sampled]})
+        if not show_bars():
+            shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in rec.items() if k not in ("stage", "lr") and v is not None and v != "")
+            info(f"[{self.stage}] {shown}")
+
+
+class ScaleLrBySeqLen(Callback):
+    """With random-length windows, each step's rate is scaled by its length / bptt (AWD-LSTM's rule),
+    so short windows do not count as much as full ones. Runs after fastai's ParamScheduler has set
+    the step's rates, which it sets afresh every batch."""
+    order = ParamScheduler.order + 1
+
+    def __init__(self, bptt: int):
+        self.bptt = bptt
+
+    def before_batch(self):
+        if self.training:
+            factor = self.xb[0].shape[1] / self.bptt
+            self.opt.set_hyper("lr", [h["lr"] * factor for h in self.opt.hypers])
+
+
+class NanWatch(Callback):
+    """Stops the stage (`TrainingFailed`, exit 3) at a NaN or infinite training loss, naming the step.
+
+    Not fastai's TerminateOnNaNCallback: that reads the loss on the host every batch (a GPU wait) and
+    ends the fit quietly. Here the check is a flag on the device, read every NAN_CHECK_EVERY steps and
+    by the Checkpointer before it writes, so no checkpoint ever holds a NaN step.
+    """
+    order = 54  # before the Checkpointer (55) may save at the end of the same batch
+
+    def before_fit(self):
+        self.bad_step = None
+
+    def after_batch(self):
+        if not self.training:
+            return
+        step = self.learn.checkpointer.step  # the stage's step count (counted at before_batch, kept on resume)
+        finite = torch.isfinite(self.loss.detach()).all()
+        self.bad_step = (torch.where(finite, -1, step) if self.bad_step is None
+                         else torch.where((self.bad_step < 0) & ~finite, step, self.bad_step))
+        if step % NAN_CHECK_EVERY == 0:
+            self.check()
+
+    def check(self) -> None:
+        if self.bad_step is not None and int(self.bad_step) >= 0:  # one read of a device flag
+            ckpt = self.learn.checkpointer
+            raise TrainingFailed(
+                f"the training loss became NaN or infinite at step {int(self.bad_step)} "
+                f"(epoch {self.epoch + 1}, {ckpt.phase_label or 'training'}); the last good checkpoint is kept in "
+                f"{ckpt.folder}. Lower train.lr (or use run.precision=fp32) and rerun with --resume.")
