@@ -25,5 +25,5 @@ def language_model(args, vocab_size: int):
     from fastai.text.models.awdlstm import AWD_LSTM
     from fastai.text.models.core import get_language_model
 
-    from ulmfit_cli.learners import awd_config
+    from ulmfit_cli.train.learners import awd_config
     return get_language_model(AWD_LSTM, vocab_size, config=awd_config(arch(args)))

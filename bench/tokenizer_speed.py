@@ -18,14 +18,15 @@ import pandas as pd  # noqa: E402
 from fastai.text.core import SpacyTokenizer, TokenizeWithRules, defaults  # noqa: E402
 
 from ulmfit_cli.corpus.tokenize import WordTokenizer  # noqa: E402
-from ulmfit_cli.corpus.wikidump import iter_articles  # noqa: E402
+from ulmfit_cli.corpus.wikidump import DumpStats, clean_pages, iter_pages  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def texts() -> list[str]:
     import prepare_speed
-    out = list(iter_articles(prepare_speed.sample_dump()))
+    stats = DumpStats()
+    out = list(clean_pages(iter_pages(prepare_speed.sample_dump(), stats), stats.skipped))
     for f in (DATA / "trec6" / "train.csv", DATA / "sst2" / "train.csv"):
         if f.is_file():
             out += pd.read_csv(f)["text"].astype(str).tolist()

@@ -13,7 +13,7 @@ so both sides train on the same ids and validate on the same held-out articles.
 - bare loop: the same fastai model and stream batches in a plain PyTorch loop (autocast, GradScaler,
   fused AdamW, constant rate, no callbacks): the speed ceiling that ulmfit's overhead is measured against.
 `--precision bf16` runs ulmfit and the bare loop in bf16 autocast instead (the issue's bare-loop setting;
-the LSTM then still runs in fp16, unscaled: see ulmfit_cli/precision.py).
+the LSTM then still runs in fp16, unscaled: see ulmfit_cli/train/precision.py).
 
 Prints tokens/s of each, the ratios, peak GPU memory and the validation loss each reaches.
   python bench/train_speed.py                       # CPU, small model (seconds to a minute)
@@ -86,8 +86,8 @@ def main() -> None:
 
     from ulmfit_cli.config import LMTrain, PretrainData
     from ulmfit_cli.corpus.prepare import prepare
-    from ulmfit_cli.learners import awd_config, lm_learner
-    from ulmfit_cli.loaders import lm_dls, stream_lm_dls
+    from ulmfit_cli.train.learners import awd_config, lm_learner
+    from ulmfit_cli.train.loaders import as_split, fastai_lm_dls, stream_lm_dls
     from ulmfit_cli.runs import Run
 
     os.environ.setdefault("CI", "true")  # one line per epoch instead of bars
@@ -111,7 +111,8 @@ def main() -> None:
         for name, side in sides.items():
             set_seed(0, reproducible=not gpu)
             if name == "stock fastai":  # as a tutorial writes it
-                dls = lm_dls(docs["train"], docs["valid"], store.vocab, args.bs, args.bptt, device)
+                dls = fastai_lm_dls(as_split(docs["train"]), as_split(docs["valid"]), store.vocab, args.bs, args.bptt,
+                                    device)
                 learn = language_model_learner(dls, AWD_LSTM, config=awd_config(arch), drop_mult=0.3,
                                                pretrained=False, metrics=[accuracy, Perplexity()],
                                                moms=(0.8, 0.7, 0.8))  # the ULMFiT tutorial's moms
@@ -123,7 +124,7 @@ def main() -> None:
                 offsets = np.cumsum([0] + [len(d) for d in docs["train"]])
                 dls = stream_lm_dls(np.concatenate(docs["train"]), np.concatenate(docs["valid"]), store.vocab,
                                     args.bs, args.bptt, device, train_offsets=offsets)
-                learn = lm_learner(dls, arch, 0.3, train, side["precision"], Run(tmp, tmp, "bench"), name)
+                learn = lm_learner(dls, arch, 0.3, train, side["precision"], Run(tmp), name)
             if gpu:
                 torch.cuda.reset_peak_memory_stats()
                 torch.cuda.synchronize()

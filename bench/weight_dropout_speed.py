@@ -42,7 +42,7 @@ def run(model, batches, device) -> tuple[float, float, bool]:
 
 
 def main() -> None:
-    from ulmfit_cli.weight_dropout import flatten_weight_dropout
+    from ulmfit_cli.train.weight_dropout import flatten_weight_dropout
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     lm_args.add_model_args(ap)
     ap.add_argument("--vocab", type=int, default=8000)

@@ -1,4 +1,5 @@
-"""Shared fixtures: a small MediaWiki XML dump, an easy labelled set, and a CLI runner."""
+"""Shared fixtures: a small MediaWiki XML dump, an easy labelled set, a CLI runner, and one trained chain
+(forward and backward pretrain -> finetune-lm -> train-clf) that the test modules share."""
 from __future__ import annotations
 
 import bz2
@@ -90,6 +91,13 @@ def write_easy_csv(path: Path, n: int = 160, seed: int = 0) -> Path:
     return path
 
 
+def articles(path: Path, stats=None) -> list[str]:
+    """The clean text of each kept article of a dump, in order (what `prepare` tokenizes, in one process)."""
+    from ulmfit_cli.corpus.wikidump import DumpStats, clean_pages, iter_pages
+    stats = stats if stats is not None else DumpStats()
+    return list(clean_pages(iter_pages(path, stats), stats.skipped))
+
+
 @pytest.fixture
 def dump(tmp_path) -> Path:
     return write_dump(tmp_path / "tiny-pages-articles.xml.bz2")
@@ -107,3 +115,31 @@ def cli():
     def invoke(*args: str):
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
     return invoke
+
+
+CLF_STAGES = "train.stages=[{freeze_to: -1, epochs: 3, lr: 0.05}, {freeze_to: 0, epochs: 8, lr: 0.02}]"
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory):
+    """Trained once per session through the Python API, tiny models: forward and backward chains
+    (`lm`, `ft`, `clf` and `lm-bwd`, `ft-bwd`, `clf-bwd`) on one dump and one labelled set; the
+    forward and backward classifiers share the fine-tuned vocab, so they form an ensemble.
+    Tests must not change these run dirs (copy one to poison or continue it)."""
+    from ulmfit_cli import api
+    tmp = tmp_path_factory.mktemp("chain")
+    dump = write_dump(tmp / "wiki-pages-articles.xml.bz2", n_articles=16)
+    train, test = write_easy_csv(tmp / "train.csv", 200, seed=1), write_easy_csv(tmp / "test.csv", 60, seed=2)
+    out = {"tmp": tmp, "dump": dump, "train": train, "test": test, "results": {}}
+    for suffix, backwards in (("", "false"), ("-bwd", "true")):
+        lm, ft, clf = (tmp / f"{name}{suffix}" for name in ("lm", "ft", "clf"))
+        way = [f"data.backwards={backwards}", "model.drop_mult=0.2"]
+        out["results"][f"pretrain{suffix}"] = api.train(
+            "pretrain", [TINY], [f"data.source={dump}", "train.epochs=4", "train.lr=0.03", *way], run_dir=lm)
+        out["results"][f"finetune-lm{suffix}"] = api.train(
+            "finetune-lm", [TINY], [f"data.train={train}", f"init.from_run={lm}", "train.epochs=2", *way], run_dir=ft)
+        out["results"][f"train-clf{suffix}"] = api.train(
+            "train-clf", [TINY], [f"data.train={train}", f"data.test={test}", f"init.from_run={ft}",
+                                  "data.valid_pct=0.25", CLF_STAGES, *way], run_dir=clf)
+        out.update({f"lm{suffix}": lm, f"ft{suffix}": ft, f"clf{suffix}": clf})
+    return out

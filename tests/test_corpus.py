@@ -4,14 +4,15 @@ import pytest
 
 from conftest import SHARED_DATA, write_dump
 from ulmfit_cli.corpus.tables import iter_text_documents, read_texts
-from ulmfit_cli.corpus.wikidump import DumpStats, iter_articles
+from conftest import articles
+from ulmfit_cli.corpus.wikidump import DumpStats
 from ulmfit_cli.errors import UlmfitError
 
 
 @pytest.mark.parametrize("name", ["d-pages-articles.xml.bz2", "d-pages-articles.xml"])
 def test_dump_keeps_articles_and_strips_markup(tmp_path, name):
     stats = DumpStats()
-    docs = list(iter_articles(write_dump(tmp_path / name, n_articles=3), stats))
+    docs = articles(write_dump(tmp_path / name, n_articles=3), stats)
     assert len(docs) == 3 and stats.pages == 5
     assert stats.skipped["redirect"] == 1 and stats.skipped["namespace"] == 1
     text = "\n".join(docs)
@@ -71,7 +72,7 @@ def test_missing_label_in_fasttext_file_is_named(tmp_path):
 @pytest.mark.skipif(not (SHARED_DATA / "wiki").is_dir(), reason="../shared/data is absent (a fresh clone)")
 def test_real_dump_sample_extracts_clean_articles():
     stats = DumpStats()
-    docs = list(iter_articles(SHARED_DATA / "wiki" / "enwiki-pages-articles-sample.xml.bz2", stats))
+    docs = articles(SHARED_DATA / "wiki" / "enwiki-pages-articles-sample.xml.bz2", stats)
     assert stats.pages == 206 and len(docs) > 80 and stats.skipped["redirect"] > 50
     assert docs[0].startswith("Anarchism is a political philosophy")
     assert not any("{{" in d or "[[" in d or "<ref" in d for d in docs)

@@ -9,10 +9,10 @@ from fastai.text.learner import language_model_learner
 from fastai.text.models.awdlstm import AWD_LSTM
 from fastai.torch_core import set_seed
 
-from ulmfit_cli.device_metrics import DeviceAvgMetric, DevicePerplexity, keep_on_device
-from ulmfit_cli.learners import awd_config
-from ulmfit_cli.loaders import stream_lm_dls
-from ulmfit_cli.optim import torch_adamw
+from ulmfit_cli.train.device_metrics import DeviceAvgMetric, DevicePerplexity, keep_on_device
+from ulmfit_cli.train.learners import awd_config
+from ulmfit_cli.train.loaders import stream_lm_dls
+from ulmfit_cli.train.optim import torch_adamw
 
 VOCAB = ["xxunk", "xxpad", "xxbos", "xxeos"] + [f"w{i}" for i in range(60)]
 

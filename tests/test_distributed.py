@@ -27,16 +27,18 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _env(extra: dict | None = None) -> dict:
-    return {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT), **(extra or {})}
+def _env() -> dict:
+    return {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT)}
 
 
-def _torchrun(*args, env: dict | None = None, wait: bool = True):
+def _torchrun(*args, faults: tuple = (), wait: bool = True):
+    """Two processes of `ulmfit ARGS`, or with `faults` (options of tests/faults.py) of that script."""
+    run = [str(ROOT / "tests" / "faults.py"), *map(str, faults)] if faults else ["-m", "ulmfit_cli"]
     cmd = [str(TORCHRUN), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_port()),
-           "-m", "ulmfit_cli", *map(str, args)]
+           *run, *map(str, args)]
     if wait:
-        return subprocess.run(cmd, env=_env(env), capture_output=True, text=True, timeout=300)
-    return subprocess.Popen(cmd, env=_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def _single(*args):
@@ -98,7 +100,7 @@ def test_two_processes_pretrain_and_classify_like_one(data, tmp_path):
 
 
 def test_each_rank_trains_its_rows_of_the_same_windows():
-    from ulmfit_cli.loaders import StreamLMLoader
+    from ulmfit_cli.train.loaders import StreamLMLoader
     tokens, offsets = np.arange(2003), np.array([0, 500, 900, 2003])
     loaders = [StreamLMLoader(tokens, 8, 16, torch.device("cpu"), offsets, shuffle=True, seed=3, rows=rows)
                for rows in (slice(None), slice(0, 4), slice(4, 8))]
@@ -112,7 +114,7 @@ def test_each_rank_trains_its_rows_of_the_same_windows():
 
 def test_a_dead_rank_fails_the_run_without_hanging(data, tmp_path):
     proc = _torchrun("pretrain", "-c", TINY, "--set", f"data.source={data['dump']}", *LM, "--run-dir", tmp_path / "lm",
-                     env={"ULMFIT_TEST_PAUSE_AFTER_CHECKPOINT": "120"}, wait=False)
+                     faults=("--pause-after-checkpoint", 120), wait=False)
     _wait_for(lambda: (tmp_path / ".lm.partial" / "checkpoints" / "last.pt").exists(), proc)
     workers = _workers(proc.pid)
     assert set(workers) == {0, 1}
@@ -125,9 +127,9 @@ def test_a_dead_rank_fails_the_run_without_hanging(data, tmp_path):
 
 
 def test_a_two_process_run_resumes_in_one_process(data, tmp_path):
-    from ulmfit_cli.checkpoints import read_checkpoint
+    from ulmfit_cli.train.checkpoint_files import read_checkpoint
     proc = _torchrun("pretrain", "-c", TINY, "--set", f"data.source={data['dump']}", *LM, "--run-dir", tmp_path / "lm",
-                     env={"ULMFIT_TEST_PAUSE_AFTER_CHECKPOINT": "120"}, wait=False)
+                     faults=("--pause-after-checkpoint", 120), wait=False)
     last = tmp_path / ".lm.partial" / "checkpoints" / "last.pt"
     _wait_for(last.exists, proc)
     proc.send_signal(signal.SIGKILL)
@@ -139,7 +141,7 @@ def test_a_two_process_run_resumes_in_one_process(data, tmp_path):
     assert ckpt["batches_done"] == 3 and ckpt["hidden"][0][0].shape[1] == 8  # both ranks' rows were saved
     res = _single("pretrain", "--run-dir", tmp_path / "lm", "--resume")
     assert res.returncode == 0, res.stderr[-3000:]
-    from ulmfit_cli.learners import lm_model
+    from ulmfit_cli.train.learners import lm_model
     vocab = json.loads((tmp_path / "lm" / "vocab.json").read_text())
     lm_model(vocab, {"emb_sz": 16, "n_hid": 32, "n_layers": 2},
              torch.load(tmp_path / "lm" / "lm.pth", weights_only=True))  # loads in a single process

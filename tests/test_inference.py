@@ -1,4 +1,4 @@
-"""predict / evaluate / export / report, the backward pipeline and the fwd+bwd ensemble (tiny models)."""
+"""predict / evaluate / export / report, the backward pipeline and the fwd+bwd ensemble (the session's chain)."""
 import json
 
 import numpy as np
@@ -8,27 +8,10 @@ import pytest
 from conftest import TINY
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    """Forward and backward: pretrain -> train-clf (with a test file), in-process."""
-    from typer.testing import CliRunner
-
-    from conftest import write_dump, write_easy_csv
-    from ulmfit_cli.cli import app
-    tmp = tmp_path_factory.mktemp("infer")
-    run = lambda *a: CliRunner().invoke(app, [str(x) for x in a], catch_exceptions=False)  # noqa: E731
-    dump = write_dump(tmp / "w-pages-articles.xml.bz2", n_articles=12)
-    train, test = write_easy_csv(tmp / "train.csv", 160, seed=1), write_easy_csv(tmp / "test.csv", 40, seed=2)
-    stages = "train.stages=[{freeze_to: -1, epochs: 2, lr: 0.05}, {freeze_to: 0, epochs: 3, lr: 0.02}]"
-    for direction, flag in (("fwd", "false"), ("bwd", "true")):
-        res = run("pretrain", "-c", TINY, "--set", f"data.source={dump}", "--set", f"data.backwards={flag}",
-                  "--run-dir", tmp / f"lm-{direction}")
-        assert res.exit_code == 0, res.output
-        res = run("train-clf", "-c", TINY, "--set", f"data.train={train}", "--set", f"data.test={test}",
-                  "--set", f"init.from_run={tmp / f'lm-{direction}'}", "--set", f"data.backwards={flag}",
-                  "--set", "model.drop_mult=0.2", "--set", stages, "--run-dir", tmp / f"clf-{direction}")
-        assert res.exit_code == 0, res.output
-    return {"tmp": tmp, "run": run, "train": train, "test": test}
+@pytest.fixture
+def chain(chain, cli):
+    """The session's forward and backward chains (conftest.chain) and a CLI runner."""
+    return {**chain, "run": cli}
 
 
 def _predict(chain, *models, out_name="p.csv", inp=None):
@@ -40,7 +23,7 @@ def _predict(chain, *models, out_name="p.csv", inp=None):
 
 
 def test_predict_writes_rows_prediction_and_probabilities(chain):
-    df = _predict(chain, "clf-fwd")
+    df = _predict(chain, "clf")
     src = pd.read_csv(chain["test"])
     assert list(df.columns) == list(src.columns) + ["prediction", "prob_neg", "prob_pos"]
     assert len(df) == len(src) and df["text"].tolist() == src["text"].tolist()
@@ -51,10 +34,10 @@ def test_predict_writes_rows_prediction_and_probabilities(chain):
 def test_evaluate_matches_the_training_run_and_a_direct_computation(chain):
     from sklearn.metrics import accuracy_score, f1_score
     out = chain["tmp"] / "eval"
-    res = chain["run"]("evaluate", "--model", chain["tmp"] / "clf-fwd", "--input", chain["test"], "--output", out)
+    res = chain["run"]("evaluate", "--model", chain["tmp"] / "clf", "--input", chain["test"], "--output", out)
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
-    trained = json.loads((chain["tmp"] / "clf-fwd" / "results.json").read_text())
+    trained = json.loads((chain["tmp"] / "clf" / "results.json").read_text())
     assert report["accuracy"] == pytest.approx(trained["test_accuracy"])  # learn.get_preds in train-clf
     truth = pd.read_csv(chain["test"])["label"].map({"neg": 0, "pos": 1}).to_numpy()
     pred = np.load(out / "probabilities.npy").argmax(1)
@@ -68,21 +51,21 @@ def test_evaluate_matches_the_training_run_and_a_direct_computation(chain):
 def test_exported_bundle_predicts_the_same_and_loads_without_pickle(chain):
     from ulmfit_cli import load_classifier
     bundle = chain["tmp"] / "bundle"
-    res = chain["run"]("export", "--model", chain["tmp"] / "clf-fwd", "--output", bundle)
+    res = chain["run"]("export", "--model", chain["tmp"] / "clf", "--output", bundle)
     assert res.exit_code == 0, res.output
     assert {p.name for p in bundle.iterdir()} == {"model.pth", "vocab.json", "labels.json", "classifier.json"}
-    from_run, from_bundle = _predict(chain, "clf-fwd", out_name="a.csv"), _predict(chain, "bundle", out_name="b.csv")
+    from_run, from_bundle = _predict(chain, "clf", out_name="a.csv"), _predict(chain, "bundle", out_name="b.csv")
     assert np.array_equal(from_run[["prob_neg", "prob_pos"]].to_numpy(), from_bundle[["prob_neg", "prob_pos"]].to_numpy())
     clf = load_classifier(bundle, device="cpu")
     texts = pd.read_csv(chain["test"])["text"].tolist()
     assert clf.predict(texts) == from_run["prediction"].tolist()
-    res = chain["run"]("export", "--model", chain["tmp"] / "clf-fwd", "--output", bundle)
+    res = chain["run"]("export", "--model", chain["tmp"] / "clf", "--output", bundle)
     assert res.exit_code == 2 and "--force" in res.output
 
 
 def test_ensemble_averages_forward_and_backward(chain):
-    fwd, bwd = _predict(chain, "clf-fwd", out_name="f.csv"), _predict(chain, "clf-bwd", out_name="r.csv")
-    both = _predict(chain, "clf-fwd", "clf-bwd", out_name="fb.csv")
+    fwd, bwd = _predict(chain, "clf", out_name="f.csv"), _predict(chain, "clf-bwd", out_name="r.csv")
+    both = _predict(chain, "clf", "clf-bwd", out_name="fb.csv")
     cols = ["prob_neg", "prob_pos"]
     assert np.allclose(both[cols].to_numpy(), (fwd[cols].to_numpy() + bwd[cols].to_numpy()) / 2, atol=1e-6)
     assert not np.allclose(fwd[cols].to_numpy(), bwd[cols].to_numpy())  # the backward model is another model
@@ -101,14 +84,14 @@ def test_predict_reads_stdin_and_jsonl(chain, tmp_path):
     from typer.testing import CliRunner
 
     from ulmfit_cli.cli import app
-    res = CliRunner().invoke(app, ["predict", "--model", str(chain["tmp"] / "clf-fwd"), "--input", "-",
+    res = CliRunner().invoke(app, ["predict", "--model", str(chain["tmp"] / "clf"), "--input", "-",
                                    "--output", "-"], input="great wonderful film\nawful boring film\n")
     assert res.exit_code == 0, res.output
     lines = res.stdout.strip().splitlines()
     assert lines[0].startswith("text,prediction,prob_neg,prob_pos") and len(lines) == 3
     jl = tmp_path / "in.jsonl"
     jl.write_text('{"id": 1, "review": "great film"}\n{"id": 2, "review": "awful film"}\n')
-    res = chain["run"]("predict", "--model", chain["tmp"] / "clf-fwd", "--input", jl, "--text-col", "review",
+    res = chain["run"]("predict", "--model", chain["tmp"] / "clf", "--input", jl, "--text-col", "review",
                        "--output", tmp_path / "out.jsonl")
     assert res.exit_code == 0, res.output
     rows = [json.loads(ln) for ln in (tmp_path / "out.jsonl").read_text().splitlines()]
@@ -116,22 +99,22 @@ def test_predict_reads_stdin_and_jsonl(chain, tmp_path):
 
 
 def test_training_runs_have_plots_and_a_report(chain):
-    for name in ("lm-fwd", "clf-fwd"):
+    for name in ("lm", "clf"):
         assert {p.name for p in (chain["tmp"] / name / "plots").iterdir()} == {"loss.png", "lr.png"}
-    res = chain["run"]("report", chain["tmp"] / "clf-fwd")
+    res = chain["run"]("report", chain["tmp"] / "clf")
     assert res.exit_code == 0 and "valid_loss" in res.output and "test_accuracy" in res.output
     assert "training time" in res.output
 
 
 def test_bad_inputs_to_predict_and_evaluate(chain, tmp_path):
-    run, clf = chain["run"], chain["tmp"] / "clf-fwd"
+    run, clf = chain["run"], chain["tmp"] / "clf"
     res = run("predict", "--model", clf, "--input", chain["test"], "--text-col", "review")
     assert res.exit_code == 2 and "no column 'review'" in res.output and "text, label" in res.output
     empty = tmp_path / "empty.csv"
     empty.write_text("text,label\n")
     res = run("predict", "--model", clf, "--input", empty, "--output", tmp_path / "x.csv")
     assert res.exit_code == 2 and "no rows" in res.output
-    res = run("predict", "--model", chain["tmp"] / "lm-fwd", "--input", chain["test"])
+    res = run("predict", "--model", chain["tmp"] / "lm", "--input", chain["test"])
     assert res.exit_code == 2 and "is a pretrain run" in res.output and "train-clf" in res.output
     other = tmp_path / "other.csv"
     other.write_text("text,label\n" + "some great words here,pos\nawful,neg\n" * 20)

@@ -5,8 +5,8 @@ from fastai.optimizer import Adam
 from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_lm_split
 from fastai.text.models.core import get_language_model
 
-from ulmfit_cli.learners import awd_config
-from ulmfit_cli.optim import torch_adamw
+from ulmfit_cli.train.learners import awd_config
+from ulmfit_cli.train.optim import torch_adamw
 
 
 def _step(model, opt, x, y):
@@ -65,7 +65,7 @@ def test_torch_adamw_in_a_learner_skips_weight_decay_on_norm_and_bias_like_fasta
     from fastai.text.learner import text_classifier_learner
     from fastai.torch_core import set_seed
 
-    from ulmfit_cli.loaders import clf_dls
+    from ulmfit_cli.train.loaders import clf_dls
     vocab = ["xxunk", "xxpad", "xxbos", "xxeos"] + [f"w{i}" for i in range(28)]
     rng = np.random.default_rng(0)
     docs = [rng.integers(4, len(vocab), rng.integers(5, 30)) for _ in range(48)]
@@ -100,13 +100,13 @@ def test_the_optimizer_is_built_for_parameters_already_on_the_data_device(tmp_pa
     import numpy as np
 
     from ulmfit_cli.config import LMTrain
-    from ulmfit_cli.learners import lm_learner
-    from ulmfit_cli.loaders import stream_lm_dls
+    from ulmfit_cli.train.learners import lm_learner
+    from ulmfit_cli.train.loaders import stream_lm_dls
     from ulmfit_cli.runs import Run
     vocab = ["xxunk", "xxpad", "xxbos", "xxeos"] + [f"w{i}" for i in range(28)]
     tokens = np.random.default_rng(0).integers(4, len(vocab), 400)
     dls = stream_lm_dls(tokens, tokens[:100], vocab, 4, 10, torch.device("meta"))
     learn = lm_learner(dls, {"emb_sz": 8, "n_hid": 16, "n_layers": 2}, 0.3, LMTrain(bs=4, bptt=10), "fp32",
-                       Run(tmp_path, tmp_path, "x"), "pretrain")
+                       Run(tmp_path), "pretrain")
     learn.create_opt()
     assert {p.device.type for group in learn.opt.param_lists for p in group} == {"meta"}

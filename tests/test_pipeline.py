@@ -1,4 +1,4 @@
-"""The whole pipeline, pretrain -> finetune-lm -> train-clf -> generate, on a tiny model in tmp_path."""
+"""The whole pipeline, pretrain -> finetune-lm -> train-clf -> generate, on the session's tiny chain."""
 import json
 
 import pytest
@@ -8,35 +8,16 @@ import yaml
 from conftest import TINY
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    """Run the four commands once; the tests below inspect what they wrote."""
-    from typer.testing import CliRunner
-
-    from conftest import write_dump, write_easy_csv
-    from ulmfit_cli.cli import app
-    tmp = tmp_path_factory.mktemp("pipe")
-    dump = write_dump(tmp / "wiki-pages-articles.xml.bz2", n_articles=16)
-    train, test = write_easy_csv(tmp / "train.csv", 200, seed=1), write_easy_csv(tmp / "test.csv", 60, seed=2)
-    runner = CliRunner()
-    run = lambda *a: runner.invoke(app, [str(x) for x in a], catch_exceptions=False)  # noqa: E731
-    out = {"tmp": tmp, "lm": tmp / "lm", "ft": tmp / "ft", "clf": tmp / "clf"}
-    out["pretrain"] = run("pretrain", "-c", TINY, "--set", f"data.source={dump}", "--set", "train.epochs=4",
-                          "--set", "train.lr=0.03", "--set", "model.drop_mult=0.2", "--run-dir", out["lm"])
-    out["finetune"] = run("finetune-lm", "-c", TINY, "--set", f"data.train={train}",
-                          "--set", f"init.from_run={out['lm']}", "--set", "train.epochs=2", "--set", "model.drop_mult=0.2", "--run-dir", out["ft"])
-    out["clf_result"] = run("train-clf", "-c", TINY, "--set", f"data.train={train}", "--set", f"data.test={test}",
-                            "--set", f"init.from_run={out['ft']}", "--set", "data.valid_pct=0.25", "--set", "model.drop_mult=0.2",
-                            "--set", "train.stages=[{freeze_to: -1, epochs: 3, lr: 0.05}, "
-                                     "{freeze_to: 0, epochs: 8, lr: 0.02}]",
-                            "--run-dir", out["clf"])
-    out["run"] = run
-    return out
+@pytest.fixture
+def pipeline(chain, cli):
+    """The session's trained chain (conftest.chain) and a CLI runner."""
+    return {**chain, "run": cli}
 
 
-def test_every_stage_exits_zero(pipeline):
-    for step in ("pretrain", "finetune", "clf_result"):
-        assert pipeline[step].exit_code == 0, pipeline[step].output
+def test_every_stage_returns_its_results(pipeline):
+    for stage in ("pretrain", "finetune-lm", "train-clf"):
+        results = pipeline["results"][stage]
+        assert results and ("valid_loss" in results or "valid_accuracy" in results), (stage, results)
 
 
 def test_lm_run_dirs_hold_the_artifacts(pipeline):

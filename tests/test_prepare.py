@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, write_dump
+from conftest import TINY, articles, write_dump
 from ulmfit_cli.config import PretrainData
 from ulmfit_cli.corpus import prepare as prep
 from ulmfit_cli.corpus.store import COMPLETE, TokenStore
 from ulmfit_cli.corpus.tokenize import numericalize, tokenize
-from ulmfit_cli.corpus.wikidump import iter_articles
 from ulmfit_cli.errors import UlmfitError
 
 
@@ -34,7 +33,7 @@ def test_store_holds_fastai_tokens_of_every_article(tmp_path):
     assert store.stats["skipped"]["redirect"] == 1 and store.stats["skipped"]["namespace"] == 1
     assert store.stats["valid_docs"] == 1 and store.stats["train_docs"] == 9
     assert store.tokens("train").dtype == np.uint16 and isinstance(store.tokens("train"), np.memmap)
-    expected = tokenize(list(iter_articles(dump)), workers=0)
+    expected = tokenize(articles(dump), workers=0)
     assert sorted(map(tuple, _all_tokens(store))) == sorted(map(tuple, expected))
 
 
@@ -105,11 +104,12 @@ def test_wikitext_folder_keeps_its_split(tmp_path):
 def test_memmap_loader_covers_every_token_once_per_epoch(tmp_path, piece_tokens):
     from collections import Counter
 
-    from ulmfit_cli.loaders import store_lm_dls
+    from ulmfit_cli.train.loaders import fastai_lm_dls
     dump = write_dump(tmp_path / "w-pages-articles.xml.bz2", n_articles=10)
     store = prep.prepare(_data(tmp_path, dump), seed=0)
     bs, bptt = 4, 16
-    dls = store_lm_dls(store, bs, bptt, torch.device("cpu"), piece_tokens=piece_tokens)
+    dls = fastai_lm_dls(store.split("train"), store.split("valid"), store.vocab, bs, bptt, torch.device("cpu"),
+                        piece_tokens=piece_tokens)
     assert dls.vocab == store.vocab
     stream = np.asarray(store.tokens("train"), dtype=np.int64)
     n = (len(stream) - 1) // bs
@@ -141,7 +141,7 @@ def test_pretrain_from_store_matches_in_memory_tokens(cli, tmp_path):
     vocab = json.loads((tmp_path / "lm" / "vocab.json").read_text())
     store = TokenStore.open(next((tmp_path / "c").iterdir()))
     assert vocab == store.vocab
-    docs = tokenize(list(iter_articles(dump)), workers=0)
+    docs = tokenize(articles(dump), workers=0)
     ids = numericalize(docs, vocab)
     assert sum(map(len, ids)) == store.stats["train_tokens"] + store.stats["valid_tokens"]
 
@@ -164,8 +164,8 @@ def test_memmap_and_in_memory_loaders_reach_the_same_validation_loss(tmp_path):
     from fastai.torch_core import set_seed
 
     from ulmfit_cli.config import LMTrain
-    from ulmfit_cli.learners import lm_learner
-    from ulmfit_cli.loaders import lm_dls, store_lm_dls
+    from ulmfit_cli.train.learners import lm_learner
+    from ulmfit_cli.train.loaders import as_split, fastai_lm_dls
     from ulmfit_cli.runs import Run
     store = prep.prepare(_data(tmp_path, write_dump(tmp_path / "w-pages-articles.xml.bz2", n_articles=16)), seed=0)
     docs = {s: [np.asarray(store.tokens(s)[a:b], dtype=np.int64)
@@ -174,16 +174,17 @@ def test_memmap_and_in_memory_loaders_reach_the_same_validation_loss(tmp_path):
     arch = {"emb_sz": 16, "n_hid": 32, "n_layers": 2}
     cpu = torch.device("cpu")
     losses = []
-    for make in (lambda: lm_dls(docs["train"], docs["valid"], store.vocab, 8, 16, cpu),
-                 lambda: store_lm_dls(store, 8, 16, cpu, piece_tokens=500)):
+    in_memory = lambda: fastai_lm_dls(as_split(docs["train"]), as_split(docs["valid"]), store.vocab, 8, 16, cpu)  # noqa: E731
+    memmap = lambda pieces: fastai_lm_dls(store.split("train"), store.split("valid"), store.vocab, 8, 16, cpu,  # noqa: E731
+                                          piece_tokens=pieces)
+    for make in (in_memory, lambda: memmap(500)):
         set_seed(0, reproducible=True)
-        learn = lm_learner(make(), arch, 0.2, train, "fp32", Run(tmp_path, tmp_path, "test"), "test")
+        learn = lm_learner(make(), arch, 0.2, train, "fp32", Run(tmp_path), "test")
         learn.fit_one_cycle(2, 1e-2)
         with learn.no_bar():
             losses.append(float(learn.validate()[0]))
     # the validation windows are the same tokens in the same order
-    a, b = (list(d.valid) for d in (lm_dls(docs["train"], docs["valid"], store.vocab, 8, 16, cpu),
-                                    store_lm_dls(store, 8, 16, cpu)))
+    a, b = (list(d.valid) for d in (in_memory(), memmap(1 << 20)))
     assert len(a) == len(b) and all(torch.equal(x[0], y[0]) for x, y in zip(a, b))
     assert losses[1] == pytest.approx(losses[0], rel=0.02)
 
@@ -221,7 +222,7 @@ def test_folder_of_dump_parts(tmp_path):
 
 @pytest.mark.parametrize("random_bptt", [False, True])
 def test_stream_loader_windows_cover_the_stream_once_per_epoch(random_bptt):
-    from ulmfit_cli.loaders import stream_lm_dls
+    from ulmfit_cli.train.loaders import stream_lm_dls
     tokens = np.arange(1003)  # every token is its own position: documents and order are easy to recover
     offsets = np.array([0, 100, 130, 400, 401, 700, 1003])
     bs, bptt = 4, 16

@@ -13,14 +13,16 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, write_dump, write_easy_csv
-from ulmfit_cli.checkpoints import read_checkpoint
+from ulmfit_cli.train.checkpoint_files import read_checkpoint
 
 LM_ARGS = ["--set", "train.epochs=2", "--set", "train.checkpoint_every=3"]
 
 
-def _ulmfit(*args, env: dict | None = None, wait: bool = True):
-    cmd = [sys.executable, "-m", "ulmfit_cli", *map(str, args)]
-    full_env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT), **(env or {})}
+def _ulmfit(*args, faults: tuple = (), wait: bool = True):
+    """`python -m ulmfit_cli ARGS`, or with `faults` (options of tests/faults.py) that script."""
+    run = [str(ROOT / "tests" / "faults.py"), *map(str, faults)] if faults else ["-m", "ulmfit_cli"]
+    cmd = [sys.executable, *run, *map(str, args)]
+    full_env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT)}
     if wait:
         return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=300)
     return subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -66,7 +68,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(corpus, r
     run_dir = tmp_path / "lm"
     staging = tmp_path / ".lm.partial"
     proc = _ulmfit("pretrain", "-c", TINY, "--set", f"data.source={corpus['dump']}", *LM_ARGS, "--run-dir", run_dir,
-                   env={"ULMFIT_TEST_PAUSE_AFTER_CHECKPOINT": "60"}, wait=False)
+                   faults=("--pause-after-checkpoint", 60), wait=False)
     _kill_when(proc, lambda: (staging / "checkpoints" / "last.pt").exists())
     assert proc.returncode == -signal.SIGKILL and not run_dir.exists()
     ckpt = read_checkpoint(staging / "checkpoints" / "last.pt")
@@ -86,12 +88,12 @@ def test_sigkill_while_writing_a_checkpoint_never_damages_the_last_one(corpus, r
     run_dir, staging = tmp_path / "lm", tmp_path / ".lm.partial"
     last = staging / "checkpoints" / "last.pt"
     base = ["--set", f"data.source={corpus['dump']}", *LM_ARGS, "--run-dir", run_dir]
-    proc = _ulmfit("pretrain", "-c", TINY, *base, env={"ULMFIT_TEST_PAUSE_AFTER_CHECKPOINT": "60"}, wait=False)
+    proc = _ulmfit("pretrain", "-c", TINY, *base, faults=("--pause-after-checkpoint", 60), wait=False)
     _kill_when(proc, last.exists)
     writing = lambda: any(p.name.endswith(".tmp") for p in last.parent.iterdir())  # noqa: E731
     for _ in range(3):  # each time: killed half-way through writing the next checkpoint
         before = last.read_bytes()
-        proc = _ulmfit("pretrain", "--run-dir", run_dir, "--resume", env={"ULMFIT_TEST_SLOW_CHECKPOINT": "60"},
+        proc = _ulmfit("pretrain", "--run-dir", run_dir, "--resume", faults=("--slow-checkpoint", 60),
                        wait=False)
         _kill_when(proc, writing)
         assert last.read_bytes() == before
@@ -115,7 +117,7 @@ def test_resume_finetune_and_classifier_in_a_later_phase(cli, corpus, reference,
         assert cli(stage, "-c", TINY, *args, "--run-dir", ref).exit_code == 0
         run_dir = tmp_path / stage
         proc = _ulmfit(stage, "-c", TINY, *args, "--run-dir", run_dir,
-                       env={"ULMFIT_TEST_PAUSE_AFTER_CHECKPOINT": "60", "ULMFIT_TEST_PAUSE_IN_PHASE": "1"},
+                       faults=("--pause-after-checkpoint", 60, "--pause-in-phase", 1),
                        wait=False)
         last = tmp_path / f".{stage}.partial" / "checkpoints" / "last.pt"
         _kill_when(proc, lambda: last.exists() and read_checkpoint(last)["phase"] == 1)
@@ -146,18 +148,18 @@ def test_resume_refuses_a_changed_model_or_data_and_missing_checkpoints(cli, cor
 def test_unfinished_run_with_checkpoints_is_not_silently_discarded(cli, corpus, tmp_path):
     run_dir = tmp_path / "lm"
     proc = _ulmfit("pretrain", "-c", TINY, "--set", f"data.source={corpus['dump']}", *LM_ARGS, "--run-dir", run_dir,
-                   env={"ULMFIT_TEST_PAUSE_AFTER_CHECKPOINT": "60"}, wait=False)
+                   faults=("--pause-after-checkpoint", 60), wait=False)
     _kill_when(proc, (tmp_path / ".lm.partial" / "checkpoints" / "last.pt").exists)
     res = cli("pretrain", "-c", TINY, "--set", f"data.source={corpus['dump']}", "--run-dir", run_dir)
     assert res.exit_code == 2 and "--resume" in res.output and "--force" in res.output
     assert (tmp_path / ".lm.partial" / "checkpoints" / "last.pt").exists()
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(cli, corpus, tmp_path, monkeypatch):
-    monkeypatch.setenv("ULMFIT_TEST_NAN_AT_STEP", "7")
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(corpus, tmp_path):
     run_dir = tmp_path / "lm"
-    res = cli("pretrain", "-c", TINY, "--set", f"data.source={corpus['dump']}", *LM_ARGS, "--run-dir", run_dir)
-    assert res.exit_code == 3 and "NaN or infinite at step 7" in res.output, res.output
+    res = _ulmfit("pretrain", "-c", TINY, "--set", f"data.source={corpus['dump']}", *LM_ARGS, "--run-dir", run_dir,
+                  faults=("--nan-at-step", 7))
+    assert res.returncode == 3 and "NaN or infinite at step 7" in res.stderr, res.stderr
     ckpt = read_checkpoint(tmp_path / ".lm.partial" / "checkpoints" / "last.pt")
     assert ckpt["step"] == 6 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
     assert not run_dir.exists()
@@ -178,22 +180,27 @@ def test_same_seed_same_weights_and_text_different_seed_different(cli, corpus, r
 
 def test_resume_at_a_phase_end_and_with_fastais_optimizer(cli, corpus, reference, tmp_path):
     """A checkpoint at the end of finetune-lm's frozen phase (the next phase starts from its loader and
-    random state), and a mid-epoch checkpoint of fastai's own optimizer (its state holds fastcore `L`s)."""
+    random state), a mid-epoch checkpoint of fastai's own optimizer (its state holds fastcore `L`s), and
+    one in the second epoch of fastai's LMDataLoader."""
     cases = {"phase-end": ("finetune-lm", ["--set", f"data.train={corpus['csv']}", "--set", f"init.from_run={reference}",
                                            "--set", "train.frozen_epochs=1", "--set", "train.epochs=1"], "lm.pth",
                            lambda ck: ck["phase"] == 0 and ck["batches_done"] == 0),
              "fastai-opt": ("pretrain", ["--set", f"data.source={corpus['dump']}", *LM_ARGS,
                                          "--set", "train.optimizer=fastai"], "lm.pth",
-                            lambda ck: ck["batches_done"] > 0)}
+                            lambda ck: ck["batches_done"] > 0),
+             # fastai's LMDataLoader permutes its document order in place each epoch: the order is loader state
+             "fastai-loader": ("finetune-lm", ["--set", f"data.train={corpus['csv']}", "--set", f"init.from_run={reference}",
+                                               *LM_ARGS, "--set", "train.loader=fastai"], "lm.pth",
+                               lambda ck: ck["phase"] == 1 and ck["epoch"] == 1 and ck["batches_done"] > 0)}
     for name, (stage, args, weights, expected) in cases.items():
         ref = tmp_path / f"{name}-ref"
         assert cli(stage, "-c", TINY, *args, "--run-dir", ref).exit_code == 0
         run_dir = tmp_path / name
-        proc = _ulmfit(stage, "-c", TINY, *args, "--run-dir", run_dir,
-                       env={"ULMFIT_TEST_PAUSE_AFTER_CHECKPOINT": "60"}, wait=False)
+        proc = _ulmfit(stage, "-c", TINY, *args, "--run-dir", run_dir, wait=False,
+                       faults=("--pause-after-checkpoint", 60, *(("--pause-in-phase", 1, "--pause-from-epoch", 1)
+                                                                  if name == "fastai-loader" else ())))
         last = tmp_path / f".{name}.partial" / "checkpoints" / "last.pt"
-        _kill_when(proc, last.exists)
-        assert expected(read_checkpoint(last)), name
+        _kill_when(proc, lambda: last.exists() and expected(read_checkpoint(last)))
         res = cli(stage, "--run-dir", run_dir, "--resume")
         assert res.exit_code == 0, res.output
         assert _same_weights(ref / weights, run_dir / weights), name

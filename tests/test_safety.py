@@ -20,22 +20,11 @@ class _Evil:
         return (open, (str(self.sentinel), "w"))
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A finished LM run and classifier run (tiny), each with checkpoints."""
-    from typer.testing import CliRunner
-
-    from conftest import write_dump, write_easy_csv
-    from ulmfit_cli.cli import app
-    tmp = tmp_path_factory.mktemp("safety")
-    dump, csv = write_dump(tmp / "w-pages-articles.xml.bz2"), write_easy_csv(tmp / "train.csv", 80)
-    invoke = lambda *a: CliRunner().invoke(app, [str(x) for x in a], catch_exceptions=False)  # noqa: E731
-    assert invoke("pretrain", "-c", TINY, "--set", f"data.source={dump}", "--run-dir", tmp / "lm").exit_code == 0
-    assert invoke("finetune-lm", "-c", TINY, "--set", f"data.train={csv}", "--set", f"init.from_run={tmp / 'lm'}",
-                  "--run-dir", tmp / "ft").exit_code == 0
-    assert invoke("train-clf", "-c", TINY, "--set", f"data.train={csv}", "--set", f"init.from_run={tmp / 'lm'}",
-                  "--set", "train.stages=[{freeze_to: 0}]", "--run-dir", tmp / "clf").exit_code == 0
-    return {"tmp": tmp, "csv": csv, "lm": tmp / "lm", "ft": tmp / "ft", "clf": tmp / "clf"}
+@pytest.fixture
+def runs(chain, tmp_path_factory):
+    """The session's finished LM, fine-tuned LM and classifier runs (each with checkpoints); `tmp` for outputs."""
+    return {"tmp": tmp_path_factory.mktemp("safety"), "csv": chain["train"], "lm": chain["lm"], "ft": chain["ft"],
+            "clf": chain["clf"]}
 
 
 def _poison(path, sentinel, as_torch: bool = True):

@@ -7,8 +7,8 @@ import torch
 from fastai.text.models.awdlstm import AWD_LSTM, WeightDropout
 from fastai.text.models.core import get_language_model
 
-from ulmfit_cli.learners import awd_config
-from ulmfit_cli.weight_dropout import FlatWeightDropout, _cudnn_layout, buffer_plan, flatten_weight_dropout
+from ulmfit_cli.train.learners import awd_config
+from ulmfit_cli.train.weight_dropout import FlatWeightDropout, _cudnn_layout, buffer_plan, flatten_weight_dropout
 
 
 def _sizes(wd):

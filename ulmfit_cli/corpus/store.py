@@ -69,9 +69,6 @@ class TokenStore:
         """(tokens, document offsets) of a split, as the LM loaders take it."""
         return self.tokens(split), self.offsets(split)
 
-    def n_tokens(self, split: str) -> int:
-        return (self.path / f"{split}.bin").stat().st_size // token_dtype(len(self.vocab)).itemsize
-
 
 class StoreWriter:
     """Appends documents as provisional int32 ids, then remaps them to the final vocab on finish()."""

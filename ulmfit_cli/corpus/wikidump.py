@@ -137,9 +137,3 @@ def clean_pages(pages: Iterable[tuple[str, str]], skipped: dict, min_chars: int 
             skipped[reason] = skipped.get(reason, 0) + 1
         else:
             yield text
-
-
-def iter_articles(path: Path, stats: DumpStats | None = None, min_chars: int = 0) -> Iterator[str]:
-    """Clean text of each kept article, in dump order (one process; `prepare` runs this in parallel)."""
-    stats = stats if stats is not None else DumpStats()
-    yield from clean_pages(iter_pages(path, stats), stats.skipped, min_chars)

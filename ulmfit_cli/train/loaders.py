@@ -19,6 +19,7 @@ import torch
 from fastai.data.core import DataLoaders
 from fastai.text.data import LMDataLoader, SortedDL, TensorText, pad_input_chunk
 from fastai.torch_core import TensorCategory
+from fastcore.foundation import L
 
 from ulmfit_cli.corpus.direction import orient_stream
 from ulmfit_cli.corpus.tokenize import PAD
@@ -45,7 +46,18 @@ class _RandomState:
 
 
 class _LMDataLoader(_RandomState, LMDataLoader):
-    pass
+    """Its document order is also state: each epoch's shuffle permutes the previous epoch's order in place
+    (fastcore's ReindexCollection.shuffle)."""
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "order": [int(i) for i in self.items.idxs]}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        order = L(state["order"])
+        self.items.reindex(order)
+        self.lens.reindex(order)
+        self.make_chunks()
 
 
 class _SortedDL(_RandomState, SortedDL):

@@ -12,7 +12,7 @@ One difference is closed here: a Learner marks normalisation and bias parameters
 PyTorch's AdamW cannot see. So the weight decay is applied here, to the parameters that want it,
 exactly as AdamW would (p *= 1 - lr * wd, before the Adam update), and AdamW runs with wd 0.
 
-With fp16 loss scaling (ulmfit_cli/precision.py) the fused kernel also unscales the gradients and
+With fp16 loss scaling (ulmfit_cli/train/precision.py) the fused kernel also unscales the gradients and
 skips a step whose gradients overflowed, on the device; the weight decay is skipped with it.
 """
 from __future__ import annotations
