@@ -79,9 +79,8 @@ def test_from_run_that_is_not_a_run(cli, tmp_path, easy_csv):
     _assert_clean_failure(res, tmp_path, "init.from_run", "not a ulmfit run")
 
 
-def test_from_run_with_another_architecture(cli, tmp_path, dump, easy_csv):
-    lm = tmp_path / "lm"
-    assert cli("pretrain", "-c", TINY, "--set", f"data.source={dump}", "--run-dir", lm).exit_code == 0
+def test_from_run_with_another_architecture(cli, tmp_path, chain, easy_csv):
+    lm = chain["lm"]
     res = cli("train-clf", "-c", TINY, "--set", f"data.train={easy_csv}", "--set", f"init.from_run={lm}",
               "--set", "model.n_hid=64", "--run-dir", tmp_path / "run")
     _assert_clean_failure(res, tmp_path, "init.from_run", "model.n_hid", "64", "32")

@@ -52,7 +52,7 @@ def run_stage(resolved: Resolved, force: bool = False, resume: bool = False, cal
             # rank 0 opens (or refuses) the run dir; the others get the same Run, or the same error
             run = distributed.from_main(lambda: stack.enter_context(
                 open_run(resolved.stage, cfg, resolved.requested, force, resume)))
-            results = stage.run(cfg, run, resolved.upstream, tuple(callbacks))
+            results = stage.run(resolved, run, tuple(callbacks))
             if run.writes:
                 write_plots(run.path, title=f"{resolved.stage}: {resolved.run_dir.name}")
     finally:

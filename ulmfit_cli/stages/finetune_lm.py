@@ -12,14 +12,17 @@ from ulmfit_cli.config import FinetuneConfig
 from ulmfit_cli.console import info
 from ulmfit_cli.corpus.tables import read_texts
 from ulmfit_cli.corpus.tokenize import SP_MODEL
-from ulmfit_cli.runs import Run, UpstreamRun
+from ulmfit_cli.resolve import Resolved
+from ulmfit_cli.runs import Run
 from ulmfit_cli.stages.lm_common import lm_data, save_lm, split_docs
 from ulmfit_cli.train.checkpoints import Phase, add_checkpointing
 from ulmfit_cli.train.device import start
 from ulmfit_cli.train.learners import lm_learner, transfer_lm
 
 
-def run(cfg: FinetuneConfig, run: Run, upstream: UpstreamRun | None, cbs=()) -> dict:
+def run(resolved: Resolved, run: Run, cbs=()) -> dict:
+    cfg: FinetuneConfig = resolved.cfg
+    upstream = resolved.upstream
     device = start(cfg.run)
     d = cfg.data
     train_path = paths.resolve(d.train, "data.train")

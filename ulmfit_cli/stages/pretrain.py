@@ -7,6 +7,7 @@ on its memory-mapped tokens with `fit_one_cycle`.
 from __future__ import annotations
 
 from ulmfit_cli.config import PretrainConfig
+from ulmfit_cli.resolve import Resolved
 from ulmfit_cli.corpus.prepare import prepare
 from ulmfit_cli.corpus.tokenize import SP_MODEL
 from ulmfit_cli.runs import Run
@@ -22,8 +23,8 @@ STORE_STATS = ("train_docs", "valid_docs", "train_tokens", "valid_tokens", "voca
 STORE_PIECE_TOKENS = 1 << 20  # fastai's LMDataLoader shuffles a store in runs of ~1M tokens, not per article
 
 
-def run(cfg: PretrainConfig, run: Run, upstream: None = None, cbs=()) -> dict:
-    """Pretraining starts from random weights: there is no `upstream`."""
+def run(resolved: Resolved, run: Run, cbs=()) -> dict:
+    cfg: PretrainConfig = resolved.cfg  # pretraining starts from random weights: no upstream run
     device = start(cfg.run)
     store = distributed.from_main(lambda: prepare(cfg.data, cfg.run.seed))  # rank 0 builds (or finds) the store
     dls = lm_loaders(store.split("train"), store.split("valid"), store.vocab, cfg.train, device, cfg.run.seed,

@@ -18,7 +18,8 @@ from ulmfit_cli.corpus.tables import read_texts
 from ulmfit_cli.corpus.tokenize import SP_MODEL, build_vocab, numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.inference.evaluation import check_labels, scores
-from ulmfit_cli.runs import Run, UpstreamRun
+from ulmfit_cli.resolve import Resolved
+from ulmfit_cli.runs import Run
 from ulmfit_cli.train import distributed
 from ulmfit_cli.train.checkpoints import Phase, add_checkpointing
 from ulmfit_cli.train.device import start
@@ -53,7 +54,9 @@ def _scores(learn, dl, ys: np.ndarray, labels: list[str], prefix: str) -> dict:
     return {f"{prefix}_{k}": figures[k] for k in ("accuracy", "macro_f1", "n")}
 
 
-def run(cfg: ClassifierConfig, run: Run, upstream: UpstreamRun | None, cbs=()) -> dict:
+def run(resolved: Resolved, run: Run, cbs=()) -> dict:
+    cfg: ClassifierConfig = resolved.cfg
+    upstream = resolved.upstream
     device = start(cfg.run)
     train = _read(cfg, "data.train")
     labels = sorted(train["label"].unique())
