@@ -4,6 +4,7 @@ Skipped on a fresh clone, where that folder is absent.
 """
 import json
 
+import pandas as pd
 import pytest
 
 from conftest import SHARED_DATA, TINY
@@ -29,4 +30,9 @@ def test_wikipedia_then_trec6(cli, tmp_path):
     assert res.exit_code == 0, res.output
     results = json.loads((clf / "results.json").read_text())
     assert results["labels"] == ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"] and results["test_n"] == 500
-    assert 0 <= results["test_accuracy"] <= 1 and 0 <= results["test_macro_f1"] <= 1
+    # A 16-dim model on 12 articles, trained for seconds, is weak but must beat the majority class
+    # (DESC, 27.6 % of the test set); it scored 32.0 % when this floor was set (CPU, seed 42).
+    labels = pd.read_csv(TREC / "test.csv")["label"]
+    majority = labels.value_counts(normalize=True).max()
+    assert results["test_accuracy"] > majority and results["test_accuracy"] >= 0.30, results
+    assert 0 < results["test_macro_f1"] <= 1

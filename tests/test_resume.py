@@ -155,11 +155,13 @@ def test_unfinished_run_with_checkpoints_is_not_silently_discarded(cli, corpus, 
     assert (tmp_path / ".lm.partial" / "checkpoints" / "last.pt").exists()
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(corpus, tmp_path):
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(corpus, tmp_path, capsys):
+    import faults  # in-process: the same command with the CLI's error handling, and a NaN at step 7
     run_dir = tmp_path / "lm"
-    res = _ulmfit("pretrain", "-c", TINY, "--set", f"data.source={corpus['dump']}", *LM_ARGS, "--run-dir", run_dir,
-                  faults=("--nan-at-step", 7))
-    assert res.returncode == 3 and "NaN or infinite at step 7" in res.stderr, res.stderr
+    code = faults.main(["--nan-at-step", "7", "pretrain", "-c", str(TINY), "--set", f"data.source={corpus['dump']}",
+                        *LM_ARGS, "--run-dir", str(run_dir)])
+    err = capsys.readouterr().err
+    assert code == 3 and "NaN or infinite at step 7" in err, err
     ckpt = read_checkpoint(tmp_path / ".lm.partial" / "checkpoints" / "last.pt")
     assert ckpt["step"] == 6 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
     assert not run_dir.exists()
