@@ -7,7 +7,7 @@ from conftest import ROOT
 
 def test_train_speed_bench_prints_its_table():
     res = subprocess.run([sys.executable, str(ROOT / "bench" / "train_speed.py"), "--device", "cpu", "--emb", "16",
-                          "--hid", "32", "--layers", "2", "--bs", "8", "--bptt", "16", "--max-docs", "12"],
+                          "--hid", "32", "--layers", "2", "--bs", "8", "--bptt", "16", "--max-docs", "4"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     for row in ("| stock fastai |", "| ulmfit |", "| bare loop |", "speed ratio ulmfit / stock"):

@@ -5,8 +5,8 @@ or YAML. The classifier is rebuilt from the artifact's typed `ClassifierSpec` (t
 resolved config, or a bundle's classifier.json, both validated). Texts go through the tokenizer the
 model was trained with, are oriented for a backward model, and are batched by the training loader
 (`clf_dl`: fastai's SortedDL, padded as in training), so the probabilities are those
-`learn.get_preds` gives. Several models (a forward and a backward
-one) form an ensemble that averages their probabilities.
+`learn.get_preds` gives. Several models (a forward and a backward one) form an ensemble that
+averages their probabilities.
 
     from ulmfit_cli import load_classifier
     clf = load_classifier("runs/trec6-clf")          # or an `ulmfit export` bundle
