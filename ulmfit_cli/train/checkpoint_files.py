@@ -13,7 +13,7 @@ from fastcore.foundation import L
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import atomic_write, torch_load_safe
 
-FORMAT = 1
+FORMAT = 2  # 2: the Recorder's state under "recorder" (1 kept "smooth_loss" and "lr_steps")
 
 
 def plain(obj):
@@ -49,8 +49,11 @@ def link_checkpoint(src: Path, dst: Path) -> None:
 
 def read_checkpoint(path: Path) -> dict:
     state = torch_load_safe(path, f"--resume: {path} is not a readable ulmfit checkpoint, refused to load it")
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or "format" not in state:
         raise UlmfitError(f"--resume: {path} is not a ulmfit checkpoint (format {FORMAT})")
+    if state["format"] != FORMAT:
+        raise UlmfitError(f"--resume: {path} is a checkpoint of format {state['format']}, this ulmfit reads format "
+                          f"{FORMAT}; resume it with the ulmfit version that wrote it, or start the run afresh")
     return state
 
 
