@@ -18,6 +18,10 @@ secs[wiki-lm-bwd]=$((SECONDS - t))
 
 for ds in trec6 sst2; do
   if [ "$ds" = sst2 ]; then SPLIT=(--valid "$DATA/sst2/dev.csv"); else SPLIT=(); fi
+  # the recipes' own data paths (data/) may not hold this set: read it from $DATA
+  FT=(--set "data.train=$DATA/$ds/train.csv")
+  [ "$ds" = sst2 ] && FT+=(--set "data.valid=$DATA/sst2/dev.csv")
+  CLF=("${FT[@]}" --set "data.test=$DATA/$ds/test.csv")
   t=$SECONDS
   "$BIN/python" bench/tfidf_baseline.py --train "$DATA/$ds/train.csv" "${SPLIT[@]}" --test "$DATA/$ds/test.csv" \
     > "runs/$ds-tfidf.json"
@@ -25,17 +29,17 @@ for ds in trec6 sst2; do
 
   # No pretraining: the classifier from random weights; gradual unfreezing means nothing there, so all
   # layers train for the same 8 epochs in total.
-  "$U" train-clf -c "configs/$ds/train-clf.yaml" --set init.from_run=null --set run.name="$ds-clf-nolm" \
+  "$U" train-clf -c "configs/$ds/train-clf.yaml" "${CLF[@]}" --set init.from_run=null --set run.name="$ds-clf-nolm" \
     "${SIZE[@]}" --set "train.stages=[{freeze_to: 0, epochs: 8, lr: 1.0e-2}]" --set train.lr_div=1 --force
   secs[$ds-clf-nolm]=$((SECONDS - t)); t=$SECONDS
 
-  "$U" finetune-lm -c "configs/$ds/finetune-lm.yaml" --set init.from_run=runs/wiki-lm --force
-  "$U" train-clf   -c "configs/$ds/train-clf.yaml" --set init.from_run="runs/$ds-ft" --force
+  "$U" finetune-lm -c "configs/$ds/finetune-lm.yaml" "${FT[@]}" --set init.from_run=runs/wiki-lm --force
+  "$U" train-clf   -c "configs/$ds/train-clf.yaml" "${CLF[@]}" --set init.from_run="runs/$ds-ft" --force
   secs[$ds-clf]=$((SECONDS - t)); t=$SECONDS
 
-  "$U" finetune-lm -c "configs/$ds/finetune-lm.yaml" --set init.from_run=runs/wiki-lm-bwd \
+  "$U" finetune-lm -c "configs/$ds/finetune-lm.yaml" "${FT[@]}" --set init.from_run=runs/wiki-lm-bwd \
     --set data.backwards=true --set run.name="$ds-ft-bwd" --force
-  "$U" train-clf   -c "configs/$ds/train-clf.yaml" --set init.from_run="runs/$ds-ft-bwd" \
+  "$U" train-clf   -c "configs/$ds/train-clf.yaml" "${CLF[@]}" --set init.from_run="runs/$ds-ft-bwd" \
     --set data.backwards=true --set run.name="$ds-clf-bwd" --force
   secs[$ds-clf-bwd]=$((SECONDS - t)); t=$SECONDS
 
