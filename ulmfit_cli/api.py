@@ -29,9 +29,14 @@ def train(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence[st
     fastai callbacks added to the stage's learner (e.g. to watch or interrupt training). With `resume`
     and no `configs`, the run's own config.yaml is used.
     """
-    resolved = resolve(stage, [Path(c) for c in configs], list(overrides),
+    resolved = resolve(stage, [Path(c) for c in _listed(configs)], _listed(overrides),
                        None if run_dir is None else Path(run_dir), resume)
     return run_stage(resolved, force, resume, callbacks)
+
+
+def _listed(values) -> list:
+    """One file or override given alone (a str or a Path) is a list of one, not of its characters."""
+    return [values] if isinstance(values, (str, Path)) else list(values)
 
 
 def run_stage(resolved: Resolved, force: bool = False, resume: bool = False, callbacks: Sequence = ()) -> dict:
@@ -64,7 +69,7 @@ def prepare(configs: Sequence[Path | str] = (), overrides: Sequence[str] = (), f
     """Build (or find in the cache) the token store of a pretrain config's data; returns the `TokenStore`."""
     from ulmfit_cli.config import load_config
     from ulmfit_cli.corpus.prepare import prepare as build
-    cfg = load_config("pretrain", [Path(c) for c in configs], list(overrides))
+    cfg = load_config("pretrain", [Path(c) for c in _listed(configs)], _listed(overrides))
     return build(cfg.data, cfg.run.seed, force=force)
 
 

@@ -1,4 +1,5 @@
-"""What pretrain and finetune-lm share: the article split, tokens to DataLoaders, and the LM's outputs."""
+"""What the LM stages share: finetune-lm's document split and loaders from texts, and (with pretrain) the
+LM's outputs."""
 from __future__ import annotations
 
 import math

@@ -18,6 +18,11 @@ NAN_CHECK_EVERY = 100  # steps between reads of the on-device NaN flag (each rea
 STEPS_LOGGED = 200     # at most about this many per-step rates and losses per epoch in metrics.jsonl
 
 
+def stacked(losses: list) -> torch.Tensor:
+    """The Recorder's per-step losses (device tensors) as one CPU tensor: a single copy, one GPU wait."""
+    return torch.stack([torch.as_tensor(v) for v in losses]).float().cpu()
+
+
 class MetricsLog(Callback):
     """Appends one JSON line per epoch to metrics.jsonl (and prints it when bars are off).
 
@@ -59,7 +64,7 @@ class MetricsLog(Callback):
         rec["tokens_per_s"] = round(self.tokens / seconds, 1) if seconds > 0 else None
         lrs, losses = self.recorder.lrs[self.first:], self.recorder.losses[self.first:]
         stride = max(1, len(lrs) // STEPS_LOGGED)
-        sampled = torch.stack([torch.as_tensor(v) for v in losses[::stride]]).float().cpu() if losses else []
+        sampled = stacked(losses[::stride]) if losses else []
         self.out.log_metrics({**rec, "lr_steps": [float(v) for v in lrs[::stride]],
                               "loss_steps": [round(float(v), 6) for v in sampled]})
         if not show_bars():

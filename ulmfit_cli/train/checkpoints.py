@@ -27,7 +27,7 @@ from fastai.callback.core import Callback
 
 from ulmfit_cli.console import info
 from ulmfit_cli.train import distributed
-from ulmfit_cli.train.callbacks import NanWatch
+from ulmfit_cli.train.callbacks import NanWatch, stacked
 from ulmfit_cli.train.checkpoint_files import (FORMAT, clean_partial_writes, count_lines, link_checkpoint,
                                                read_checkpoint, truncate_lines, write_checkpoint)
 from ulmfit_cli.train.distributed import unwrap
@@ -78,7 +78,7 @@ class _RecorderState:
         losses = rec.losses[first:]
         return {"smooth_loss": (torch.as_tensor(smooth.val).detach().cpu(), smooth.count),
                 "lrs": list(rec.lrs[first:]),
-                "losses": torch.stack([torch.as_tensor(v) for v in losses]).float().cpu() if losses else None}
+                "losses": stacked(losses) if losses else None}
 
     def load_state_dict(self, state: dict) -> None:
         rec, device = self.learn.recorder, self.learn.dls.device
@@ -241,8 +241,9 @@ def add_checkpointing(learn, run, cfg, data_sig: str) -> Checkpointer:
         path = folder / "last.pt"
         resume = read_checkpoint(path)
         check_fingerprint(resume["fingerprint"], fp, path)
-        truncate_lines(metrics, resume["metrics_lines"])
-        clean_partial_writes(folder)
+        if distributed.is_main():  # rank 0 alone writes the run dir
+            truncate_lines(metrics, resume["metrics_lines"])
+            clean_partial_writes(folder)
         where = (f"after {resume['batches_done']} batches of epoch {resume['epoch'] + 1}" if resume["batches_done"]
                  else f"at the start of epoch {resume['epoch'] + 1}")
         info(f"--resume: {path}: step {resume['step']}, phase {resume['phase'] + 1}, {where}")

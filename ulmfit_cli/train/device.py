@@ -19,9 +19,10 @@ def decide(device: str, precision: str, key: str = "run") -> tuple[str, str]:
     unscaled: ulmfit_cli/train/precision.py), fp32 on the CPU. `key` names the option in errors.
     """
     dev, prec = (f"{key}.device", f"{key}.precision") if key == "run" else ("--device", "--precision")
-    if device not in DEVICES or precision not in PRECISIONS:
-        raise UlmfitError(f"{dev} must be one of {'/'.join(DEVICES)} and {prec} one of {'/'.join(PRECISIONS)} "
-                          f"(got {device!r}, {precision!r})")
+    if device not in DEVICES:
+        raise UlmfitError(f"{dev}: expected {', '.join(DEVICES)}, got {device!r}")
+    if precision not in PRECISIONS:
+        raise UlmfitError(f"{prec}: expected {', '.join(PRECISIONS)}, got {precision!r}")
     cuda = torch.cuda.is_available()
     if device == "cuda" and not cuda:
         raise UlmfitError(f"{dev}: cuda was asked for, but PyTorch sees no CUDA GPU here")
