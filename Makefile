@@ -17,7 +17,7 @@ demo: $(VENV)/.installed
 	bash scripts/demo.sh $(BIN)
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers, one test file each at a time
 
 clean:
 	rm -rf runs/demo-* .pytest_cache

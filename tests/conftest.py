@@ -17,6 +17,10 @@ TINY = ROOT / "configs" / "tiny.yaml"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ["CI"] = "true"  # no progress bars in test logs
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: one PyTorch thread each (and in the processes they start),
+    # or the threads of both spin against each other and every test runs many times slower
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,6 +1,7 @@
 """Run a training command with faults injected through fastai callbacks, for the tests that kill runs.
 
     python tests/faults.py [--pause-after-checkpoint S [--pause-in-phase N] [--pause-from-epoch E]] [--slow-checkpoint S]
+                           [--hold-while FILE]
                            [--nan-at-step N] STAGE [-c CONFIG ...] [--set KEY=VALUE ...] [--run-dir DIR]
                            [--resume] [--force]
 
@@ -40,6 +41,23 @@ class PauseAfterCheckpoint(Callback):
 
     def after_epoch(self):
         self._maybe_pause()
+
+
+class HoldWhile(Callback):
+    """After each checkpoint, wait while `flag` exists (a test removes it when it has done its part)."""
+    order = 60
+
+    def __init__(self, flag: Path):
+        self.flag, self.seen = flag, 0
+
+    def after_batch(self):
+        if self.learn.checkpointer.saves > self.seen:
+            self.seen = self.learn.checkpointer.saves
+            end = time.monotonic() + 300
+            while self.flag.exists() and time.monotonic() < end:
+                time.sleep(0.05)
+
+    after_epoch = after_batch
 
 
 class _SlowFile:
@@ -98,6 +116,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--pause-from-epoch", type=int, default=0)
     p.add_argument("--slow-checkpoint", type=float)
     p.add_argument("--nan-at-step", type=int)
+    p.add_argument("--hold-while", type=Path)
     p.add_argument("stage")
     p.add_argument("-c", "--config", action="append", default=[])
     p.add_argument("-s", "--set", action="append", default=[])
@@ -110,13 +129,16 @@ def main(argv: list[str]) -> int:
         cbs.append(PauseAfterCheckpoint(a.pause_after_checkpoint, a.pause_in_phase, a.pause_from_epoch))
     if a.slow_checkpoint:
         cbs.append(SlowCheckpoint(a.slow_checkpoint))
+    if a.hold_while:
+        cbs.append(HoldWhile(a.hold_while))
     if a.nan_at_step:
         cbs.append(NanAtStep(a.nan_at_step))
 
     import typer
 
     from ulmfit_cli import api
-    from ulmfit_cli.cli import _user_errors
+    from ulmfit_cli.cli import _user_errors, handle_sigterm
+    handle_sigterm()
     try:
         with _user_errors():
             api.train(a.stage, a.config, a.set, a.run_dir, a.force, a.resume, callbacks=cbs)

@@ -1,10 +1,13 @@
 """The `ulmfit` command line: parse flags, call the API (`ulmfit_cli.api`, `load_classifier`), print.
 
-Bad input ends with a one-screen message and exit code 2, a NaN loss with exit code 3. fastai is
-imported only inside commands so that `--help` stays fast.
+Bad input ends with a one-screen message and exit code 2, a NaN loss with exit code 3, Ctrl-C with 130 and
+SIGTERM with 143 (after saying what was kept). fastai is imported only inside commands so that `--help`
+stays fast.
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import warnings
 from contextlib import contextmanager
@@ -43,6 +46,38 @@ PrintOpt = Annotated[bool, typer.Option(
     "--print-config", help="Print the resolved config as YAML and exit without running.")]
 
 
+def command(name: str | None = None):
+    """`app.command` with the docstring's first sentence as the line in `ulmfit --help` (the whole docstring
+    is under `ulmfit COMMAND --help`)."""
+    def register(f):
+        first = " ".join(f.__doc__.split()).split(". ")[0].rstrip(".") + "."
+        return app.command(name, short_help=first)(f)
+    return register
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, `kill`, a container stop): unwinds as Ctrl-C does, so the run says what it kept."""
+
+
+_MAIN_PID = os.getpid()
+
+
+def _on_sigterm(signum, frame):
+    if os.getpid() != _MAIN_PID:  # a forked worker (tokenizer pool): die as the default handler would
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated()
+
+
+def handle_sigterm() -> None:
+    """SIGTERM raises `Terminated` in this process (from the main thread only, as Python allows)."""
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (the CLI called from a thread): keep the default
+        pass
+
+
 def fail(message: str, code: int = 2):
     typer.secho(f"ulmfit: error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -57,6 +92,8 @@ def _user_errors():
         fail(str(e))
     except TrainingFailed as e:
         fail(str(e), 3)
+    except Terminated:
+        fail("terminated by SIGTERM", 143)
     except KeyboardInterrupt:
         fail("interrupted", 130)
 
@@ -83,21 +120,21 @@ def _run_stage(stage: str, configs: list[Path], overrides: list[str], run_dir: P
         _show(f"{stage} finished: {resolved.run_dir}", results)
 
 
-@app.command()
+@command()
 def pretrain(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
              resume: ResumeOpt = False, print_config: PrintOpt = False):
-    """Pretrain an AWD-LSTM language model on a Wikipedia dump (data.source: *.xml.bz2 / *.xml),
-    a text file, or a folder of text files (WikiText-103 style). Writes vocab.json, lm.pth,
+    """Pretrain an AWD-LSTM language model on a Wikipedia dump or text files. data.source is a dump
+    (*.xml.bz2 / *.xml), a text file, or a folder of text files (WikiText-103 style). Writes vocab.json, lm.pth,
     encoder.pth, metrics.jsonl and results.json into the run dir."""
     _run_stage("pretrain", config, set_, run_dir, force, print_config, resume)
 
 
-@app.command()
+@command()
 def prepare(config: ConfigOpt = None, set_: SetOpt = None,
             force: Annotated[bool, typer.Option("--force", help="Rebuild the token store even if it is cached.")] = False,
             print_config: PrintOpt = False):
-    """Turn a pretrain config's data.source (dump, dump parts, text files) into a token store in
-    data.cache_dir, streaming and in parallel (data.workers). `pretrain` reuses it."""
+    """Tokenize a pretrain config's data into a cached token store. data.source (dump, dump parts, text
+    files) is read as a stream, in parallel (data.workers), into data.cache_dir; `pretrain` reuses it."""
     from ulmfit_cli import api
     with _user_errors():
         if print_config:
@@ -108,35 +145,35 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None,
     _show(f"token store: {store.path}", store.stats)
 
 
-@app.command("finetune-lm")
+@command("finetune-lm")
 def finetune_lm(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
                 force: ForceOpt = False, resume: ResumeOpt = False, print_config: PrintOpt = False):
-    """Fine-tune a language model (init.from_run) on your texts (data.train: CSV/TSV with
-    data.text_col, fastText lines, or one document per line): one frozen epoch, then unfrozen
+    """Fine-tune a language model on your texts. Starts from init.from_run and reads data.train (CSV/TSV
+    with data.text_col, fastText lines, or one document per line): one frozen epoch, then unfrozen
     with discriminative rates. Writes lm.pth, encoder.pth and vocab.json."""
     _run_stage("finetune-lm", config, set_, run_dir, force, print_config, resume)
 
 
-@app.command("train-clf")
+@command("train-clf")
 def train_clf(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
               force: ForceOpt = False, resume: ResumeOpt = False, print_config: PrintOpt = False):
-    """Train a classifier on the encoder of init.from_run with gradual unfreezing (train.stages).
-    Reads data.train (and data.valid, data.test) with data.text_col and data.label_col; reports
+    """Train a classifier with gradual unfreezing. Starts from the encoder of init.from_run and unfreezes
+    as train.stages says. Reads data.train (and data.valid, data.test) with data.text_col and data.label_col; reports
     accuracy and macro-F1; writes model.pth, vocab.json, labels.json and results.json."""
     _run_stage("train-clf", config, set_, run_dir, force, print_config, resume)
 
 
-@app.command()
+@command()
 def generate(
     run_dir: Annotated[Path, typer.Option("--run-dir", help="A pretrain or finetune-lm run dir.")],
     prompt: Annotated[str, typer.Option(help="Text the samples start with.")] = "",
-    n_words: Annotated[int, typer.Option(min=1, help="Tokens to generate per sample.")] = 40,
+    n_words: Annotated[int, typer.Option(help="Tokens to generate per sample (at most 10,000).")] = 40,
     temperature: Annotated[float, typer.Option(min=0.01, help="Below 1: safer words; above 1: wilder.")] = 1.0,
     n_samples: Annotated[int, typer.Option(min=1, help="How many samples to print.")] = 1,
     seed: Annotated[Optional[int], typer.Option(help="Random seed; the same seed gives the same text.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ):
-    """Sample text from a language model run (fastai's predict: temperature, never xxunk)."""
+    """Sample text from a language model run. As fastai's predict: temperature, never xxunk."""
     from ulmfit_cli import api
     with _user_errors():
         texts = api.generate(run_dir, prompt, n_words, temperature, n_samples, seed, device)
@@ -160,6 +197,32 @@ def _classifiers(models: list[Path], device: str, precision: str):
     return load_classifier(*models, device=device), precision
 
 
+InputFormatOpt = Annotated[Optional[str], typer.Option(
+    "--input-format", help="csv, tsv, jsonl, fasttext or lines (default: from the file's suffix; for - from "
+                           "the first line: a header naming --text-col, a JSON object, a __label__).")]
+
+
+def _check_output(output: Path, input, models: list[Path], folder: bool) -> None:
+    """An output never replaces the input or a file of a --model, and its parent folder exists after this."""
+    if str(output) == "-":
+        return
+    out = output.resolve()
+    if str(input) != "-" and out == Path(input).resolve():
+        raise UlmfitError(f"--output: {output} is the --input file; write the results to another path")
+    for m in models:
+        if out == m.resolve() or m.resolve() in out.parents:
+            raise UlmfitError(f"--output: {output} is inside --model {m}; write the results elsewhere")
+    if folder and output.exists() and not output.is_dir():
+        raise UlmfitError(f"--output: {output} is a file; evaluate writes a folder (report.json, confusion.png, "
+                          f"probabilities.npy)")
+    if not folder and output.is_dir():
+        raise UlmfitError(f"--output: {output} is a folder; give a file name, e.g. {output / 'preds.csv'}")
+    try:
+        (output if folder else output.parent).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UlmfitError(f"--output: cannot create the folder for {output} ({e.strerror})") from None
+
+
 def _write_table(df, path: Path) -> None:
     """CSV, TSV or JSON Lines by the file's suffix; `-` is standard output; atomic for files."""
     from ulmfit_cli.files import atomic_write
@@ -171,10 +234,13 @@ def _write_table(df, path: Path) -> None:
         text = df.to_json(orient="records", lines=True, force_ascii=False)
     else:
         text = df.to_csv(index=False, sep="\t" if suffix == ".tsv" else ",")
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    try:
+        atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    except OSError as e:
+        raise UlmfitError(f"--output: cannot write {path} ({e.strerror})") from None
 
 
-@app.command()
+@command()
 def predict(
     model: ModelOpt,
     input: Annotated[str, typer.Option("--input", "-i", help="CSV/TSV/JSONL table, fastText or text file "
@@ -182,13 +248,15 @@ def predict(
     output: Annotated[Path, typer.Option("--output", "-o", help="preds.csv/.tsv/.jsonl; - writes stdout.")]
     = Path("preds.csv"),
     text_col: Annotated[str, typer.Option(help="Column holding the texts (tables).")] = "text",
+    input_format: InputFormatOpt = None,
     bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32", encoding: EncodingOpt = "utf-8",
 ):
-    """Classify texts: writes the input rows plus `prediction` and one `prob_<class>` column per class."""
+    """Classify texts. Writes the input rows plus `prediction` and one `prob_<class>` column per class."""
     from ulmfit_cli.corpus.tables import check_column, read_frame
     with _user_errors():
+        _check_output(output, input, model, folder=False)
         clf, precision = _classifiers(model, device, precision)
-        df, _ = read_frame(input, "--input", encoding)
+        df, _ = read_frame(input, "--input", encoding, fmt=input_format, columns=(text_col,))
         check_column(df, text_col, "--text-col", "--input", input)
         if df.empty:
             raise UlmfitError(f"--input: {input} has no rows to classify")
@@ -201,31 +269,33 @@ def predict(
         typer.echo(f"{len(df):,} predictions written to {output}", err=True)
 
 
-@app.command()
+@command()
 def evaluate(
     model: ModelOpt,
-    input: Annotated[Path, typer.Option("--input", "-i", help="A labelled CSV/TSV/JSONL table or fastText file.")],
+    input: Annotated[str, typer.Option("--input", "-i", help="A labelled CSV/TSV/JSONL table or fastText file; "
+                                                             "- reads stdin.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for report.json and confusion.png.")]
     = Path("evaluation"),
     text_col: Annotated[str, typer.Option(help="Column holding the texts.")] = "text",
     label_col: Annotated[str, typer.Option(help="Column holding the true labels.")] = "label",
+    input_format: InputFormatOpt = None,
     bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32", encoding: EncodingOpt = "utf-8",
 ):
-    """Score classifiers on a labelled file: accuracy, macro-F1, per-class figures, confusion matrix."""
+    """Score classifiers on a labelled file. Accuracy, macro-F1, per-class figures, confusion matrix."""
     import numpy as np
 
     from ulmfit_cli.corpus.tables import read_texts
     from ulmfit_cli.files import write_json
     from ulmfit_cli.inference.evaluation import check_labels, plot_confusion, scores, table
     with _user_errors():
+        _check_output(output, input, model, folder=True)
         clf, precision = _classifiers(model, device, precision)
-        df = read_texts(input, "--input", text_col, label_col, encoding)
+        df = read_texts(input, "--input", text_col, label_col, encoding, fmt=input_format)
         check_labels(df["label"].tolist(), clf.labels, f"--input: {input}")
         probs = clf.predict_proba(df["text"].tolist(), bs=bs, precision=precision, progress=True)
         index = {lbl: i for i, lbl in enumerate(clf.labels)}
         report = scores(df["label"].map(index).to_numpy(), probs.argmax(1), clf.labels)
         report = {"models": [str(m) for m in model], "input": str(input), **report}
-        output.mkdir(parents=True, exist_ok=True)
         write_json(output / "report.json", report)
         plot_confusion(report, output / "confusion.png")
         np.save(output / "probabilities.npy", probs)
@@ -233,23 +303,23 @@ def evaluate(
     typer.echo(f"\nreport: {output / 'report.json'}, {output / 'confusion.png'}")
 
 
-@app.command()
+@command()
 def export(
     model: Annotated[Path, typer.Option("--model", "-m", help="A train-clf run dir.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the bundle.")],
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --output.")] = False,
 ):
-    """Write a self-contained inference bundle (weights-only state dict, vocab/labels/settings as JSON)
-    that `ulmfit predict --model` and `ulmfit_cli.load_classifier` accept."""
+    """Write a self-contained inference bundle. A weights-only state dict and vocab/labels/settings as JSON,
+    which `ulmfit predict --model` and `ulmfit_cli.load_classifier` accept."""
     from ulmfit_cli.inference.export import export as write_bundle
     with _user_errors():
         out = write_bundle(model, output, force)
     typer.echo(f"bundle written to {out}")
 
 
-@app.command()
+@command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A training run dir.")]):
-    """Print a run's figures: per-epoch losses, perplexity/accuracy, tokens/s, time, final results."""
+    """Print a run's figures. Per-epoch losses, perplexity/accuracy, tokens/s, time, final results."""
     from ulmfit_cli.report import table
     with _user_errors():
         typer.echo(table(run_dir))
@@ -264,7 +334,7 @@ def _version(value: bool):
 @app.callback()
 def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                help="Print the version and exit.")] = False):
-    pass
+    handle_sigterm()
 
 
 if __name__ == "__main__":  # pragma: no cover

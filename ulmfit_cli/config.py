@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,8 +21,20 @@ META_KEY = "_meta"  # a run's config.yaml keeps stage/version/argv here; ignored
 REQUESTED = "requested"  # under _meta: values the user asked for (run.device: auto) before they were resolved
 
 
+def _admits_bool(annotation) -> bool:
+    return annotation is bool or any(_admits_bool(a) for a in get_args(annotation))
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value, info):
+        # pydantic reads `true` as 1 for an int field (`train.bs: true`): a typo, never meant; refuse it
+        if isinstance(value, bool) and not _admits_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number or text, not {str(value).lower()}")
+        return value
 
 
 # ---------------------------------------------------------------- shared sections
@@ -34,6 +46,8 @@ class RunSection(Section):
     distributed: Literal["auto", "off"] = Field(
         "auto", description="auto: one process of a multi-process run when started by torchrun/accelerate launch")
     dist_timeout: int = Field(300, gt=0, description="seconds a process waits for the others before failing")
+    threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch (default: its own choice, "
+                                                         "printed at start); 1 on a machine shared with other jobs")
     deterministic: bool = Field(False, description="PyTorch's deterministic algorithms (and cuBLAS workspace) on "
                                                    "GPU: reproducible, slower; CPU runs are deterministic anyway")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
@@ -183,6 +197,7 @@ def _fastai_unfreezing() -> list[UnfreezeStage]:
 
 
 class ClassifierTrain(TrainSection):
+    bs: int = Field(64, ge=2, description="the head's BatchNorm needs at least 2 documents per batch")
     epochs: int = Field(1, ge=1, description="epochs of a stage that names none")
     lr: float = Field(2e-2, gt=0, description="rate of a stage that names none")
     lr_div: float = Field(2.6 ** 4, ge=1, description="each stage trains with slice(lr / lr_div, lr)")
@@ -300,6 +315,9 @@ def _parse_override(item: str) -> tuple[tuple[str, ...], Any]:
 
 
 def _source_of(loc: tuple, origin: dict) -> str:
+    below = [src for key, src in origin.items() if len(key) > len(loc) and key[:len(loc)] == loc]
+    if below:  # an unknown section given whole by one source (--set train.foo.bar=1 makes train.foo)
+        return below[-1]
     for n in range(len(loc), -1, -1):
         if loc[:n] in origin:
             return origin[loc[:n]]

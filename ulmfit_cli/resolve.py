@@ -47,6 +47,9 @@ def resolve(stage: str, configs: list[Path] | None = None, overrides: list[str] 
         data["run"]["dir"] = str(run_dir)
     elif cfg.run.dir is None:
         data["run"]["dir"] = str(Path("runs") / cfg.run.name)
+    if upstream is not None and Path(data["run"]["dir"]).resolve() == upstream.path.resolve():
+        raise UlmfitError(f"run dir {data['run']['dir']} is init.from_run: a run cannot replace the run it starts "
+                          f"from (not even with --force); choose another --run-dir")
     from ulmfit_cli.train.device import decide  # late: torch
     asked = {"run.device": cfg.run.device, "run.precision": cfg.run.precision}
     data["run"]["device"], data["run"]["precision"] = decide(cfg.run.device, cfg.run.precision)

@@ -3,7 +3,8 @@ and read an upstream run back safely (YAML, JSON and weights-only tensors, never
 
 A stage writes into a hidden staging folder next to the run (`runs/.NAME.partial`) and
 renames it into place at the end, so a failed or killed run never changes a finished one,
-even under `--force`.
+even under `--force`. A lock beside the run dir (`runs/.NAME.lock`) keeps a second command out of it
+while the first one runs: the staging folder has one owner.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import yaml
 
 from ulmfit_cli.config import ARCH_KEYS, META_KEY, REQUESTED, StageConfig, to_yaml
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import atomic_write, load_weights, publish, read_json, staging_dir, write_json
+from ulmfit_cli.files import atomic_write, exclusive, load_weights, publish, read_json, staging_dir, write_json
 from ulmfit_cli.version import __version__
 
 
@@ -76,11 +77,18 @@ def resume_config(final: Path) -> Path:
 def open_run(stage: str, cfg: StageConfig, requested: dict, force: bool, resume: bool = False):
     """Yield a `Run` writing into a staging folder; publish it as `final` on success.
 
+    The run dir is locked for the whole block: a second command on it is refused, naming this one's PID.
     With `resume`, the staging folder of a killed run is continued, or a finished run is copied
     into a new staging folder (so it stays untouched until the resumed run finishes). `requested`: the
     values the user asked for before they were resolved (run.device: auto), kept in config.yaml's `_meta`.
     """
     final = Path(cfg.run.dir)
+    with exclusive(final, f"run dir {final}"), _staged(stage, cfg, requested, force, resume, final) as run:
+        yield run
+
+
+@contextmanager
+def _staged(stage: str, cfg: StageConfig, requested: dict, force: bool, resume: bool, final: Path):
     if final.exists() and not final.is_dir():
         raise UlmfitError(f"run dir {final} exists and is not a directory")
     staging = staging_dir(final)

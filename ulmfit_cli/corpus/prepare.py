@@ -31,6 +31,7 @@ from ulmfit_cli.corpus.store import COMPLETE, StoreWriter, TokenStore
 from ulmfit_cli.corpus.tables import iter_text_documents
 from ulmfit_cli.corpus.wikidump import DumpStats, clean_pages, is_dump, iter_pages
 from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.files import exclusive
 
 STORE_VERSION = 1
 TEXT_SUFFIXES = (".txt", ".tokens", ".raw")
@@ -114,7 +115,13 @@ def _train_sentencepiece(files: list[Path], data: PretrainData, out_dir: Path) -
             if size >= data.sp_train_chars:
                 break
     info(f"token store: training SentencePiece on {size / 1e6:.1f}M characters")
-    model = tok.train_sentencepiece(sample, out_dir, data.sp_vocab_size)
+    try:
+        model = tok.train_sentencepiece(sample, out_dir, data.sp_vocab_size)
+    except RuntimeError as e:  # SentencePiece's trainer refuses too little text (or too small a vocab for it)
+        why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise UlmfitError(f"data.source: SentencePiece could not be trained on {size:,} characters of clean text "
+                          f"from {', '.join(map(str, files))} ({why}); give it more text, or set a smaller "
+                          f"data.sp_vocab_size") from None
     return model.rename(out_dir / tok.SP_MODEL)
 
 
@@ -124,7 +131,7 @@ def _jobs(files: list[Path], data: PretrainData, stats: DumpStats, bar) -> Itera
     done_bytes = 0
     for f in files:
         kind = "dump" if is_dump(f) else "text"
-        items = (iter_pages(f, stats, lang_warning=True, keep_truncated=data.keep_truncated) if kind == "dump"
+        items = (iter_pages(f, stats, lang_warning=data.tokenizer == "spacy", keep_truncated=data.keep_truncated) if kind == "dump"
                  else iter_text_documents(f, "data.source", data.encoding, data.encoding_errors))
         batch, size = [], 0
         for item in items:
@@ -152,12 +159,13 @@ def prepare(data: PretrainData, seed: int, force: bool = False) -> TokenStore:
     files = input_files(source)
     key = cache_key(data, seed, files)
     path = store_path(data, source, key)
-    if (path / COMPLETE).is_file() and not force:
-        store = TokenStore.open(path)
-        info(f"token store: reusing {path} ({store.stats['train_tokens']:,} train tokens)")
-        return store
-    info(f"token store: building {path}")
-    return _build(data, seed, files, key, path)
+    with exclusive(path, f"token store {path}", wait=True):  # a second run waits, then reuses what the first built
+        if (path / COMPLETE).is_file() and not force:
+            store = TokenStore.open(path)
+            info(f"token store: reusing {path} ({store.stats['train_tokens']:,} train tokens)")
+            return store
+        info(f"token store: building {path}")
+        return _build(data, seed, files, key, path)
 
 
 def _build(data: PretrainData, seed: int, files: list[Path], key: dict, path: Path) -> TokenStore:

@@ -17,16 +17,14 @@ from ulmfit_cli.errors import UlmfitError
 FASTTEXT_PREFIX = "__label__"
 
 
-def _not_encoded(key: str, path: Path, encoding: str, offset: int, line: int) -> UlmfitError:
-    return UlmfitError(f"{key}: {path} is not {encoding} text (byte offset {offset}, line {line}); set "
-                       f"data.encoding if the file has another encoding (e.g. cp1252), or "
-                       f"data.encoding_errors=replace to replace the bad bytes")
+def _not_encoded(key: str, path, encoding: str, offset: int, line: int) -> UlmfitError:
+    how = ("pass --encoding if the input has another encoding (e.g. cp1252)" if key.startswith("--") else
+           "set data.encoding if the file has another encoding (e.g. cp1252), or data.encoding_errors=replace "
+           "to replace the bad bytes")
+    return UlmfitError(f"{key}: {path} is not {encoding} text (byte offset {offset}, line {line}); {how}")
 
 
-def _read_text(path: Path, key: str, encoding: str, errors: str = "strict") -> str:
-    if not path.is_file():
-        raise UlmfitError(f"{key}: file not found: {path}")
-    raw = path.read_bytes()
+def _decode(raw: bytes, key: str, path, encoding: str, errors: str) -> str:
     try:
         text = raw.decode(encoding, errors=errors)
     except UnicodeDecodeError as e:
@@ -34,6 +32,15 @@ def _read_text(path: Path, key: str, encoding: str, errors: str = "strict") -> s
     if errors == "replace" and "\ufffd" in text:
         info(f"{key}: {path}: {text.count(chr(0xFFFD)):,} undecodable byte sequence(s) replaced by U+FFFD")
     return text
+
+
+FORMATS = ("csv", "tsv", "jsonl", "fasttext", "lines")
+FORMAT_NAMES = {"csv": "CSV", "tsv": "TSV", "jsonl": "JSON Lines", "fasttext": "fastText lines",
+                "lines": "one text per line"}
+
+
+def _first_line(text: str) -> str:
+    return next(filter(str.strip, io.StringIO(text)), "").rstrip("\r\n")  # without splitting the whole file
 
 
 def file_format(path: Path, text: str) -> str:
@@ -44,8 +51,23 @@ def file_format(path: Path, text: str) -> str:
         return "tsv"
     if name.endswith((".jsonl", ".ndjson")):
         return "jsonl"
-    first = next(filter(str.strip, io.StringIO(text)), "")  # without splitting the whole file
-    return "fasttext" if first.startswith(FASTTEXT_PREFIX) else "lines"
+    return "fasttext" if _first_line(text).startswith(FASTTEXT_PREFIX) else "lines"
+
+
+def sniff_format(text: str, columns: tuple[str, ...]) -> str:
+    """The format of text without a file name (standard input), from its first line: a JSON object, a
+    fastText label, or a header naming one of `columns` (split by tabs, then commas); else plain lines."""
+    import csv
+    first = _first_line(text)
+    if first.lstrip().startswith("{"):
+        return "jsonl"
+    if first.startswith(FASTTEXT_PREFIX):
+        return "fasttext"
+    for fmt, sep in (("tsv", "\t"), ("csv", ",")):
+        header = next(csv.reader([first], delimiter=sep), [])
+        if len(header) > 1 and any(h.strip() in columns for h in header):
+            return fmt
+    return "lines"
 
 
 def _parse_fasttext(text: str) -> pd.DataFrame:
@@ -63,31 +85,53 @@ def _parse_fasttext(text: str) -> pd.DataFrame:
 STDIN = "-"
 
 
-def read_frame(path: str | Path, key: str, encoding: str = "utf-8", errors: str = "strict") -> tuple[pd.DataFrame, str]:
+def read_frame(path: str | Path, key: str, encoding: str = "utf-8", errors: str = "strict", fmt: str | None = None,
+               columns: tuple[str, ...] = ("text",)) -> tuple[pd.DataFrame, str]:
     """Every row and column of a CSV/TSV/JSONL table, fastText file (`label`, `text`) or text file
-    (`text`, one document per line; `-` reads standard input), and the format's name."""
+    (`text`, one document per line), and the format's name: `fmt` if given, else the file's suffix, or
+    for `-` (standard input) its first line (a header naming one of `columns`); which is said."""
+    if fmt is not None and fmt not in FORMATS:
+        raise UlmfitError(f"{key}: unknown input format {fmt!r}; expected one of: {', '.join(FORMATS)}")
     if str(path) == STDIN:
         import sys
-        return pd.DataFrame({"text": sys.stdin.read().splitlines()}), "lines"
-    path = Path(path)
-    text = _read_text(path, key, encoding, errors)
-    fmt = file_format(path, text)
-    if fmt in ("csv", "tsv"):
-        try:
-            df = pd.read_csv(io.StringIO(text), sep="," if fmt == "csv" else "\t", dtype=str,
-                             keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-            raise UlmfitError(f"{key}: {path} is not a readable {fmt.upper()} file: {str(e).strip()}") from None
-    elif fmt == "jsonl":
-        try:
-            df = pd.read_json(io.StringIO(text), lines=True, dtype=False) if text.strip() else pd.DataFrame()
-        except ValueError as e:
-            raise UlmfitError(f"{key}: {path} is not JSON Lines (one JSON object per line): {e}") from None
-    elif fmt == "fasttext":
-        df = _parse_fasttext(text)
+        where = "standard input"
+        text = _decode(sys.stdin.buffer.read(), key, where, encoding, errors)
+        fmt, how = (fmt, "as asked") if fmt else (sniff_format(text, columns), "from its first line; "
+                                                                               "--input-format chooses")
+        info(f"{key}: reading standard input as {FORMAT_NAMES[fmt]} ({how})")
     else:
-        df = pd.DataFrame({"text": text.splitlines()})
-    return df, fmt
+        where = path = Path(path)
+        if not path.is_file():
+            raise UlmfitError(f"{key}: file not found: {path}")
+        text = _decode(path.read_bytes(), key, path, encoding, errors)
+        fmt = fmt or file_format(path, text)
+    return _parse(text, fmt, key, where), fmt
+
+
+def _parse(text: str, fmt: str, key: str, where) -> pd.DataFrame:
+    if fmt in ("csv", "tsv"):
+        import csv
+        sep = "," if fmt == "csv" else "\t"
+        header = next(csv.reader([_first_line(text)], delimiter=sep), [])
+        twice = sorted({h for h in header if header.count(h) > 1})
+        if twice:
+            raise UlmfitError(f"{key}: {where}: the header names column {twice[0]!r} more than once "
+                              f"(columns {', '.join(str(i + 1) for i, h in enumerate(header) if h == twice[0])})")
+        try:
+            return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            hint = ""
+            if fmt == "csv" and "\t" in _first_line(text) and "," not in _first_line(text):
+                hint = " (its first line holds tabs and no commas: a TSV file? name it .tsv)"
+            raise UlmfitError(f"{key}: {where} is not a readable {fmt.upper()} file: {str(e).strip()}{hint}") from None
+    if fmt == "jsonl":
+        try:
+            return pd.read_json(io.StringIO(text), lines=True, dtype=False) if text.strip() else pd.DataFrame()
+        except ValueError as e:
+            raise UlmfitError(f"{key}: {where} is not JSON Lines (one JSON object per line): {e}") from None
+    if fmt == "fasttext":
+        return _parse_fasttext(text)
+    return pd.DataFrame({"text": text.splitlines()})
 
 
 def check_column(df: pd.DataFrame, col: str, what: str, key: str, path) -> None:
@@ -97,13 +141,13 @@ def check_column(df: pd.DataFrame, col: str, what: str, key: str, path) -> None:
 
 
 def read_texts(path: str | Path, key: str, text_col: str = "text", label_col: str | None = None,
-               encoding: str = "utf-8", errors: str = "strict") -> pd.DataFrame:
+               encoding: str = "utf-8", errors: str = "strict", fmt: str | None = None) -> pd.DataFrame:
     """A frame with column `text` (and `label` when `label_col` is given), empty texts dropped.
 
     For fastText files the columns are always `text` and `label`; for a plain text file
     (one document per line) there is only `text`.
     """
-    df, fmt = read_frame(path, key, encoding, errors)
+    df, fmt = read_frame(path, key, encoding, errors, fmt, (text_col, label_col or text_col))
     names = {"text": text_col, "label": label_col}
     if fmt == "fasttext":
         names = {"text": "text", "label": "label"}

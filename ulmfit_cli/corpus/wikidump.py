@@ -71,8 +71,13 @@ def iter_pages(path: Path, stats: DumpStats | None = None, lang_warning: bool = 
     """(title, wikitext) of each namespace-0 page that is not a redirect, in dump order."""
     stats = stats if stats is not None else DumpStats()
     raw = open(path, "rb")
-    stream = bz2.BZ2File(raw) if raw.read(3) == b"BZh" else raw
+    compressed = raw.read(3) == b"BZh"
     raw.seek(0)
+    if path.name.endswith(".bz2") and not compressed:
+        raw.close()
+        raise UlmfitError(f"{path}: not a bzip2 file (it does not start with 'BZh'); a damaged download, "
+                          f"or a file named .bz2 that is not compressed?")
+    stream = bz2.BZ2File(raw) if compressed else raw
     try:
         root = None
         for event, elem in ET.iterparse(stream, events=("start", "end")):

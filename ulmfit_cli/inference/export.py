@@ -3,7 +3,8 @@
 The bundle holds `model.pth` (a weights-only state dict), `vocab.json`, `labels.json`,
 `classifier.json` (architecture, head, input handling) and, for a subword model,
 `tokenizer.model`: everything `ulmfit predict` and `load_classifier` need, nothing pickled.
-It is written into a staging folder and renamed into place, so a failed export leaves nothing.
+It is written into a staging folder and renamed into place, so a failed export leaves nothing;
+the output is locked while it is written.
 """
 from __future__ import annotations
 
@@ -13,12 +14,17 @@ from pathlib import Path
 
 from ulmfit_cli.corpus.tokenize import SP_MODEL
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import publish, staging_dir
+from ulmfit_cli.files import exclusive, publish, staging_dir
 from ulmfit_cli.inference.classifier import BUNDLE_FILE, BUNDLE_FORMAT, Classifier
 from ulmfit_cli.version import __version__
 
 
 def export(model_dir: Path, out: Path, force: bool = False) -> Path:
+    with exclusive(out, f"--output {out}"):  # one writer of the staging folder
+        return _export(model_dir, out, force)
+
+
+def _export(model_dir: Path, out: Path, force: bool) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise UlmfitError(f"--output: {out} exists and is not empty; pass --force to replace it")
     clf = Classifier.load(model_dir, device="cpu")

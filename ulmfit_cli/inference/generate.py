@@ -4,22 +4,31 @@ As fastai: the prompt is tokenized with the same rules (so it starts with `xxbos
 next word is drawn from softmax(logits) ** (1 / temperature), `xxunk` is never drawn, and
 the output is decoded with `decode_spec_tokens`. A backward LM (`data.backwards`) extends the
 prompt to the left: the text it prints ends with the prompt. The hidden state carries over between
-steps, which gives the same distribution as fastai's re-reading of the whole sequence.
+steps, which gives the same distribution as fastai's re-reading of the whole sequence. A sample is at most
+MAX_WORDS tokens: one step per token, so a huge request would run for hours (one CPU core: ~3,000 tokens/s
+for a tiny model, ~50 for the paper's).
 """
 from __future__ import annotations
 
 import torch
 
+from ulmfit_cli.console import progress
 from ulmfit_cli.corpus.direction import orient_prompt, orient_sample
 from ulmfit_cli.corpus.tokenize import UNK, detokenize, numericalize, tokenize
+from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.runs import LM_STAGES, read_run
 from ulmfit_cli.train.device import decide, torch_device
 from ulmfit_cli.train.learners import lm_model
+
+MAX_WORDS = 10_000
 
 
 @torch.no_grad()
 def generate(run_dir, prompt: str, n_words: int = 40, temperature: float = 1.0, n_samples: int = 1,
              seed: int | None = None, device: str = "auto") -> list[str]:
+    if not 1 <= n_words <= MAX_WORDS:
+        raise UlmfitError(f"--n-words: {n_words:,} is outside 1..{MAX_WORDS:,} (tokens per sample; generation "
+                          f"takes one model step per token)")
     up = read_run(run_dir, "--run-dir", LM_STAGES, "lm.pth")
     dev = torch_device(decide(device, "fp32", key="--")[0])
     model = lm_model(up.vocab, up.arch(), up.weights("lm.pth")).to(dev).eval()
@@ -34,10 +43,12 @@ def generate(run_dir, prompt: str, n_words: int = 40, temperature: float = 1.0, 
     else:
         gen.seed()
     samples = []
+    bar = progress(total=n_samples * n_words, desc="generate", unit="tok", leave=False)
     for _ in range(n_samples):
         model.reset()
         ids, x = prompt_ids.tolist(), prompt_ids[None]
         for _ in range(n_words):
+            bar.update()
             probs = model(x)[0][0, -1].float().softmax(-1)
             probs[unk] = 0.0
             if temperature != 1.0:
@@ -47,4 +58,5 @@ def generate(run_dir, prompt: str, n_words: int = 40, temperature: float = 1.0, 
             x = nxt[None]
         ids = orient_sample(ids, up.backwards)
         samples.append(detokenize([up.vocab[i] for i in ids], subwords=sp_model is not None))
+    bar.close()
     return samples

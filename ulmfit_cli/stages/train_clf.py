@@ -68,6 +68,10 @@ def run(resolved: Resolved, run: Run, cbs=()) -> dict:
         check_labels(valid["label"], labels, f"data.valid: {cfg.data.valid}")
     else:
         train, valid = _split(train, cfg.data.valid_pct, cfg.run.seed)
+        unseen = sorted(set(labels) - set(train["label"]))
+        if unseen:  # a class with one row went to the validation split: it is never trained on
+            info(f"warning: data.train: {cfg.data.train}: class(es) {', '.join(map(repr, unseen))} have too few rows "
+                 f"to be in both splits and are not trained on; add rows, or give data.valid")
     test = None
     if cfg.data.test:
         test = _read(cfg, "data.test")

@@ -1,8 +1,9 @@
-"""The fastai callbacks every training stage shares: the metrics log, AWD-LSTM's rate scaling for random
-window lengths, and the NaN watch. Checkpoints and resuming are in `checkpoints.py`."""
+"""The fastai callbacks every training stage shares: the metrics log, progress lines off a terminal,
+AWD-LSTM's rate scaling for random window lengths, and the NaN watch. Checkpoints and resuming are in `checkpoints.py`."""
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import torch
@@ -71,6 +72,40 @@ class MetricsLog(Callback):
             shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                               for k, v in rec.items() if k not in ("stage", "lr") and v is not None and v != "")
             info(f"[{self.stage}] {shown}")
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class ProgressLines(Callback):
+    """Off a terminal (logs, CI, nohup) fastai's bar is off, and a long epoch would print nothing for
+    minutes: a line every ULMFIT_PROGRESS_SECONDS (default 30) with the step, the share of the epoch,
+    the smoothed loss, tokens/s and the epoch's ETA, as Hugging Face's Trainer logs every
+    `logging_steps`. The loss is read only when a line is printed (one GPU wait per line)."""
+    order = MetricsLog.order + 1
+
+    def __init__(self, stage: str):
+        self.stage, self.every = stage, float(os.environ.get("ULMFIT_PROGRESS_SECONDS", 30))
+
+    def before_epoch(self):
+        self.t0 = self.last = time.perf_counter()
+        self.tokens = 0
+
+    def after_batch(self):
+        if not self.training:
+            return
+        self.tokens += self.xb[0].numel() * distributed.world().size
+        now = time.perf_counter()
+        if now - self.last < self.every:
+            return
+        self.last, done, total = now, self.iter + 1, self.n_iter
+        elapsed = now - self.t0
+        info(f"[{self.stage}] epoch {self.epoch + 1}/{self.n_epoch}  step {done:,}/{total:,} ({done / total:.0%})  "
+             f"loss {float(self.smooth_loss):.4f}  {self.tokens / elapsed:,.0f} tokens/s  "
+             f"epoch ETA {_duration(elapsed / done * (total - done))}")
 
 
 class ScaleLrBySeqLen(Callback):

@@ -1,5 +1,5 @@
 """The device and precision decision (made once, by `ulmfit_cli.resolve`, and recorded in config.yaml),
-and what every training stage does before it reads data: seeds and deterministic algorithms."""
+and what every training stage does before it reads data: CPU threads, seeds and deterministic algorithms."""
 from __future__ import annotations
 
 import os
@@ -53,6 +53,14 @@ def start(run) -> torch.device:
     setting before the first CUDA call, so it is set here first.
     """
     from fastai.torch_core import set_seed
+
+    from ulmfit_cli.console import info
+    if run.threads is not None:
+        torch.set_num_threads(run.threads)
+    if run.device == "cpu":  # oversubscribed cores spin instead of working: say how many threads run
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        info(f"cpu: {torch.get_num_threads()} PyTorch threads on {cores} cores"
+             + ("" if run.threads else " (run.threads; 1 is faster on a machine busy with other jobs)"))
     if run.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)

@@ -21,7 +21,7 @@ from ulmfit_cli.console import info, show_bars
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.runs import Run, UpstreamRun
 from ulmfit_cli.train import distributed
-from ulmfit_cli.train.callbacks import MetricsLog, ScaleLrBySeqLen
+from ulmfit_cli.train.callbacks import MetricsLog, ProgressLines, ScaleLrBySeqLen
 from ulmfit_cli.train.device_metrics import DeviceAvgMetric, DevicePerplexity, keep_on_device
 from ulmfit_cli.train.precision import LossScaledMixedPrecision
 from ulmfit_cli.train.weight_dropout import flatten_weight_dropout
@@ -64,6 +64,8 @@ def _finish(learn):
     if not show_bars() or not distributed.is_main():
         learn.remove_cb(ProgressCallback)
         learn.logger = lambda *_: None
+        if distributed.is_main():
+            learn.add_cb(ProgressLines(learn.metrics_log.stage))
     return keep_on_device(learn)
 
 
