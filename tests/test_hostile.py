@@ -262,7 +262,10 @@ def test_a_truncated_model_file_is_called_damaged(cli, chain, tmp_path):
 
 
 def test_sentencepiece_on_too_little_text(cli, tmp_path):
+    import bz2
     dump = write_dump(tmp_path / "one-pages-articles.xml.bz2", n_articles=1)
+    german = bz2.decompress(dump.read_bytes()).replace(b'xml:lang="en"', b'xml:lang="de"', 1)
+    dump.write_bytes(bz2.compress(german))  # a German dump: the spaCy 'en' warning would be printed for spaCy
     res = cli("pretrain", "-c", TINY, "--set", f"data.source={dump}", "--set", "data.tokenizer=sentencepiece",
               "--run-dir", tmp_path / "run")
     out = _clean(res, "SentencePiece could not be trained", "one-pages-articles.xml.bz2")
