@@ -305,16 +305,43 @@ def evaluate(
 
 @command()
 def export(
-    model: Annotated[Path, typer.Option("--model", "-m", help="A train-clf run dir.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="A train-clf run dir, or a language-model run "
+                                                             "(pretrain, finetune-lm, import-lm).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the bundle.")],
+    format: Annotated[str, typer.Option("--format", help="ulmfit: a pickle-free bundle that predict, "
+                                                         "load_classifier or init.from_run take; fastai: a "
+                                                         "language model as fastai's pretrained_fnames loads it "
+                                                         "(lm.pth, lm_vocab.pkl).")] = "ulmfit",
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --output.")] = False,
 ):
-    """Write a self-contained inference bundle. A weights-only state dict and vocab/labels/settings as JSON,
-    which `ulmfit predict --model` and `ulmfit_cli.load_classifier` accept."""
+    """Write a self-contained bundle of a classifier or a language model. A classifier bundle is a
+    weights-only state dict and vocab/labels/settings as JSON, which `ulmfit predict --model` and
+    `ulmfit_cli.load_classifier` accept; a language-model bundle is what `init.from_run` and `generate` take."""
     from ulmfit_cli.inference.export import export as write_bundle
     with _user_errors():
-        out = write_bundle(model, output, force)
+        out = write_bundle(model, output, force, format)
     typer.echo(f"bundle written to {out}")
+
+
+@command("import-lm")
+def import_lm(
+    source: Annotated[str, typer.Argument(help="wt103-fwd, wt103-bwd (fetched with fastai, online), or a folder "
+                                               "or .tgz/.tar.gz/.zip with a fastai *.pth and its vocabulary "
+                                               "(*.pkl or JSON), or a fastai_ulmfit archive (fwd/, bwd/, spm/).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The run dir to write (e.g. runs/wt103-fwd).")],
+    backwards: Annotated[Optional[bool], typer.Option(
+        "--backwards/--forwards", help="The model's direction (fastai_ulmfit: which of fwd/ and bwd/; a plain "
+                                       "folder: how it was trained; default forwards).")] = None,
+    force: ForceOpt = False,
+):
+    """Import a published AWD-LSTM language model. fastai's WT103 or any fastai-format LM becomes a run
+    dir (config.yaml with the sizes read from the weights, vocab.json, lm.pth, encoder.pth) that
+    finetune-lm, train-clf and generate take through init.from_run. Nothing is unpickled except a plain
+    list of tokens; weights load weights-only."""
+    from ulmfit_cli.pretrained import import_lm as convert
+    with _user_errors():
+        results = convert(source, output, backwards, force)
+    _show(f"imported {source}: {output}", results)
 
 
 @command()

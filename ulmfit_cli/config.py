@@ -107,7 +107,12 @@ class Encoded(Section):
         return value
 
 
+LANG_HELP = ("spaCy language of the word tokenizer (fastai's SpacyTokenizer(lang=...)), e.g. en, de, fr; "
+             "downstream stages take it from init.from_run")
+
+
 class TextData(Encoded):
+    lang: str | None = Field(None, description=LANG_HELP + "; without init.from_run: en")
     text_col: str = "text"
     valid_pct: float = Field(0.1, gt=0, lt=1)
     workers: int | None = Field(None, ge=0, description="tokenizer processes (default: all cores; 0 = in-process)")
@@ -124,6 +129,7 @@ class VocabData(Direction):
 
 
 class PretrainData(VocabData, Encoded):
+    lang: str = Field("en", description=LANG_HELP)
     source: str = Field(description="Wikipedia pages-articles dump (.xml/.xml.bz2), a text file or a folder of text files")
     valid_pct: float = Field(0.1, gt=0, lt=1, description="share of articles held out for validation")
     max_docs: int | None = Field(None, gt=0, description="use only the first N articles/documents")
@@ -251,12 +257,13 @@ class ClassifierSpec(Section):
     bptt: int = Field(gt=0)
     backwards: bool
     max_chars: int = Field(gt=0)
+    lang: str = "en"  # bundles written before data.lang existed are English
 
     @classmethod
     def of(cls, cfg: "ClassifierConfig") -> "ClassifierSpec":
         return cls(arch=ArchSizes(**cfg.model.sizes()), drop_mult=cfg.model.drop_mult, lin_ftrs=cfg.model.lin_ftrs,
                    max_len=cfg.model.max_len, bptt=cfg.train.bptt, backwards=cfg.data.backwards,
-                   max_chars=cfg.data.max_chars)
+                   max_chars=cfg.data.max_chars, lang=cfg.data.lang or "en")
 
 
 STAGES: dict[str, type[StageConfig]] = {

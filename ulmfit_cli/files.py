@@ -1,10 +1,12 @@
 """Files written so that a kill at any moment leaves the old version or the new one, whole, and files
-read without running code: JSON, weights-only tensors. Run dirs, checkpoints, token stores and export
+read without running code: JSON, weights-only tensors, token lists through an unpickler that admits
+plain data only, archives unpacked only below their destination. Run dirs, checkpoints, token stores and export
 bundles all write and publish through here; `exclusive` keeps two processes out of one run dir or cache entry."""
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import sys
 import time
@@ -137,14 +139,14 @@ def exclusive(target: Path, what: str, wait: bool = False):
         os.close(fd)
 
 
-def torch_load_safe(path: Path, refused: str):
+def torch_load_safe(path: Path, refused: str, containers: tuple = ()):
     """`torch.load` with `weights_only=True`. A pickle that would run code becomes an UlmfitError
-    `refused (reason)`; a file that is not whole (truncated copy, broken zip) says so instead."""
-    import pickle
-
+    `refused (reason)`; a file that is not whole (truncated copy, broken zip) says so instead.
+    `containers`: list-like classes to admit too (fastcore's `L` in the optimizer state `learn.save` writes)."""
     import torch
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(containers)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise UlmfitError(f"{refused} ({_first_line(e)})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
@@ -163,3 +165,59 @@ def load_weights(path: Path) -> dict:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UlmfitError(f"{path}: expected a state dict of tensors")
     return state
+
+
+class _PlainData(pickle.Unpickler):
+    """Resolves no global at all: a pickle can build only lists, tuples, dicts, strings and numbers; one that
+    names a class or function (which is how a pickle runs code) is refused before anything runs."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"it names {module}.{name}, and only plain data is accepted")
+
+
+def load_token_list(path: Path, what: str) -> list[str]:
+    """A vocabulary pickled as fastai saves it (a list or tuple of token strings), read without running
+    any code: the unpickler resolves no class or function. Anything else is refused."""
+    try:
+        with open(path, "rb") as f:
+            tokens = _PlainData(f).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as e:
+        raise UlmfitError(f"{what}: {path} is not a pickled list of tokens, refused to load it "
+                          f"({_first_line(e)})") from None
+    if not (isinstance(tokens, (list, tuple)) and tokens and all(isinstance(t, str) for t in tokens)):
+        raise UlmfitError(f"{what}: {path} holds a {type(tokens).__name__}, not a list of token strings")
+    return list(tokens)
+
+
+ARCHIVES = (".tgz", ".tar.gz", ".tar", ".zip")
+
+
+def extract_archive(archive: Path, dest: Path, what: str) -> None:
+    """Unpack a .tgz/.tar.gz/.tar/.zip into `dest`, refusing any member that would land outside it (an
+    absolute path, `..`), links and device files: an archive from the internet writes only below `dest`."""
+    import tarfile
+    import zipfile
+
+    def check(name: str) -> None:
+        parts = Path(name).parts
+        if name.startswith(("/", "\\")) or Path(name).is_absolute() or ".." in parts or (parts and ":" in parts[0]):
+            raise UlmfitError(f"{what}: {archive} holds a member outside the archive ({name!r}); refused to "
+                              f"unpack it")
+    try:
+        if archive.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(archive) as z:
+                for info in z.infolist():
+                    check(info.filename)
+                    if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                        raise UlmfitError(f"{what}: {archive}: member {info.filename!r} is a link; refused")
+                z.extractall(dest)
+        else:
+            with tarfile.open(archive) as t:
+                members = t.getmembers()
+                for m in members:
+                    check(m.name)
+                    if not (m.isfile() or m.isdir()):
+                        raise UlmfitError(f"{what}: {archive}: member {m.name!r} is a link or device; refused")
+                t.extractall(dest, members=members, filter="data")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+        raise UlmfitError(f"{what}: {archive} is not a readable archive ({_first_line(e)})") from None

@@ -1,7 +1,7 @@
 """Resolve once: stage, config files, `--set` overrides, `--run-dir` and `--resume` become one frozen config.
 
-Everything a stage reads comes from the result: the AWD-LSTM sizes taken from `init.from_run` (or the
-paper's), the run dir, and the device and precision that will run (`auto` decided here). config.yaml
+Everything a stage reads comes from the result: the AWD-LSTM sizes and the tokenizer's language taken from
+`init.from_run` (or the paper's sizes, English), the run dir, and the device and precision that will run (`auto` decided here). config.yaml
 records exactly this; what the user asked for before it was decided (`run.device: auto`) is kept in
 its `_meta.requested`, so that passing a run's config.yaml back (or `--resume` on another machine)
 asks again rather than insisting on the old machine's answer.
@@ -43,6 +43,7 @@ def resolve(stage: str, configs: list[Path] | None = None, overrides: list[str] 
     upstream = upstream_of(stage, cfg)
     data = cfg.model_dump()
     data["model"].update(inherit_arch(cfg.model, upstream))
+    data["data"]["lang"] = inherit_lang(cfg.data, upstream)
     if run_dir is not None:
         data["run"]["dir"] = str(run_dir)
     elif cfg.run.dir is None:
@@ -69,6 +70,21 @@ def upstream_of(stage: str, cfg: StageConfig) -> UpstreamRun | None:
                           f"config has data.backwards: {str(cfg.data.backwards).lower()}; set "
                           f"data.backwards={str(upstream.backwards).lower()}")
     return upstream
+
+
+def inherit_lang(data, upstream: UpstreamRun | None) -> str:
+    """The word tokenizer's language: the config's, else the upstream run's (else English); a config that
+    contradicts the upstream run is refused, since its vocabulary was made with the other language's rules."""
+    from ulmfit_cli.corpus.tokenize import check_lang  # late: spaCy
+    theirs = upstream.lang if upstream is not None else None
+    if data.lang and theirs and data.lang != theirs:
+        raise UlmfitError(f"data.lang: the config says {data.lang!r}, but init.from_run {upstream.path} was "
+                          f"tokenized as {theirs!r}; leave data.lang unset to take it from the run")
+    lang = data.lang or theirs or "en"
+    subwords = getattr(data, "tokenizer", "spacy") == "sentencepiece" or (upstream is not None and upstream.sp_model)
+    if not subwords:
+        check_lang(lang, "data.lang")
+    return lang
 
 
 def inherit_arch(model, upstream: UpstreamRun | None) -> dict:

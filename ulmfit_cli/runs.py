@@ -74,21 +74,24 @@ def resume_config(final: Path) -> Path:
 
 
 @contextmanager
-def open_run(stage: str, cfg: StageConfig, requested: dict, force: bool, resume: bool = False):
+def open_run(stage: str, cfg: StageConfig, requested: dict, force: bool, resume: bool = False,
+             meta: dict | None = None):
     """Yield a `Run` writing into a staging folder; publish it as `final` on success.
 
     The run dir is locked for the whole block: a second command on it is refused, naming this one's PID.
     With `resume`, the staging folder of a killed run is continued, or a finished run is copied
     into a new staging folder (so it stays untouched until the resumed run finishes). `requested`: the
-    values the user asked for before they were resolved (run.device: auto), kept in config.yaml's `_meta`.
+    values the user asked for before they were resolved (run.device: auto), kept in config.yaml's `_meta`
+    with `meta` (e.g. where an imported model came from).
     """
     final = Path(cfg.run.dir)
-    with exclusive(final, f"run dir {final}"), _staged(stage, cfg, requested, force, resume, final) as run:
+    with exclusive(final, f"run dir {final}"), _staged(stage, cfg, requested, force, resume, final, meta) as run:
         yield run
 
 
 @contextmanager
-def _staged(stage: str, cfg: StageConfig, requested: dict, force: bool, resume: bool, final: Path):
+def _staged(stage: str, cfg: StageConfig, requested: dict, force: bool, resume: bool, final: Path,
+            extra: dict | None):
     if final.exists() and not final.is_dir():
         raise UlmfitError(f"run dir {final} exists and is not a directory")
     staging = staging_dir(final)
@@ -112,7 +115,7 @@ def _staged(stage: str, cfg: StageConfig, requested: dict, force: bool, resume: 
         staging.mkdir(parents=True)
     run = Run(path=staging, resume=resume)
     meta = {"stage": stage, "version": __version__, "argv": sys.argv, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **({REQUESTED: requested} if requested else {})}
+            **({REQUESTED: requested} if requested else {}), **(extra or {})}
     config = to_yaml(cfg, meta).encode()
     atomic_write(staging / "config.yaml", lambda f: f.write(config))
     try:
@@ -160,9 +163,32 @@ class UpstreamRun:
         return bool((self.config.get("data") or {}).get("backwards", False))
 
     @property
+    def lang(self) -> str:
+        """The word tokenizer's language (runs made before data.lang existed are English)."""
+        return (self.config.get("data") or {}).get("lang") or "en"
+
+    @property
     def sp_model(self) -> Path | None:
         from ulmfit_cli.corpus.tokenize import sp_model_in  # late: fastai
         return sp_model_in(self.path)
+
+
+def _run_config(path: Path, key: str) -> dict | None:
+    cfg_file = path / "config.yaml"
+    if not cfg_file.is_file():
+        return None
+    try:
+        config = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UlmfitError(f"{key}: {cfg_file} is not readable YAML: {e}") from None
+    return config if isinstance(config, dict) else {}
+
+
+def stage_of(path: Path, key: str = "--model") -> str | None:
+    """The stage that wrote the run at `path` (None: not a run dir, e.g. a classifier bundle)."""
+    config = _run_config(Path(path), key) if Path(path).is_dir() else None
+    meta = (config or {}).get(META_KEY)
+    return meta.get("stage") if isinstance(meta, dict) else None
 
 
 def read_run(path: Path | str, key: str, stages: tuple[str, ...], weights: str) -> UpstreamRun:
@@ -170,14 +196,10 @@ def read_run(path: Path | str, key: str, stages: tuple[str, ...], weights: str) 
     path = Path(path)
     if not path.is_dir():
         raise UlmfitError(f"{key}: {path} is not a directory")
-    cfg_file = path / "config.yaml"
-    if not cfg_file.is_file():
+    config = _run_config(path, key)
+    if config is None:
         raise UlmfitError(f"{key}: {path} is not a ulmfit run (no config.yaml)")
-    try:
-        config = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UlmfitError(f"{key}: {cfg_file} is not readable YAML: {e}") from None
-    stage = (config or {}).get(META_KEY, {}).get("stage") if isinstance(config, dict) else None
+    stage = stage_of(path, key)
     if stage not in stages:
         raise UlmfitError(f"{key}: {path} is a {stage or 'unknown'} run; expected one of: {', '.join(stages)}")
     for name in ("vocab.json", weights):

@@ -66,7 +66,7 @@ def cache_key(data: PretrainData, seed: int, files: list[Path]) -> dict:
     return {
         "version": STORE_VERSION,
         "files": [[str(f.resolve()), s.st_size, s.st_mtime_ns] for f, s in zip(files, stats)],
-        "tokenizer": {"name": data.tokenizer, "rules": "fastai-default", "fastai": version("fastai"),
+        "tokenizer": {"name": data.tokenizer, "lang": data.lang, "rules": "fastai-default", "fastai": version("fastai"),
                       "spacy": version("spacy"), "sp_vocab_size": data.sp_vocab_size,
                       "sp_train_chars": data.sp_train_chars},
         "encoding": data.encoding, "encoding_errors": data.encoding_errors,
@@ -157,6 +157,8 @@ def prepare(data: PretrainData, seed: int, force: bool = False) -> TokenStore:
     from ulmfit_cli.paths import resolve
     source = resolve(data.source, "data.source")
     files = input_files(source)
+    if data.tokenizer == "spacy":
+        tok.check_lang(data.lang, "data.lang")
     key = cache_key(data, seed, files)
     path = store_path(data, source, key)
     with exclusive(path, f"token store {path}", wait=True):  # a second run waits, then reuses what the first built
@@ -220,12 +222,12 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, path: Pa
         sp_model = _train_sentencepiece(files, data, writer.partial) if data.tokenizer == "sentencepiece" else None
         jobs = _jobs(files, data, stats, bar)
         if workers == 0:
-            tok.init_worker(sp_model)
+            tok.init_worker(sp_model, data.lang)
             for kind, batch, split in jobs:
                 if consume(_work(kind, batch, data.min_doc_chars), split):
                     break
         else:
-            with ProcessPoolExecutor(workers, initializer=tok.init_worker, initargs=(sp_model,)) as ex:
+            with ProcessPoolExecutor(workers, initializer=tok.init_worker, initargs=(sp_model, data.lang)) as ex:
                 pending: deque = deque()
                 stop = False
                 for kind, batch, split in jobs:

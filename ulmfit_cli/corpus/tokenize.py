@@ -1,4 +1,5 @@
-"""fastai's word tokenization (spaCy + fastai's default rules), vocab and numericalization.
+"""fastai's word tokenization (spaCy's blank pipeline for `data.lang` + fastai's default rules), vocab and
+numericalization.
 
 Produces exactly what `TextBlock`/`tokenize_df` produce (`xxbos`, `xxmaj`, `xxup`, `xxrep`,
 `xxwrep`), so vocabularies stay compatible with fastai's pretrained models, several times
@@ -19,6 +20,7 @@ from fastai.text.core import defaults, replace_space
 from fastai.text.data import make_vocab
 
 from ulmfit_cli.console import progress
+from ulmfit_cli.errors import UlmfitError
 
 UNK, PAD = "xxunk", "xxpad"
 SP_MODEL = "tokenizer.model"  # a SentencePiece model, in a token store or run dir that uses one
@@ -109,9 +111,21 @@ def sp_model_in(folder: Path) -> Path | None:
     return folder / SP_MODEL if (folder / SP_MODEL).is_file() else None
 
 
-def make_tokenizer(sp_model: Path | None = None):
-    """The word tokenizer, or the SentencePiece one when the corpus was prepared with a model."""
-    return SubwordTokenizer(sp_model) if sp_model else WordTokenizer()
+def make_tokenizer(sp_model: Path | None = None, lang: str = "en"):
+    """The word tokenizer for spaCy language `lang`, or the SentencePiece one when the corpus was prepared
+    with a model."""
+    return SubwordTokenizer(sp_model) if sp_model else WordTokenizer(lang)
+
+
+def check_lang(lang: str, key: str) -> None:
+    """`lang` is a language spaCy's blank pipelines know (as fastai's `SpacyTokenizer(lang=...)` needs)."""
+    import spacy
+    try:
+        spacy.blank(lang)
+    except (ImportError, ValueError, KeyError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UlmfitError(f"{key}: spaCy cannot tokenize language {lang!r} ({why}); use an ISO code spaCy knows "
+                          f"(en, de, fr, es, it, nl, pt, ..., or xx for any), or data.tokenizer: sentencepiece") from None
 
 
 def detokenize(tokens: list[str], subwords: bool) -> str:
@@ -125,13 +139,13 @@ def detokenize(tokens: list[str], subwords: bool) -> str:
 
 
 _tokenizer = None  # one per worker process (kept in-process between calls: spaCy and the memo are slow to rebuild)
-_tokenizer_for: object = ()  # the sp_model `_tokenizer` was made for
+_tokenizer_for: object = ()  # the (sp_model, lang) `_tokenizer` was made for
 
 
-def init_worker(sp_model: Path | None = None) -> None:
+def init_worker(sp_model: Path | None = None, lang: str = "en") -> None:
     global _tokenizer, _tokenizer_for
-    if _tokenizer is None or _tokenizer_for != sp_model:
-        _tokenizer, _tokenizer_for = make_tokenizer(sp_model), sp_model
+    if _tokenizer is None or _tokenizer_for != (sp_model, lang):
+        _tokenizer, _tokenizer_for = make_tokenizer(sp_model, lang), (sp_model, lang)
 
 
 def tokenize_batch(texts: list[str]) -> list[list[str]]:
@@ -153,19 +167,20 @@ def _batches(texts: list[str]) -> list[tuple[int, int]]:
 
 
 def tokenize(texts: list[str], workers: int | None = None, desc: str = "tokenizing",
-             sp_model: Path | None = None) -> list[list[str]]:
-    """Token lists for `texts`, in order (SentencePiece pieces when `sp_model` is given)."""
+             sp_model: Path | None = None, lang: str = "en") -> list[list[str]]:
+    """Token lists for `texts`, in order (SentencePiece pieces when `sp_model` is given, else words by
+    spaCy's rules for `lang`)."""
     n = len(texts)
     workers = (os.cpu_count() or 1) if workers is None else workers
     out: list = [None] * n
     bar = progress(total=n, desc=desc, unit="doc")
     if workers == 0 or sum(map(len, texts)) < _IN_PROCESS_CHARS:
-        init_worker(sp_model)
+        init_worker(sp_model, lang)
         for st, end in _batches(texts):
             out[st:end] = tokenize_batch(texts[st:end])
             bar.update(end - st)
     else:
-        with ProcessPoolExecutor(workers, initializer=init_worker, initargs=(sp_model,)) as ex:
+        with ProcessPoolExecutor(workers, initializer=init_worker, initargs=(sp_model, lang)) as ex:
             futs = {ex.submit(tokenize_batch, texts[st:end]): st for st, end in _batches(texts)}
             for fut in as_completed(futs):
                 toks = fut.result()

@@ -71,7 +71,8 @@ class Classifier:
         """Token ids per text, in reading order (truncated as train-clf's data.max_chars)."""
         from ulmfit_cli.corpus.tokenize import numericalize, tokenize
         texts = [t[-self.spec.max_chars:] for t in texts]
-        return numericalize(tokenize(texts, workers=workers, sp_model=self.sp_model), self.vocab)
+        return numericalize(tokenize(texts, workers=workers, sp_model=self.sp_model, lang=self.spec.lang),
+                            self.vocab)
 
     def predict_proba(self, texts: list[str], workers: int | None = 0, **kwargs) -> np.ndarray:
         """Class probabilities, shape (len(texts), len(self.labels)), rows in the order of `texts`."""

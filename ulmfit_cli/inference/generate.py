@@ -33,7 +33,7 @@ def generate(run_dir, prompt: str, n_words: int = 40, temperature: float = 1.0, 
     dev = torch_device(decide(device, "fp32", key="--")[0])
     model = lm_model(up.vocab, up.arch(), up.weights("lm.pth")).to(dev).eval()
     sp_model = up.sp_model  # a file lookup: once
-    prompt_ids = torch.from_numpy(numericalize(tokenize([prompt], workers=0, sp_model=sp_model),
+    prompt_ids = torch.from_numpy(numericalize(tokenize([prompt], workers=0, sp_model=sp_model, lang=up.lang),
                                                up.vocab)[0]).to(dev)
     prompt_ids = orient_prompt(prompt_ids, up.backwards)  # a backward LM writes what comes before the prompt
     unk = [i for i, w in enumerate(up.vocab) if w.lstrip("▁") == UNK]  # subword vocabs may hold '▁xxunk' too

@@ -30,7 +30,7 @@ def split_docs(docs: list[str], valid_pct: float, seed: int, source: str) -> tup
 def lm_data(train: list[str], valid: list[str], cfg, device, source: str, sp_model=None):
     """Tokenize both splits, build the vocab on the training split, and wrap them in the LM loaders."""
     toks = distributed.from_main(  # tokenized once, on rank 0, in a multi-process run
-        lambda: tokenize(train + valid, workers=cfg.data.workers, sp_model=sp_model))
+        lambda: tokenize(train + valid, workers=cfg.data.workers, sp_model=sp_model, lang=cfg.data.lang))
     trn, val = toks[:len(train)], toks[len(train):]
     vocab = build_vocab(trn, cfg.data.max_vocab, cfg.data.min_freq)
     n_trn, n_val = sum(map(len, trn)), sum(map(len, val))

@@ -80,7 +80,8 @@ def run(resolved: Resolved, run: Run, cbs=()) -> dict:
     parts = [train, valid] + ([test] if test is not None else [])
     sp_model = upstream.sp_model if upstream is not None else None
     toks = distributed.from_main(  # tokenized once, on rank 0, in a multi-process run
-        lambda: tokenize([t for p in parts for t in p["text"]], workers=cfg.data.workers, sp_model=sp_model))
+        lambda: tokenize([t for p in parts for t in p["text"]], workers=cfg.data.workers, sp_model=sp_model,
+                           lang=cfg.data.lang))
     bounds = np.cumsum([0] + [len(p) for p in parts])
     toks = [toks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     vocab = upstream.vocab if upstream is not None else build_vocab(toks[0], cfg.data.max_vocab, cfg.data.min_freq)

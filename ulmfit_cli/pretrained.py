@@ -1,0 +1,215 @@
+"""`ulmfit import-lm`: a published AWD-LSTM language model becomes a pretrain-style run dir that
+`init.from_run` takes (finetune-lm, train-clf, generate), and `export_fastai` writes one of ours back in
+the files fastai's `pretrained_fnames` loads.
+
+Sources:
+- `wt103-fwd` / `wt103-bwd`: fastai's WikiText-103 models, fetched with fastai's own `untar_data` (and
+  its cache, ~/.fastai/models) when the machine is online;
+- a folder or archive (.tgz, .tar.gz, .tar, .zip) holding a fastai LM state dict `*.pth` (the plain
+  state dict, or the `{'model': ..., 'opt': ...}` that `learn.save` writes) and its vocabulary (`*.pkl`,
+  a pickled list of tokens, or a JSON list);
+- a fastai_ulmfit archive: `fwd/` and `bwd/` (each `*model.pth`, `*vocab.pkl`, `model.json`) and
+  `spm/spm.model`; `backwards` picks the direction.
+
+Nothing is unpickled except through `files.load_token_list` (plain data only); weights load with
+`weights_only=True`; archive members outside the archive are refused. fastai v1 key names (the WT103
+files) load as fastai's `load_pretrained` loads them: `clean_raw_keys`, then the tensors by position;
+here each shape is checked too, which fastai's `load_ignore_keys` does not.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.files import ARCHIVES, extract_archive, load_token_list, read_json
+
+KEY = "SOURCE"
+NAMED = {"wt103-fwd": ("WT103_FWD", False), "wt103-bwd": ("WT103_BWD", True)}
+
+
+@dataclass
+class Found:
+    """The files of one direction of a published LM."""
+    weights: Path
+    vocab: Path
+    sp_model: Path | None
+    backwards: bool
+    lang: str | None = None  # a word-tokenized fastai_ulmfit model's spaCy language
+
+
+def _fetch(name: str) -> Path:
+    from fastai.data.external import URLs, fastai_path, untar_data
+    url = getattr(URLs, NAMED[name][0])
+    try:
+        return untar_data(url, c_key="model")
+    except Exception as e:  # noqa: BLE001 - urllib, requests and socket errors all mean "could not fetch"
+        raise UlmfitError(f"{KEY}: cannot download {name} from {url} ({type(e).__name__}: {e}). Offline, fetch "
+                          f"that file on a machine that is online and run `ulmfit import-lm {Path(url).name}` with "
+                          f"it, or unpack it into {fastai_path('model') / name}") from None
+
+
+def _only(folder: Path, patterns: tuple[str, ...], what: str, required: bool = True) -> Path | None:
+    hits = sorted({p for pat in patterns for p in folder.glob(pat) if p.is_file()})
+    if len(hits) > 1:
+        raise UlmfitError(f"{KEY}: {folder} holds several {what} ({', '.join(p.name for p in hits)}); "
+                          f"keep one in the folder")
+    if not hits and required:
+        raise UlmfitError(f"{KEY}: {folder} holds no {what} ({' or '.join(patterns)})")
+    return hits[0] if hits else None
+
+
+def find(folder: Path, backwards: bool | None) -> Found:
+    """The weights, vocabulary and tokenizer of a published LM in `folder` (one level of nesting allowed,
+    as archives often wrap their files in a folder)."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    if len(entries) == 1 and entries[0].is_dir() and not (folder / "fwd").is_dir():
+        folder = entries[0]
+    if (folder / "fwd").is_dir() or (folder / "bwd").is_dir():  # fastai_ulmfit
+        direction = "bwd" if backwards else "fwd"
+        sub = folder / direction
+        if not sub.is_dir():
+            raise UlmfitError(f"{KEY}: {folder} has no {direction}/ model; "
+                              + ("leave out --backwards" if backwards else "pass --backwards"))
+        meta = read_json(sub / "model.json", KEY) if (sub / "model.json").is_file() else {}
+        tok = (meta.get("tokenizer") or {}) if isinstance(meta, dict) else {}
+        sp = folder / "spm" / "spm.model"
+        if tok.get("class") == "SentencePieceTokenizer" and not sp.is_file():
+            raise UlmfitError(f"{KEY}: {sub / 'model.json'} names a SentencePiece tokenizer, but {sp} is missing")
+        lang = (tok.get("params") or {}).get("lang") if tok.get("class") == "SpacyTokenizer" else None
+        return Found(_only(sub, ("*model.pth", "*.pth"), "weights file"), _only(sub, ("*vocab.pkl", "*.pkl"),
+                     "vocabulary"), sp if sp.is_file() else None, bool(backwards), lang)
+    weights = _only(folder, ("*.pth",), "weights file")
+    vocab = _only(folder, ("*.pkl", "*vocab.json", "itos*.json"), "vocabulary")
+    sp = _only(folder, ("*.model",), "SentencePiece model", required=False)
+    return Found(weights, vocab, sp, bool(backwards))
+
+
+def read_vocab_file(path: Path) -> list[str]:
+    if path.suffix == ".json":
+        tokens = read_json(path, KEY)
+        if not (isinstance(tokens, list) and tokens and all(isinstance(t, str) for t in tokens)):
+            raise UlmfitError(f"{KEY}: {path} is not a JSON list of tokens")
+        return tokens
+    return load_token_list(path, KEY)
+
+
+def lm_state(path: Path) -> dict:
+    """The LM's tensors under fastai v2's names, in fastai's order (v1 names cleaned as fastai does)."""
+    import torch
+    from fastai.text.learner import clean_raw_keys
+
+    from ulmfit_cli.files import torch_load_safe
+    from fastcore.foundation import L  # a list: fastai's optimizer state holds its hypers in one
+    state = torch_load_safe(path, f"{KEY}: {path}: not a weights-only state dict, refused to load it", (L,))
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # learn.save(..., with_opt=True)
+    if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise UlmfitError(f"{KEY}: {path} is not a state dict of tensors")
+    return clean_raw_keys(dict(state))
+
+
+def sizes(state: dict, path: Path) -> dict:
+    """emb_sz, n_hid and n_layers read from the weight shapes of an AWD-LSTM language model."""
+    emb = state.get("0.encoder.weight")
+    layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"0\.rnns\.(\d+)\.", k))})
+    if emb is None or not layers or "1.decoder.weight" not in state:
+        raise UlmfitError(f"{KEY}: {path} is not an AWD-LSTM language model (no 0.encoder.weight, 0.rnns.N "
+                          f"or 1.decoder.weight); its first keys: {', '.join(list(state)[:5])}")
+    hh = [v for k, v in state.items() if k.startswith("0.rnns.0.") and "weight_hh" in k]
+    n_hid = int(hh[0].shape[1]) if hh and len(layers) > 1 else int(emb.shape[1])
+    return {"emb_sz": int(emb.shape[1]), "n_hid": n_hid, "n_layers": len(layers)}
+
+
+def to_model(state: dict, vocab: list[str], arch: dict, path: Path):
+    """fastai's AWD-LSTM LM with `state` loaded by position (as `load_ignore_keys`), each shape checked."""
+    from fastai.text.models import AWD_LSTM, get_language_model
+
+    from ulmfit_cli.train.learners import awd_config
+    if len(vocab) != state["0.encoder.weight"].shape[0]:
+        raise UlmfitError(f"{KEY}: the vocabulary has {len(vocab):,} tokens but {path} has "
+                          f"{state['0.encoder.weight'].shape[0]:,} embedding rows: not the model's vocabulary")
+    model = get_language_model(AWD_LSTM, len(vocab), config=awd_config(arch))
+    ours = model.state_dict()
+    if len(ours) != len(state):
+        raise UlmfitError(f"{KEY}: {path} has {len(state)} tensors, fastai's AWD-LSTM of these sizes has "
+                          f"{len(ours)}: not an AWD-LSTM language model fastai can load")
+    mapped = {}
+    for (name, mine), (theirs, tensor) in zip(ours.items(), state.items()):
+        if mine.shape != tensor.shape:
+            raise UlmfitError(f"{KEY}: {path}: {theirs} has shape {tuple(tensor.shape)}, fastai's {name} "
+                              f"needs {tuple(mine.shape)}")
+        mapped[name] = tensor
+    model.load_state_dict(mapped)
+    return model
+
+
+def import_lm(source: str, out: Path, backwards: bool | None = None, force: bool = False) -> dict:
+    """Convert `source` into a pretrain-style run dir at `out`; returns its results."""
+    from ulmfit_cli.config import PretrainConfig, validate
+    from ulmfit_cli.corpus.tokenize import SP_MODEL
+    from ulmfit_cli.runs import open_run
+    with tempfile.TemporaryDirectory(prefix="ulmfit-import-") as tmp:
+        if source in NAMED:
+            named_backwards = NAMED[source][1]
+            if backwards is not None and backwards != named_backwards:
+                raise UlmfitError(f"--backwards: {source} is a {'backward' if named_backwards else 'forward'} model")
+            folder, backwards = _fetch(source), named_backwards
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise UlmfitError(f"{KEY}: {source} is neither a file, a folder nor one of: {', '.join(NAMED)}")
+            if path.is_file():
+                if not path.name.lower().endswith(ARCHIVES):
+                    raise UlmfitError(f"{KEY}: {path} is not a folder or an archive ({', '.join(ARCHIVES)})")
+                folder = Path(tmp) / "unpacked"
+                extract_archive(path, folder, KEY)
+            else:
+                folder = path
+        found = find(folder, backwards)
+        vocab = read_vocab_file(found.vocab)
+        state = lm_state(found.weights)
+        arch = sizes(state, found.weights)
+        model = to_model(state, vocab, arch, found.weights)
+        data = {"source": str(source), "backwards": found.backwards,
+                "tokenizer": "sentencepiece" if found.sp_model else "spacy"}
+        if found.lang:
+            data["lang"] = found.lang
+        cfg = validate(PretrainConfig, {"data": data, "model": arch, "run": {"dir": str(out), "name": out.name}},
+                       "imported model's config")
+        results = {"imported_from": str(source), "weights": found.weights.name, "vocab": found.vocab.name,
+                   "vocab_size": len(vocab), **arch, "backwards": found.backwards}
+        with open_run("pretrain", cfg, {}, force, meta={"imported_from": str(source)}) as run:
+            run.write_json("vocab.json", vocab)
+            run.save_weights("lm.pth", model.state_dict())
+            run.save_weights("encoder.pth", model[0].state_dict())
+            run.copy_in(found.sp_model, SP_MODEL)
+            run.write_json("results.json", results)
+    return results
+
+
+def export_fastai(up, out: Path) -> list[Path]:
+    """Write an LM run as fastai's `language_model_learner(..., pretrained_fnames=['lm', 'lm_vocab'])` reads it
+    from `out`: `lm.pth` (the state dict, as `learn.save(with_opt=False)` writes it), `lm_vocab.pkl` (the
+    token list, pickled) and, for a subword model, `spm.model`; `model.json` holds the sizes to pass as
+    `config=` (fastai's defaults are the paper's, which a smaller model does not have)."""
+    import pickle
+    import shutil
+
+    import torch
+
+    from ulmfit_cli.files import atomic_write, write_json
+    weights = up.weights("lm.pth")
+    atomic_write(out / "lm.pth", lambda f: torch.save(weights, f))
+    data = pickle.dumps(list(up.vocab), protocol=4)
+    atomic_write(out / "lm_vocab.pkl", lambda f: f.write(data))
+    written = [out / "lm.pth", out / "lm_vocab.pkl"]
+    if up.sp_model is not None:
+        shutil.copyfile(up.sp_model, out / "spm.model")
+        written.append(out / "spm.model")
+    write_json(out / "model.json", {"arch": "AWD_LSTM", "config": up.arch(), "backwards": up.backwards,
+                                    "tokenizer": "sentencepiece" if up.sp_model else "spacy",
+                                    "pretrained_fnames": ["lm", "lm_vocab"]})
+    return written + [out / "model.json"]
