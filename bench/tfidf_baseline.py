@@ -1,22 +1,17 @@
-"""The baseline a user would try first: TF-IDF (word 1-2 grams) + logistic regression (scikit-learn).
-
-C is picked on the validation set (the given one, or the same stratified split as `ulmfit
-train-clf`: `valid_pct` with `run.seed` 42), then the model is refit on the training rows and
-scored on the test set. Prints one JSON line.
+"""The TF-IDF + logistic-regression baseline of `ulmfit train-clf` (`ulmfit_cli.baseline`) on its own,
+for scripts/results.sh: C is picked on the validation set (the given one, or the same stratified split
+as train-clf: `valid_pct` with seed 42), then scored on the test set. Prints one JSON line.
   python bench/tfidf_baseline.py --train ../shared/data/trec6/train.csv --test ../shared/data/trec6/test.csv
 """
 from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import pandas as pd
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
-from sklearn.pipeline import make_pipeline
+
+from ulmfit_cli.baseline import tfidf_baseline
 
 
 def main() -> None:
@@ -29,7 +24,6 @@ def main() -> None:
     ap.add_argument("--valid-pct", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
-    t0 = time.perf_counter()
     read = lambda p: pd.read_csv(p, dtype=str, keep_default_na=False)  # noqa: E731
     train, test = read(args.train), read(args.test)
     if args.valid:
@@ -37,17 +31,13 @@ def main() -> None:
     else:
         train, valid = train_test_split(train, test_size=args.valid_pct, random_state=args.seed,
                                         stratify=train[args.label_col])
-    make = lambda c: make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),  # noqa: E731
-                                   LogisticRegression(C=c, max_iter=2000))
-    scores = {c: accuracy_score(valid[args.label_col], make(c).fit(train[args.text_col], train[args.label_col])
-                                .predict(valid[args.text_col])) for c in (0.3, 1, 3, 10, 30, 100)}
-    best = max(scores, key=scores.get)
-    model = make(best).fit(train[args.text_col], train[args.label_col])
-    pred = model.predict(test[args.text_col])
-    print(json.dumps({"C": best, "valid_accuracy": scores[best],
-                      "test_accuracy": accuracy_score(test[args.label_col], pred),
-                      "test_macro_f1": f1_score(test[args.label_col], pred, average="macro"),
-                      "seconds": round(time.perf_counter() - t0, 1)}))
+    labels = sorted(train[args.label_col].unique())
+    index = {lbl: i for i, lbl in enumerate(labels)}
+    split = lambda df: (df[args.text_col].tolist(), df[args.label_col].map(index).to_numpy())  # noqa: E731
+    r = tfidf_baseline(split(train), split(valid), split(test), labels)
+    print(json.dumps({"C": r["baseline_C"], "valid_accuracy": r["baseline_valid_accuracy"],
+                      "test_accuracy": r["baseline_test_accuracy"], "test_macro_f1": r["baseline_test_macro_f1"],
+                      "seconds": r["baseline_seconds"]}))
 
 
 if __name__ == "__main__":

@@ -182,7 +182,7 @@ def test_classifier_batch_size_one_or_a_boolean(cli, chain, tmp_path, value, nee
 
 @pytest.mark.parametrize("item,key", [("train.foo.bar=1", "train.foo"), ("zzz.y=1", "zzz")])
 def test_an_unknown_key_is_blamed_on_its_set(cli, tmp_path, item, key):
-    res = cli("train-clf", "-c", "configs/demo/train-clf.yaml", "--set", item, "--print-config")
+    res = cli("train-clf", "-c", "configs/trec6/train-clf.yaml", "--set", item, "--print-config")
     _clean(res, f"{key}: unknown key", f"[from --set {item}]")
 
 

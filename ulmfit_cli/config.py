@@ -157,6 +157,8 @@ class ClassifierData(VocabData, TextData):
     valid: str | None = None
     test: str | None = None
     label_col: str = "label"
+    baseline: bool = Field(True, description="also fit TF-IDF + logistic regression on the same splits and report "
+                                             "it beside the classifier (baseline_* in results.json)")
 
 
 class TrainSection(Section):

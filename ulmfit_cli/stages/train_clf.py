@@ -2,7 +2,8 @@
 
 fastai's `text_classifier_learner` (concat pooling, head `model.lin_ftrs`) with the
 upstream encoder and vocabulary, trained by gradual unfreezing: each entry of
-`train.stages` calls `freeze_to` and `fit_one_cycle(epochs, slice(lr / lr_div, lr))`.
+`train.stages` calls `freeze_to` and `fit_one_cycle(epochs, slice(lr / lr_div, lr))`. A TF-IDF +
+logistic-regression baseline is fitted on the same splits and reported beside it (`data.baseline`).
 """
 from __future__ import annotations
 
@@ -111,6 +112,13 @@ def run(resolved: Resolved, run: Run, cbs=()) -> dict:
                **_scores(learn, dls.valid, ys[1], labels, "valid")}
     if test is not None:
         results.update(_scores(learn, clf_dl(ids[2], ys[2], vocab, t.bs * 2, t.bptt, device), ys[2], labels, "test"))
+    if cfg.data.baseline and distributed.is_main():
+        from ulmfit_cli.baseline import tfidf_baseline
+        pairs = [(p["text"].tolist(), y) for p, y in zip(parts, ys)]
+        results.update(tfidf_baseline(pairs[0], pairs[1], pairs[2] if test is not None else None, labels))
+        info("baseline (TF-IDF + logistic regression, same splits): valid accuracy "
+             f"{results['baseline_valid_accuracy']:.4f}" + (f", test accuracy {results['baseline_test_accuracy']:.4f}"
+                                                            if test is not None else ""))
     run.save_weights("model.pth", learn.model.state_dict())
     run.write_json("results.json", results)
     return results
