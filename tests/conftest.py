@@ -23,6 +23,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
+# The longest test files first: `make test`'s two workers take files in collection order, and a long file
+# left for the end keeps one worker busy while the other idles.
+LONGEST_FIRST = ("test_resume.py", "test_distributed.py", "test_real_data.py", "test_hostile.py", "test_classifier_tasks.py",
+                 "test_pretrained.py", "test_benchmarks.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _token_store_cache(tmp_path_factory):
     """Token stores built by tests go to a temporary cache, never the user's ~/.cache/ulmfit."""
@@ -129,12 +140,27 @@ def chain(tmp_path_factory):
     """Trained once per session through the Python API, tiny models: forward and backward chains
     (`lm`, `ft`, `clf` and `lm-bwd`, `ft-bwd`, `clf-bwd`) on one dump and one labelled set; the
     forward and backward classifiers share the fine-tuned vocab, so they form an ensemble.
+    Under `make test`'s two workers the first builds it and the other waits and reuses it.
     Tests must not change these run dirs (copy one to poison or continue it)."""
+    import json
+
+    from ulmfit_cli.files import exclusive
+    root = tmp_path_factory.getbasetemp()
+    tmp = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "chain"
+    with exclusive(tmp, "the tests' chain", wait=True):
+        done = tmp / "results.json"
+        if not done.is_file():
+            tmp.mkdir(exist_ok=True)
+            done.write_text(json.dumps(_build_chain(tmp)))
+        out = json.loads(done.read_text())
+    return {k: Path(v) if isinstance(v, str) else v for k, v in out.items()}
+
+
+def _build_chain(tmp: Path) -> dict:
     from ulmfit_cli import api
-    tmp = tmp_path_factory.mktemp("chain")
     dump = write_dump(tmp / "wiki-pages-articles.xml.bz2", n_articles=16)
     train, test = write_easy_csv(tmp / "train.csv", 200, seed=1), write_easy_csv(tmp / "test.csv", 60, seed=2)
-    out = {"tmp": tmp, "dump": dump, "train": train, "test": test, "results": {}}
+    out = {"tmp": str(tmp), "dump": str(dump), "train": str(train), "test": str(test), "results": {}}
     for suffix, backwards in (("", "false"), ("-bwd", "true")):
         lm, ft, clf = (tmp / f"{name}{suffix}" for name in ("lm", "ft", "clf"))
         way = [f"data.backwards={backwards}", "model.drop_mult=0.2"]
@@ -145,5 +171,5 @@ def chain(tmp_path_factory):
         out["results"][f"train-clf{suffix}"] = api.train(
             "train-clf", [TINY], [f"data.train={train}", f"data.test={test}", f"init.from_run={ft}",
                                   "data.valid_pct=0.25", CLF_STAGES, *way], run_dir=clf)
-        out.update({f"lm{suffix}": lm, f"ft{suffix}": ft, f"clf{suffix}": clf})
+        out.update({f"lm{suffix}": str(lm), f"ft{suffix}": str(ft), f"clf{suffix}": str(clf)})
     return out

@@ -36,3 +36,5 @@ def test_wikipedia_then_trec6(cli, tmp_path):
     majority = labels.value_counts(normalize=True).max()
     assert results["test_accuracy"] > majority and results["test_accuracy"] >= 0.30, results
     assert 0 < results["test_macro_f1"] <= 1
+    # the TF-IDF baseline on the same splits: 89.0 % test (C = 100) when this was written
+    assert results["baseline_C"] in (1.0, 10.0, 100.0) and results["baseline_test_accuracy"] > 0.85, results

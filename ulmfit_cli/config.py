@@ -210,6 +210,12 @@ class ClassifierTrain(TrainSection):
     lr: float = Field(2e-2, gt=0, description="rate of a stage that names none")
     lr_div: float = Field(2.6 ** 4, ge=1, description="each stage trains with slice(lr / lr_div, lr)")
     stages: list[UnfreezeStage] = Field(default_factory=_fastai_unfreezing, min_length=1)
+    monitor: Literal["valid_loss", "accuracy", "macro_f1"] = Field(
+        "valid_loss", description="the validation figure that picks the best epoch (checkpoints/best.pt)")
+    keep: Literal["last", "best"] = Field("last", description="the epoch model.pth holds: the last one, or the "
+                                                             "best by train.monitor")
+    patience: int | None = Field(None, ge=1, description="stop the stage after this many epochs without a better "
+                                                         "train.monitor (counted across train.stages)")
 
 
 # ---------------------------------------------------------------- stage configs

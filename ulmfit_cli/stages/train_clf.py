@@ -108,7 +108,10 @@ def run(resolved: Resolved, run: Run, cbs=()) -> dict:
               slice((st.lr or t.lr) / t.lr_div, st.lr or t.lr), lambda lrn, n=st.freeze_to: lrn.freeze_to(n))
         for st in t.stages])
 
+    kept = ckpt.load_best() if t.keep == "best" else None  # model.pth, and every figure below, of that epoch
     results = {"labels": labels, "pretrained_encoder": upstream is not None,
+               "kept_epoch": kept or ckpt.last_epoch, "keep": t.keep if kept else "last", "monitor": t.monitor,
+               "best_epoch": ckpt.best_epoch, f"best_{t.monitor}": ckpt.best, "stopped_early": ckpt.stopped,
                **_scores(learn, dls.valid, ys[1], labels, "valid")}
     if test is not None:
         results.update(_scores(learn, clf_dl(ids[2], ys[2], vocab, t.bs * 2, t.bptt, device), ys[2], labels, "test"))

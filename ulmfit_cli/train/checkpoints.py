@@ -2,7 +2,9 @@
 
 `checkpoints/last.pt` is rewritten at the end of every training epoch and, within long epochs,
 every `train.checkpoint_every` steps or `train.checkpoint_minutes`; `checkpoints/best.pt` is the
-epoch-end checkpoint with the lowest validation loss. As accelerate's checkpointing does, the
+epoch-end checkpoint with the best `train.monitor` (the lowest validation loss by default), which
+`load_best` puts back for `train.keep: best`; `train.patience` ends the stage after that many epochs
+without a better one. As accelerate's checkpointing does, the
 Checkpointer only collects `state_dict()`s: of the model, the optimizer, the fp16 GradScaler, the
 training loader, the global random generators (`GlobalRNG`) and the Recorder's running figures;
 plus the position in the stage's schedule (phase, epoch, batches done, one-cycle fraction) and the
@@ -12,6 +14,9 @@ on exactly as the uninterrupted run would (bit for bit on the CPU).
 
 Why not fastai's SaveModelCallback for `best.pt`: it saves the model alone (and through `torch.save`
 of the learner's own objects), where a resumable checkpoint needs all of the above, written atomically.
+Why not fastai's EarlyStoppingCallback for `train.patience`: it starts counting afresh at every
+`fit_one_cycle`, and a stage with gradual unfreezing is several; here the count spans the stage and
+survives `--resume`.
 Why our own mid-epoch resume: fastai's `fit_one_cycle(start_epoch=)` resumes only at epoch boundaries
 and restores no random state.
 """
@@ -23,7 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelFitException
 
 from ulmfit_cli.console import info
 from ulmfit_cli.train import distributed
@@ -33,6 +38,9 @@ from ulmfit_cli.train.checkpoint_files import (FORMAT, clean_partial_writes, cou
 from ulmfit_cli.train.distributed import unwrap
 from ulmfit_cli.train.fingerprint import check_fingerprint, fingerprint
 from ulmfit_cli.train.rng import GlobalRNG
+
+
+RECORDER_NAME = {"valid_loss": "valid_loss", "accuracy": "accuracy", "macro_f1": "f1_score"}  # train.monitor
 
 
 @dataclass
@@ -95,7 +103,14 @@ class Checkpointer(Callback):
         self.folder, self.fingerprint, self.metrics_file = folder, fingerprint, metrics_file
         self.every, self.minutes = train_cfg.checkpoint_every, train_cfg.checkpoint_minutes
         self.resume, self.phase, self.phase_label, self.step = resume, 0, "", 0
-        self.best = resume.get("best_valid_loss") if resume else None
+        self.monitor = getattr(train_cfg, "monitor", "valid_loss")
+        self.patience = getattr(train_cfg, "patience", None)
+        self.best = resume.get("best", resume.get("best_valid_loss")) if resume else None
+        self.best_epoch = resume.get("best_epoch") if resume else None
+        self.since_best = resume.get("since_best", 0) if resume else 0
+        self.stopped = False                    # train.patience ended the stage
+        self.epochs_before = 0                  # epochs of the stage's earlier phases
+        self.last_epoch = 0                     # the stage's last trained epoch (1-based)
         self.saves = 0                          # checkpoints written by this process
         self.write_file = write_checkpoint      # (state, path): a test may slow it down to kill a write
         self._restoring = None
@@ -110,9 +125,11 @@ class Checkpointer(Callback):
         """`fit_one_cycle` for each phase; on resume, skip what the checkpoint had finished."""
         learn, resume = self.learn, self.resume
         for i, ph in enumerate(phases):
+            if self.stopped:
+                break
             ph.setup(learn)
             learn.metrics_log.phase = self.phase_label = ph.label
-            self.phase = i
+            self.phase, self.epochs_before = i, sum(p.epochs for p in phases[:i])
             if not ph.epochs or (resume is not None and i < resume["phase"]):
                 continue
             if resume is not None and i == resume["phase"]:
@@ -190,11 +207,29 @@ class Checkpointer(Callback):
     def after_epoch(self):
         if not self.trained:
             return  # a `validate()` call, or an epoch skipped on resume
-        valid = self.recorder.values[-1][1] if len(self.recorder.values[-1]) > 1 else None
-        self._save(epoch_end=True, valid_loss=None if valid is None else float(valid))
+        self.last_epoch = self.epochs_before + self.epoch + 1
+        figures = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1]))
+        value = figures.get(RECORDER_NAME[self.monitor])
+        self._save(epoch_end=True, value=None if value is None else float(value))
+        if self.patience and self.since_best >= self.patience:
+            self.stopped = True
+            info(f"train.patience: no better {self.monitor} for {self.since_best} epochs; the stage ends after "
+                 f"epoch {self.last_epoch} (best: epoch {self.best_epoch})")
+            raise CancelFitException()  # as fastai's EarlyStoppingCallback ends a fit
+
+    def load_best(self) -> int | None:
+        """Put the model of checkpoints/best.pt back (`train.keep: best`); returns its epoch in the stage."""
+        if self.best_epoch is None:
+            return None
+        state = distributed.from_main(lambda: read_checkpoint(self.folder / "best.pt")["model"])
+        unwrap(self.learn.model).load_state_dict(state)
+        return self.best_epoch
 
     # -- the file
-    def _save(self, epoch_end: bool, valid_loss: float | None = None) -> None:
+    def _better(self, value: float) -> bool:
+        return self.best is None or (value < self.best if self.monitor == "valid_loss" else value > self.best)
+
+    def _save(self, epoch_end: bool, value: float | None = None) -> None:
         self.learn.nan_watch.check()
         model = unwrap(self.learn.model)
         hidden = None if epoch_end else getattr(model[0], "hidden", None)
@@ -217,12 +252,15 @@ class Checkpointer(Callback):
                             else self.epoch_start),
             "step_rng": step_rng,
             "metrics_lines": count_lines(self.metrics_file),
-            "valid_loss": valid_loss,
+            "monitored": value,
         })
-        is_best = valid_loss is not None and (self.best is None or valid_loss < self.best)
+        is_best = epoch_end and value is not None and self._better(value)
         if is_best:
-            self.best = valid_loss
-        state["best_valid_loss"] = self.best
+            self.best, self.best_epoch, self.since_best = value, self.last_epoch, 0
+        elif epoch_end:
+            self.since_best += 1
+        state.update({"monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch,
+                      "since_best": self.since_best})
         last = self.folder / "last.pt"
         self.write_file(state, last)
         if is_best:

@@ -1,0 +1,57 @@
+"""The classifier tasks beyond one label per text: the best epoch kept (`train.keep`, `train.monitor`),
+early stopping across the unfreezing stages (`train.patience`)."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from conftest import TINY
+from ulmfit_cli.train.checkpoint_files import read_checkpoint
+
+MANY_EPOCHS = "train.stages=[{freeze_to: -1, epochs: 2, lr: 0.05}, {freeze_to: 0, epochs: 6, lr: 0.05}]"
+
+
+def _train(cli, chain, run_dir, *sets):
+    args = [a for s in sets for a in ("--set", s)]
+    res = cli("train-clf", "-c", TINY, "--set", f"data.train={chain['train']}", "--set", f"init.from_run={chain['ft']}",
+              "--set", MANY_EPOCHS, *args, "--run-dir", run_dir)
+    assert res.exit_code == 0, res.output
+    return json.loads((run_dir / "results.json").read_text()), res.output
+
+
+def _lines(run_dir):
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_keep_best_puts_the_best_epochs_model_in_model_pth(cli, chain, tmp_path):
+    results, _ = _train(cli, chain, tmp_path / "best", "train.keep=best", "train.monitor=valid_loss")
+    lines = _lines(tmp_path / "best")
+    losses = [r["valid_loss"] for r in lines]
+    best = min(range(len(losses)), key=losses.__getitem__) + 1
+    assert results["keep"] == "best" and results["kept_epoch"] == results["best_epoch"] == best
+    assert abs(results["best_valid_loss"] - losses[best - 1]) < 1e-5
+    weights = torch.load(tmp_path / "best" / "model.pth", weights_only=True)
+    kept = read_checkpoint(tmp_path / "best" / "checkpoints" / "best.pt")["model"]
+    assert all(torch.equal(weights[k], kept[k]) for k in weights)
+    last = read_checkpoint(tmp_path / "best" / "checkpoints" / "last.pt")["model"]
+    if best != len(lines):  # the validation figures in results.json are those of the kept epoch
+        assert not all(torch.equal(weights[k], last[k]) for k in weights)
+    assert abs(results["valid_accuracy"] - lines[best - 1]["accuracy"]) < 1e-6
+
+
+def test_keep_last_is_the_last_epoch(cli, chain, tmp_path):
+    results, _ = _train(cli, chain, tmp_path / "last", "train.monitor=accuracy")
+    n = len(_lines(tmp_path / "last"))
+    assert results["keep"] == "last" and results["kept_epoch"] == n == 8
+    accs = [r["accuracy"] for r in _lines(tmp_path / "last")]
+    assert results["best_epoch"] == accs.index(max(accs)) + 1  # the first epoch with the highest accuracy
+
+
+def test_patience_ends_the_stage_after_epochs_without_a_better_figure(cli, chain, tmp_path):
+    results, out = _train(cli, chain, tmp_path / "p", "train.patience=1", "train.monitor=valid_loss")
+    losses = [r["valid_loss"] for r in _lines(tmp_path / "p")]
+    # each epoch improved on all before it, except the last, which ended the stage
+    assert all(losses[i] < min(losses[:i]) for i in range(1, len(losses) - 1))
+    assert results["stopped_early"] and len(losses) < 8, losses  # on this data: after epoch 2 of 8 (CPU, seed 42)
+    assert losses[-1] >= min(losses[:-1]) and "train.patience: no better valid_loss for 1 epochs" in out
