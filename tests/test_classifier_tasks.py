@@ -55,3 +55,48 @@ def test_patience_ends_the_stage_after_epochs_without_a_better_figure(cli, chain
     assert all(losses[i] < min(losses[:i]) for i in range(1, len(losses) - 1))
     assert results["stopped_early"] and len(losses) < 8, losses  # on this data: after epoch 2 of 8 (CPU, seed 42)
     assert losses[-1] >= min(losses[:-1]) and "train.patience: no better valid_loss for 1 epochs" in out
+
+
+def _imbalanced(tmp_path, chain):
+    """The test set's texts with 'pos' kept at one in five: 4 to 1."""
+    import pandas as pd
+    df = pd.read_csv(chain["train"])
+    df = pd.concat([df[df.label == "neg"], df[df.label == "pos"].iloc[::5]])
+    f = tmp_path / "imbalanced.csv"
+    df.to_csv(f, index=False)
+    return f, df
+
+
+def test_class_weights_balanced_and_given(cli, chain, tmp_path):
+    f, df = _imbalanced(tmp_path, chain)
+    base = ["train.stages=[{freeze_to: 0, epochs: 1}]", f"data.train={f}", "data.valid_pct=0.2"]
+    results, _ = _train(cli, chain, tmp_path / "w", *base, "train.class_weights=balanced")
+    w = results["class_weights"]
+    assert set(w) == {"neg", "pos"} and w["pos"] > 1 > w["neg"]  # n / (2 * count): the rare class weighs more
+    results, _ = _train(cli, chain, tmp_path / "g", *base, "train.class_weights={pos: 3}")
+    assert results["class_weights"] == {"neg": 1.0, "pos": 3.0}
+    plain, _ = _train(cli, chain, tmp_path / "plain", *base)
+    assert plain["class_weights"] is None
+    # the weights change the loss, so the training: the same seed gives another model
+    a = torch.load(tmp_path / "g" / "model.pth", weights_only=True)
+    b = torch.load(tmp_path / "plain" / "model.pth", weights_only=True)
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    res = cli("train-clf", "-c", TINY, "--set", f"data.train={f}", "--set", f"init.from_run={chain['ft']}",
+              "--set", "train.class_weights={posit: 2}", "--run-dir", tmp_path / "bad")
+    assert res.exit_code == 2 and "'posit' is not a class" in res.output and "neg, pos" in res.output
+
+
+def test_balanced_sampler_draws_the_classes_equally_often(chain):
+    import numpy as np
+
+    from ulmfit_cli.train.loaders import balanced_weights, clf_dl
+    ys = np.array([0] * 80 + [1] * 20)
+    docs = [np.arange(3 + i % 7) + 2 for i in range(100)]
+    vocab = ["xxunk", "xxpad"] + [f"w{i}" for i in range(20)]
+    dl = clf_dl(docs, ys, vocab, 10, 16, torch.device("cpu"), shuffle=True, weights=balanced_weights(ys))
+    drawn = np.concatenate([yb.numpy() for _ in range(20) for _, yb in dl])
+    assert abs(drawn.mean() - 0.5) < 0.05  # without the weights: 0.2
+    state = dl.state_dict()
+    first = [yb.tolist() for _, yb in dl]
+    dl.load_state_dict(state)
+    assert [yb.tolist() for _, yb in dl] == first  # the draw comes from the loader's own generator

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,8 +18,6 @@ import typer
 from ulmfit_cli.errors import TrainingFailed, UlmfitError
 from ulmfit_cli.version import __version__
 
-# fastai's AWD-LSTM helpers call torch.jit.script, which torch >= 2.10 flags on every run
-warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
 
 app = typer.Typer(
     name="ulmfit",

@@ -210,6 +210,12 @@ class ClassifierTrain(TrainSection):
     lr: float = Field(2e-2, gt=0, description="rate of a stage that names none")
     lr_div: float = Field(2.6 ** 4, ge=1, description="each stage trains with slice(lr / lr_div, lr)")
     stages: list[UnfreezeStage] = Field(default_factory=_fastai_unfreezing, min_length=1)
+    class_weights: Literal["balanced"] | dict[str, float] | None = Field(
+        None, description="weighted cross-entropy: balanced (n / (classes * count), as scikit-learn's), or "
+                          "{label: weight} (labels not named weigh 1)")
+    sampler: Literal["shuffle", "balanced"] = Field(
+        "shuffle", description="balanced: each epoch draws its training documents with replacement, every class "
+                               "equally often (fastai's weighted_dataloaders)")
     monitor: Literal["valid_loss", "accuracy", "macro_f1"] = Field(
         "valid_loss", description="the validation figure that picks the best epoch (checkpoints/best.pt)")
     keep: Literal["last", "best"] = Field("last", description="the epoch model.pth holds: the last one, or the "

@@ -48,6 +48,22 @@ def _split(df: pd.DataFrame, pct: float, seed: int) -> tuple[pd.DataFrame, pd.Da
         return train_test_split(df, test_size=max(pct, 1 / len(df)), random_state=seed)
 
 
+def class_weights(setting, ys: np.ndarray, labels: list[str]) -> list[float] | None:
+    """One loss weight per class for `train.class_weights`: balanced (n / (classes * count), scikit-learn's
+    rule), or the given {label: weight} with 1 for the rest; a label that is not a class is refused."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        counts = np.bincount(ys, minlength=len(labels))
+        return [float(len(ys) / (len(labels) * c)) if c else 0.0 for c in counts]
+    unknown = sorted(set(setting) - set(labels))
+    if unknown:
+        raise UlmfitError(f"train.class_weights: {', '.join(map(repr, unknown))} "
+                          f"{'is not a class' if len(unknown) == 1 else 'are not classes'} of data.train; "
+                          f"its classes are: {', '.join(labels)}")
+    return [float(setting.get(lbl, 1.0)) for lbl in labels]
+
+
 def _scores(learn, dl, ys: np.ndarray, labels: list[str], prefix: str) -> dict:
     with learn.no_bar():
         probs, _ = learn.get_preds(dl=dl)  # fastai undoes SortedDL's order
@@ -96,8 +112,11 @@ def run(resolved: Resolved, run: Run, cbs=()) -> dict:
     run.write_json("labels.json", labels)
     run.copy_in(sp_model, SP_MODEL)
     t = cfg.train
-    dls = clf_dls(ids[0], ys[0], ids[1], ys[1], vocab, t.bs, t.bptt, device, cfg.run.seed)
-    learn = clf_learner(dls, cfg.model.sizes(), len(labels), cfg.model, t, cfg.run.precision, run, "train-clf", cbs)
+    weights = class_weights(t.class_weights, ys[0], labels)
+    dls = clf_dls(ids[0], ys[0], ids[1], ys[1], vocab, t.bs, t.bptt, device, cfg.run.seed,
+                  balanced=t.sampler == "balanced")
+    learn = clf_learner(dls, cfg.model.sizes(), len(labels), cfg.model, t, cfg.run.precision, run, "train-clf", cbs,
+                        weights)
     for i, st in enumerate(t.stages):
         check_freeze_to(learn, st.freeze_to, f"train.stages[{i}]")
     if upstream is not None:
@@ -112,6 +131,7 @@ def run(resolved: Resolved, run: Run, cbs=()) -> dict:
     results = {"labels": labels, "pretrained_encoder": upstream is not None,
                "kept_epoch": kept or ckpt.last_epoch, "keep": t.keep if kept else "last", "monitor": t.monitor,
                "best_epoch": ckpt.best_epoch, f"best_{t.monitor}": ckpt.best, "stopped_early": ckpt.stopped,
+               "class_weights": None if weights is None else dict(zip(labels, weights)), "sampler": t.sampler,
                **_scores(learn, dls.valid, ys[1], labels, "valid")}
     if test is not None:
         results.update(_scores(learn, clf_dl(ids[2], ys[2], vocab, t.bs * 2, t.bptt, device), ys[2], labels, "test"))

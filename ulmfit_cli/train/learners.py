@@ -79,12 +79,15 @@ def lm_learner(dls, arch: dict, drop_mult: float, train, precision: str, run: Ru
     return _finish(_set_precision(learn, precision))
 
 
-def clf_learner(dls, arch: dict, n_out: int, model_cfg, train, precision: str, run: Run, stage: str, cbs=()):
-    """fastai's AWD-LSTM classifier learner (concat pooling, head `model_cfg.lin_ftrs`)."""
+def clf_learner(dls, arch: dict, n_out: int, model_cfg, train, precision: str, run: Run, stage: str, cbs=(),
+                class_weights: list[float] | None = None):
+    """fastai's AWD-LSTM classifier learner (concat pooling, head `model_cfg.lin_ftrs`); `class_weights`:
+    fastai's `CrossEntropyLossFlat(weight=...)`."""
+    weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32, device=dls.device)
     learn = text_classifier_learner(dls, AWD_LSTM, seq_len=train.bptt, config=awd_config(arch, classifier=True),
                                     pretrained=False, drop_mult=model_cfg.drop_mult, n_out=n_out,
                                     lin_ftrs=model_cfg.lin_ftrs, max_len=model_cfg.max_len,
-                                    loss_func=CrossEntropyLossFlat(),
+                                    loss_func=CrossEntropyLossFlat(weight=weight),
                                     metrics=[DeviceAvgMetric(accuracy), F1Score(average="macro")], wd=train.wd, moms=train.moms,
                                     opt_func=_opt_func(train), cbs=[MetricsLog(run, stage), *cbs])
     return _finish(_set_precision(learn, precision))

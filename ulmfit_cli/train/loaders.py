@@ -61,7 +61,18 @@ class _LMDataLoader(_RandomState, LMDataLoader):
 
 
 class _SortedDL(_RandomState, SortedDL):
-    pass
+    """With `weights` (one per document), each epoch draws its documents with replacement in proportion to
+    them, from the loader's own generator (so checkpoints keep it), then sorts them by length in chunks as
+    SortedDL does; fastai's WeightedDL would do the draw, but is not a SortedDL."""
+
+    def __init__(self, *args, weights=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.weights = weights
+
+    def shuffle_fn(self, idxs):
+        if self.weights is None:
+            return super().shuffle_fn(idxs)
+        return self.rng.choices(idxs, weights=self.weights, k=len(idxs))
 
 
 def check_lm_size(n_tokens: int, bs: int, what: str) -> None:
@@ -216,22 +227,33 @@ def _samples(docs: list[np.ndarray], ys: np.ndarray) -> list[tuple]:
 
 
 def clf_dl(docs: list[np.ndarray], ys: np.ndarray, vocab: list[str], bs: int, bptt: int, device: torch.device,
-           shuffle: bool = False) -> SortedDL:
+           shuffle: bool = False, weights: list[float] | None = None) -> SortedDL:
     pad = partial(pad_input_chunk, pad_idx=vocab.index(PAD), pad_first=True, seq_len=bptt)
     # Training drops the last partial batch (as fastai does): a batch of one breaks BatchNorm.
     return _SortedDL(_samples(docs, ys), bs=min(bs, len(docs)) if shuffle else bs, shuffle=shuffle,
-                     drop_last=shuffle, before_batch=pad, device=device)
+                     drop_last=shuffle, before_batch=pad, device=device, weights=weights)
 
 
-def clf_dls(train, train_y, valid, valid_y, vocab, bs, bptt, device, seed: int = 0) -> DataLoaders:
+def balanced_weights(ys: np.ndarray) -> list[float]:
+    """One sampling weight per document: 1 / the size of its class, so every class is drawn equally often."""
+    counts = np.bincount(ys)
+    return (1.0 / counts[ys]).tolist()
+
+
+def clf_dls(train, train_y, valid, valid_y, vocab, bs, bptt, device, seed: int = 0,
+            balanced: bool = False) -> DataLoaders:
     if len(train) < 2:
         raise UlmfitError(f"the training split has {len(train)} document(s): too few for one batch")
+    weights = balanced_weights(np.asarray(train_y)) if balanced else None
     if distributed.world().active:  # bs stays the global batch: each rank trains every N-th batch of bs / N
+        if balanced:
+            raise UlmfitError("train.sampler: balanced is not supported in a multi-process run yet; use "
+                              "train.class_weights: balanced")
         rows = distributed.local_rows(bs)
         trn = distributed.ShardedDL(clf_dl(train, train_y, vocab, rows.stop - rows.start, bptt, device, shuffle=True),
                                     seed)
     else:
-        trn = clf_dl(train, train_y, vocab, bs, bptt, device, shuffle=True)
+        trn = clf_dl(train, train_y, vocab, bs, bptt, device, shuffle=True, weights=weights)
     dls = DataLoaders(trn,
                       clf_dl(valid, valid_y, vocab, bs * 2, bptt, device), device=device)
     dls.vocab = vocab
