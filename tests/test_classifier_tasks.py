@@ -100,3 +100,18 @@ def test_balanced_sampler_draws_the_classes_equally_often(chain):
     first = [yb.tolist() for _, yb in dl]
     dl.load_state_dict(state)
     assert [yb.tolist() for _, yb in dl] == first  # the draw comes from the loader's own generator
+
+
+def test_tensorboard_logger_writes_event_files_into_the_run_dir(cli, chain, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    results, _ = _train(cli, chain, tmp_path / "tb", "run.loggers=[tensorboard]",
+                        "train.stages=[{freeze_to: -1, epochs: 1}, {freeze_to: 0, epochs: 2}]")
+    folder = tmp_path / "tb" / "tensorboard"
+    assert folder.is_dir() and list(folder.glob("events.out.tfevents.*"))
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train_loss", "valid_loss", "accuracy"} <= tags, tags
+    assert len(acc.Scalars("valid_loss")) == 3  # one per epoch, over both stages
+    assert abs(acc.Scalars("valid_loss")[-1].value - json.loads((tmp_path / "tb" / "metrics.jsonl")
+                                                                .read_text().splitlines()[-1])["valid_loss"]) < 1e-4

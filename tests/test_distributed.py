@@ -46,6 +46,14 @@ def _single(*args):
                           text=True, timeout=300)
 
 
+def _running(pid: int) -> bool:
+    """`pid` exists and has not exited (a zombie has released everything it held)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _workers(pid: int) -> dict[int, int]:
     """{rank: pid} of the worker processes torchrun `pid` started."""
     found = {}
@@ -132,11 +140,14 @@ def test_a_two_process_run_resumes_in_one_process(data, tmp_path):
                      faults=("--pause-after-checkpoint", 120), wait=False)
     last = tmp_path / ".lm.partial" / "checkpoints" / "last.pt"
     _wait_for(last.exists, proc)
+    workers = list(_workers(proc.pid).values())
     proc.send_signal(signal.SIGKILL)
-    for pid in _workers(proc.pid).values():
+    for pid in workers:
         os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    time.sleep(0.5)
+    end = time.monotonic() + 30  # a killed rank holds the run dir's lock until it has exited
+    while any(map(_running, workers)) and time.monotonic() < end:
+        time.sleep(0.1)
     ckpt = read_checkpoint(last)
     assert ckpt["batches_done"] == 3 and ckpt["hidden"][0][0].shape[1] == 8  # both ranks' rows were saved
     res = _single("pretrain", "--run-dir", tmp_path / "lm", "--resume")

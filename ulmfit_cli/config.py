@@ -46,6 +46,9 @@ class RunSection(Section):
     distributed: Literal["auto", "off"] = Field(
         "auto", description="auto: one process of a multi-process run when started by torchrun/accelerate launch")
     dist_timeout: int = Field(300, gt=0, description="seconds a process waits for the others before failing")
+    loggers: list[Literal["tensorboard"]] = Field(
+        default_factory=list, description="tensorboard: fastai's TensorBoardCallback writes event files into "
+                                          "<run dir>/tensorboard (pip install 'ulmfit-cli[tensorboard]')")
     threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch (default: its own choice, "
                                                          "printed at start); 1 on a machine shared with other jobs")
     deterministic: bool = Field(False, description="PyTorch's deterministic algorithms (and cuBLAS workspace) on "

@@ -15,6 +15,7 @@ from ulmfit_cli.corpus.tokenize import SP_MODEL
 from ulmfit_cli.resolve import Resolved
 from ulmfit_cli.runs import Run
 from ulmfit_cli.stages.lm_common import lm_data, save_lm, split_docs
+from ulmfit_cli.train.callbacks import logger_callbacks
 from ulmfit_cli.train.checkpoints import Phase, add_checkpointing
 from ulmfit_cli.train.device import start
 from ulmfit_cli.train.learners import lm_learner, transfer_lm
@@ -37,6 +38,7 @@ def run(resolved: Resolved, run: Run, cbs=()) -> dict:
     dls, vocab, sig, stats = lm_data(train, valid, cfg, device, train_path.name, sp_model)
     run.write_json("vocab.json", vocab)
     run.copy_in(sp_model, SP_MODEL)
+    cbs = (*cbs, *logger_callbacks(cfg.run, run))
     learn = lm_learner(dls, cfg.model.sizes(), cfg.model.drop_mult, cfg.train, cfg.run.precision, run,
                        "finetune-lm", cbs)
     t = cfg.train

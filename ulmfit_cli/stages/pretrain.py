@@ -13,6 +13,7 @@ from ulmfit_cli.corpus.tokenize import SP_MODEL
 from ulmfit_cli.runs import Run
 from ulmfit_cli.stages.lm_common import save_lm
 from ulmfit_cli.train import distributed
+from ulmfit_cli.train.callbacks import logger_callbacks
 from ulmfit_cli.train.checkpoints import Phase, add_checkpointing
 from ulmfit_cli.train.device import start
 from ulmfit_cli.train.fingerprint import data_signature
@@ -31,6 +32,7 @@ def run(resolved: Resolved, run: Run, cbs=()) -> dict:
                      cfg.data.backwards, piece_tokens=STORE_PIECE_TOKENS)
     run.write_json("vocab.json", store.vocab)
     run.copy_in(store.sp_model, SP_MODEL)
+    cbs = (*cbs, *logger_callbacks(cfg.run, run))
     learn = lm_learner(dls, cfg.model.sizes(), cfg.model.drop_mult, cfg.train, cfg.run.precision, run, "pretrain",
                        cbs)
     ckpt = add_checkpointing(learn, run, cfg, data_signature(store.vocab, store.path.name))

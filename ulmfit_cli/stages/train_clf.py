@@ -22,6 +22,7 @@ from ulmfit_cli.inference.evaluation import check_labels, scores
 from ulmfit_cli.resolve import Resolved
 from ulmfit_cli.runs import Run
 from ulmfit_cli.train import distributed
+from ulmfit_cli.train.callbacks import logger_callbacks
 from ulmfit_cli.train.checkpoints import Phase, add_checkpointing
 from ulmfit_cli.train.device import start
 from ulmfit_cli.train.fingerprint import data_signature
@@ -115,6 +116,7 @@ def run(resolved: Resolved, run: Run, cbs=()) -> dict:
     weights = class_weights(t.class_weights, ys[0], labels)
     dls = clf_dls(ids[0], ys[0], ids[1], ys[1], vocab, t.bs, t.bptt, device, cfg.run.seed,
                   balanced=t.sampler == "balanced")
+    cbs = (*cbs, *logger_callbacks(cfg.run, run))
     learn = clf_learner(dls, cfg.model.sizes(), len(labels), cfg.model, t, cfg.run.precision, run, "train-clf", cbs,
                         weights)
     for i, st in enumerate(t.stages):

@@ -1,5 +1,5 @@
 """The fastai callbacks every training stage shares: the metrics log, progress lines off a terminal,
-AWD-LSTM's rate scaling for random window lengths, and the NaN watch. Checkpoints and resuming are in `checkpoints.py`."""
+AWD-LSTM's rate scaling for random window lengths, the NaN watch, and the `run.loggers`. Checkpoints and resuming are in `checkpoints.py`."""
 from __future__ import annotations
 
 import math
@@ -152,3 +152,30 @@ class NanWatch(Callback):
                 f"the training loss became NaN or infinite at step {int(self.bad_step)} "
                 f"(epoch {self.epoch + 1}, {ckpt.phase_label or 'training'}); the last good checkpoint is kept in "
                 f"{ckpt.folder}. Lower train.lr (or use run.precision=fp32) and rerun with --resume.")
+
+
+def logger_callbacks(run_cfg, run) -> list[Callback]:
+    """`run.loggers` as fastai's own callbacks, on rank 0, writing into the run dir (`tensorboard/`)."""
+    if "tensorboard" not in run_cfg.loggers or not distributed.is_main():
+        return []
+    try:
+        from fastai.callback.tensorboard import TensorBoardCallback
+    except ImportError as e:
+        from ulmfit_cli.errors import UlmfitError
+        raise UlmfitError(f"run.loggers: tensorboard needs the tensorboard package ({e}); "
+                          f"pip install 'ulmfit-cli[tensorboard]'") from None
+
+    class TensorBoard(TensorBoardCallback):
+        """fastai's, logging the numeric hyper-parameters only: PyTorch's AdamW (`train.optimizer: torch`)
+        keeps flags and None among them, which fastai's would hand to the writer."""
+
+        def after_batch(self):
+            self.writer.add_scalar("train_loss", self.smooth_loss, self.train_iter)
+            for i, h in enumerate(self.opt.hypers):
+                for k, v in h.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        self.writer.add_scalar(f"{k}_{i}", v, self.train_iter)
+
+    # no model graph (fastai cannot trace it under mixed precision) and no sample predictions (they need
+    # fastai's decoding transforms, which these loaders do not carry)
+    return [TensorBoard(log_dir=str(run.path / "tensorboard"), trace_model=False, log_preds=False)]
