@@ -1,5 +1,6 @@
-"""The classifier tasks beyond one label per text: the best epoch kept (`train.keep`, `train.monitor`),
-early stopping across the unfreezing stages (`train.patience`)."""
+"""The classifier tasks beyond the plain one: the best epoch kept (`train.keep`, `train.monitor`), early
+stopping across the unfreezing stages (`train.patience`), class weights and the balanced sampler,
+TensorBoard, several text fields."""
 from __future__ import annotations
 
 import json
@@ -115,3 +116,56 @@ def test_tensorboard_logger_writes_event_files_into_the_run_dir(cli, chain, tmp_
     assert len(acc.Scalars("valid_loss")) == 3  # one per epoch, over both stages
     assert abs(acc.Scalars("valid_loss")[-1].value - json.loads((tmp_path / "tb" / "metrics.jsonl")
                                                                 .read_text().splitlines()[-1])["valid_loss"]) < 1e-4
+
+
+def _two_fields(tmp_path, chain):
+    """The labelled texts cut into a title (first two words) and a body (the rest), label in between."""
+    import pandas as pd
+    df = pd.read_csv(chain["train"])
+    words = df["text"].str.split()
+    out = pd.DataFrame({"title": words.str[:2].str.join(" "), "label": df["label"], "body": words.str[2:].str.join(" ")})
+    f = tmp_path / "fields.csv"
+    out.to_csv(f, index=False)
+    return f
+
+
+def test_several_text_fields_are_joined_with_fastais_field_marks(tmp_path, chain):
+    from ulmfit_cli.corpus.tables import read_texts
+    f = _two_fields(tmp_path, chain)
+    by_name = read_texts(f, "data.train", ["title", "body"], "label")
+    by_position = read_texts(f, "data.train", [0, 2], "label")
+    assert by_name["text"].tolist() == by_position["text"].tolist()
+    first = by_name["text"][0]
+    assert first.startswith("xxfld 1 ") and " xxfld 2 " in first
+    import pandas as pd
+    raw = pd.read_csv(f).iloc[0]
+    assert first == f"xxfld 1 {raw.title} xxfld 2 {raw.body}"  # fastai's _join_texts(mark_fields=True)
+
+
+def test_several_text_fields_through_train_predict_and_evaluate(cli, chain, tmp_path):
+    f = _two_fields(tmp_path, chain)
+    res = cli("train-clf", "-c", TINY, "--set", f"data.train={f}", "--set", "data.text_col=[title, body]",
+              "--set", f"init.from_run={chain['ft']}", "--set", "train.stages=[{freeze_to: 0, epochs: 2, lr: 0.02}]",
+              "--run-dir", tmp_path / "clf")
+    assert res.exit_code == 0, res.output
+    res = cli("predict", "--model", tmp_path / "clf", "--input", f, "--output", tmp_path / "p.csv")  # no --text-col
+    assert res.exit_code == 0, res.output
+    import pandas as pd
+    preds = pd.read_csv(tmp_path / "p.csv")
+    assert list(preds.columns[:3]) == ["title", "label", "body"] and len(preds) == 200
+    res = cli("evaluate", "--model", tmp_path / "clf", "--input", f, "--output", tmp_path / "ev")
+    assert res.exit_code == 0, res.output
+    same = cli("evaluate", "--model", tmp_path / "clf", "--input", f, "--text-col", "title,body",
+               "--output", tmp_path / "ev2")
+    assert same.exit_code == 0 and json.loads((tmp_path / "ev" / "report.json").read_text())["accuracy"] == \
+        json.loads((tmp_path / "ev2" / "report.json").read_text())["accuracy"]
+    bundle = tmp_path / "bundle"
+    assert cli("export", "--model", tmp_path / "clf", "--output", bundle).exit_code == 0
+    from ulmfit_cli import load_classifier
+    assert load_classifier(bundle, device="cpu").text_col == ["title", "body"]
+    res = cli("train-clf", "-c", TINY, "--set", f"data.train={f}", "--set", "data.text_col=[title, 7]",
+              "--set", f"init.from_run={chain['ft']}", "--print-config")
+    assert res.exit_code == 0  # positions are checked against the file when it is read
+    res = cli("train-clf", "-c", TINY, "--set", f"data.train={f}", "--set", "data.text_col=[title, 7]",
+              "--set", f"init.from_run={chain['ft']}", "--run-dir", tmp_path / "bad")
+    assert res.exit_code == 2 and "position 7 is out of range" in res.output and "title, label, body" in res.output

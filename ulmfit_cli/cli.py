@@ -199,6 +199,19 @@ InputFormatOpt = Annotated[Optional[str], typer.Option(
                            "the first line: a header naming --text-col, a JSON object, a __label__).")]
 
 
+TextColOpt = Annotated[Optional[str], typer.Option(
+    "--text-col", help="Column(s) holding the texts, comma-separated for several fields (default: what the "
+                       "model was trained on, data.text_col).")]
+
+
+def _text_col(option: str | None, clf):
+    """--text-col as data.text_col would be (`title,body` -> [title, body]), or the model's own."""
+    if option is None:
+        return clf.text_col
+    cols = [c.strip() for c in option.split(",")]
+    return cols if len(cols) > 1 else cols[0]
+
+
 def _check_output(output: Path, input, models: list[Path], folder: bool) -> None:
     """An output never replaces the input or a file of a --model, and its parent folder exists after this."""
     if str(output) == "-":
@@ -244,20 +257,23 @@ def predict(
                                                              "(one text per line); - reads stdin.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="preds.csv/.tsv/.jsonl; - writes stdout.")]
     = Path("preds.csv"),
-    text_col: Annotated[str, typer.Option(help="Column holding the texts (tables).")] = "text",
+    text_col: TextColOpt = None,
     input_format: InputFormatOpt = None,
     bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32", encoding: EncodingOpt = "utf-8",
 ):
     """Classify texts. Writes the input rows plus `prediction` and one `prob_<class>` column per class."""
-    from ulmfit_cli.corpus.tables import check_column, read_frame
+    from ulmfit_cli.corpus.tables import join_fields, read_frame, text_columns
     with _user_errors():
         _check_output(output, input, model, folder=False)
         clf, precision = _classifiers(model, device, precision)
-        df, _ = read_frame(input, "--input", encoding, fmt=input_format, columns=(text_col,))
-        check_column(df, text_col, "--text-col", "--input", input)
+        cols = _text_col(text_col, clf)
+        wanted = tuple(c for c in (cols if isinstance(cols, list) else [cols]) if isinstance(c, str))
+        df, fmt = read_frame(input, "--input", encoding, fmt=input_format, columns=wanted)
+        fields = ["text"] if fmt in ("lines", "fasttext") else text_columns(df, cols, "--text-col", "--input", input)
         if df.empty:
             raise UlmfitError(f"--input: {input} has no rows to classify")
-        probs = clf.predict_proba(df[text_col].astype(str).tolist(), bs=bs, precision=precision, progress=True)
+        texts = join_fields(df, fields).tolist()
+        probs = clf.predict_proba(texts, bs=bs, precision=precision, progress=True)
         df["prediction"] = [clf.labels[i] for i in probs.argmax(1)]
         for j, label in enumerate(clf.labels):
             df[f"prob_{label}"] = probs[:, j]
@@ -273,7 +289,7 @@ def evaluate(
                                                              "- reads stdin.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for report.json and confusion.png.")]
     = Path("evaluation"),
-    text_col: Annotated[str, typer.Option(help="Column holding the texts.")] = "text",
+    text_col: TextColOpt = None,
     label_col: Annotated[str, typer.Option(help="Column holding the true labels.")] = "label",
     input_format: InputFormatOpt = None,
     bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32", encoding: EncodingOpt = "utf-8",
@@ -287,7 +303,7 @@ def evaluate(
     with _user_errors():
         _check_output(output, input, model, folder=True)
         clf, precision = _classifiers(model, device, precision)
-        df = read_texts(input, "--input", text_col, label_col, encoding, fmt=input_format)
+        df = read_texts(input, "--input", _text_col(text_col, clf), label_col, encoding, fmt=input_format)
         check_labels(df["label"].tolist(), clf.labels, f"--input: {input}")
         probs = clf.predict_proba(df["text"].tolist(), bs=bs, precision=precision, progress=True)
         index = {lbl: i for i, lbl in enumerate(clf.labels)}

@@ -116,7 +116,9 @@ LANG_HELP = ("spaCy language of the word tokenizer (fastai's SpacyTokenizer(lang
 
 class TextData(Encoded):
     lang: str | None = Field(None, description=LANG_HELP + "; without init.from_run: en")
-    text_col: str = "text"
+    text_col: str | int | list[str | int] = Field(
+        "text", min_length=1, description="the text column: a name, a position (from 0), or a list of them, joined "
+                                          "with fastai's field marks (xxfld 1 ... xxfld 2 ...)")
     valid_pct: float = Field(0.1, gt=0, lt=1)
     workers: int | None = Field(None, ge=0, description="tokenizer processes (default: all cores; 0 = in-process)")
 
@@ -253,7 +255,8 @@ class ClassifierConfig(StageConfig):
 
     @model_validator(mode="after")
     def _one_label_source(self):
-        if self.data.label_col == self.data.text_col:
+        cols = self.data.text_col if isinstance(self.data.text_col, list) else [self.data.text_col]
+        if self.data.label_col in cols:
             raise ValueError("data.label_col and data.text_col name the same column")
         return self
 
@@ -275,12 +278,13 @@ class ClassifierSpec(Section):
     backwards: bool
     max_chars: int = Field(gt=0)
     lang: str = "en"  # bundles written before data.lang existed are English
+    text_col: str | int | list[str | int] = "text"  # what predict and evaluate read when not told
 
     @classmethod
     def of(cls, cfg: "ClassifierConfig") -> "ClassifierSpec":
         return cls(arch=ArchSizes(**cfg.model.sizes()), drop_mult=cfg.model.drop_mult, lin_ftrs=cfg.model.lin_ftrs,
                    max_len=cfg.model.max_len, bptt=cfg.train.bptt, backwards=cfg.data.backwards,
-                   max_chars=cfg.data.max_chars, lang=cfg.data.lang or "en")
+                   max_chars=cfg.data.max_chars, lang=cfg.data.lang or "en", text_col=cfg.data.text_col)
 
 
 STAGES: dict[str, type[StageConfig]] = {

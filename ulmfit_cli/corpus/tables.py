@@ -134,20 +134,51 @@ def _parse(text: str, fmt: str, key: str, where) -> pd.DataFrame:
     return pd.DataFrame({"text": text.splitlines()})
 
 
+def text_columns(df: pd.DataFrame, text_col, what: str, key: str, path) -> list[str]:
+    """The column names `text_col` means: a name, a position (as fastai's `text_cols=3`), or a list of them."""
+    names = []
+    for col in text_col if isinstance(text_col, list) else [text_col]:
+        if isinstance(col, int):
+            if not 0 <= col < len(df.columns):
+                raise UlmfitError(f"{key}: {path} has {len(df.columns)} columns, so {what} position {col} is out of "
+                                  f"range (positions count from 0); its columns are: {', '.join(map(str, df.columns))}")
+            col = df.columns[col]
+        check_column(df, col, what, key, path)
+        names.append(col)
+    return names
+
+
+def join_fields(df: pd.DataFrame, names: list[str]) -> pd.Series:
+    """The text of each row: one column as it is; several joined as fastai's `text_cols` joins them, each
+    field after its mark (`xxfld 1 the title xxfld 2 the body`), so the model can tell them apart."""
+    from fastai.text.core import FLD
+    if len(names) == 1:
+        return df[names[0]].astype(str)
+    text = f"{FLD} 1 " + df[names[0]].astype(str)
+    for i, name in enumerate(names[1:], 2):
+        text = text + f" {FLD} {i} " + df[name].astype(str)
+    return text
+
+
 def check_column(df: pd.DataFrame, col: str, what: str, key: str, path) -> None:
     if col not in df.columns:
         raise UlmfitError(f"{key}: {path} has no column '{col}' ({what}); "
                           f"its columns are: {', '.join(map(str, df.columns)) or '(none)'}")
 
 
-def read_texts(path: str | Path, key: str, text_col: str = "text", label_col: str | None = None,
+def read_texts(path: str | Path, key: str, text_col="text", label_col: str | None = None,
                encoding: str = "utf-8", errors: str = "strict", fmt: str | None = None) -> pd.DataFrame:
-    """A frame with column `text` (and `label` when `label_col` is given), empty texts dropped.
+    """A frame with column `text` (and `label` when `label_col` is given), empty texts dropped. `text_col`:
+    a column name or position, or a list of them (joined with fastai's field marks: `join_fields`).
 
     For fastText files the columns are always `text` and `label`; for a plain text file
     (one document per line) there is only `text`.
     """
-    df, fmt = read_frame(path, key, encoding, errors, fmt, (text_col, label_col or text_col))
+    wanted = tuple(c for c in (text_col if isinstance(text_col, list) else [text_col]) if isinstance(c, str))
+    df, fmt = read_frame(path, key, encoding, errors, fmt, wanted + ((label_col,) if label_col else ()))
+    if fmt in ("fasttext", "lines") and isinstance(text_col, list) and len(text_col) > 1:
+        raise UlmfitError(f"{key}: {path} is {FORMAT_NAMES[fmt]}, with one text per document; data.text_col names "
+                          f"{len(text_col)} fields, which need a CSV/TSV/JSONL table")
     names = {"text": text_col, "label": label_col}
     if fmt == "fasttext":
         names = {"text": "text", "label": "label"}
@@ -159,10 +190,10 @@ def read_texts(path: str | Path, key: str, text_col: str = "text", label_col: st
             raise UlmfitError(f"{key}: {path} has no labels: use a CSV/TSV with a '{label_col}' column "
                               f"or fastText lines ('{FASTTEXT_PREFIX}pos some text')")
         names = {"text": "text", "label": None}
-    for role, col in names.items():
-        if col is not None:
-            check_column(df, col, "data.text_col" if role == "text" else "data.label_col", key, path)
-    out = pd.DataFrame({"text": df[names["text"]].astype(str)})
+    fields = text_columns(df, names["text"], "data.text_col", key, path)
+    if names["label"] is not None:
+        check_column(df, names["label"], "data.label_col", key, path)
+    out = pd.DataFrame({"text": join_fields(df, fields)})
     if label_col is not None:
         out["label"] = df[names["label"]].astype(str).str.strip()
     out = out[out["text"].str.strip() != ""].reset_index(drop=True)

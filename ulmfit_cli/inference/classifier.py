@@ -102,6 +102,11 @@ class Classifier:
     def predict(self, texts: list[str], **kwargs) -> list[str]:
         return [self.labels[i] for i in self.predict_proba(texts, **kwargs).argmax(1)]
 
+    @property
+    def text_col(self):
+        """The column(s) it was trained on (data.text_col): what predict and evaluate read by default."""
+        return self.spec.text_col
+
 
 class Ensemble:
     """Several classifiers of the same labels and vocab (e.g. forward + backward): mean probabilities."""
@@ -116,7 +121,7 @@ class Ensemble:
                 raise UlmfitError(f"--model: {m.path} and {first.path} have different vocabularies; ensemble "
                                   f"members must be fine-tuned on the same texts (the forward and backward "
                                   f"runs of one recipe)")
-        self.members, self.labels = members, first.labels
+        self.members, self.labels, self.text_col = members, first.labels, first.text_col
 
     def predict_proba(self, texts: list[str], workers: int | None = 0, **kwargs) -> np.ndarray:
         ids = self.members[0].token_ids(list(texts), workers)  # one vocab: the texts are tokenized once
