@@ -1,10 +1,10 @@
 """Resolve once: stage, config files, `--set` overrides, `--run-dir` and `--resume` become one frozen config.
 
 Everything a stage reads comes from the result: the AWD-LSTM sizes and the tokenizer's language taken from
-`init.from_run` (or the paper's sizes, English), the run dir, and the device and precision that will run (`auto` decided here). config.yaml
-records exactly this; what the user asked for before it was decided (`run.device: auto`) is kept in
-its `_meta.requested`, so that passing a run's config.yaml back (or `--resume` on another machine)
-asks again rather than insisting on the old machine's answer.
+`init.from_run` (or the paper's sizes, English), the run dir, and the device and precision that will run
+(`auto` decided here). config.yaml records exactly this; what the user asked for before it was decided
+(`run.device: auto`) is kept in its `_meta.requested`, so that passing a run's config.yaml back (or
+`--resume` on another machine) asks again rather than insisting on the old machine's answer.
 """
 from __future__ import annotations
 

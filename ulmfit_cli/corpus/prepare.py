@@ -131,7 +131,8 @@ def _jobs(files: list[Path], data: PretrainData, stats: DumpStats, bar) -> Itera
     done_bytes = 0
     for f in files:
         kind = "dump" if is_dump(f) else "text"
-        items = (iter_pages(f, stats, lang_warning=data.tokenizer == "spacy", keep_truncated=data.keep_truncated) if kind == "dump"
+        words = data.tokenizer == "spacy"  # the English-rules warning concerns the word tokenizer only
+        items = (iter_pages(f, stats, lang_warning=words, keep_truncated=data.keep_truncated) if kind == "dump"
                  else iter_text_documents(f, "data.source", data.encoding, data.encoding_errors))
         batch, size = [], 0
         for item in items:

@@ -1,5 +1,6 @@
 """The fastai callbacks every training stage shares: the metrics log, progress lines off a terminal,
-AWD-LSTM's rate scaling for random window lengths, the NaN watch, and the `run.loggers`. Checkpoints and resuming are in `checkpoints.py`."""
+AWD-LSTM's rate scaling for random window lengths, the NaN watch, and the `run.loggers`. Checkpoints and
+resuming are in `checkpoints.py`."""
 from __future__ import annotations
 
 import math

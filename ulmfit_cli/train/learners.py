@@ -88,7 +88,8 @@ def clf_learner(dls, arch: dict, n_out: int, model_cfg, train, precision: str, r
                                     pretrained=False, drop_mult=model_cfg.drop_mult, n_out=n_out,
                                     lin_ftrs=model_cfg.lin_ftrs, max_len=model_cfg.max_len,
                                     loss_func=CrossEntropyLossFlat(weight=weight),
-                                    metrics=[DeviceAvgMetric(accuracy), F1Score(average="macro")], wd=train.wd, moms=train.moms,
+                                    metrics=[DeviceAvgMetric(accuracy), F1Score(average="macro")], wd=train.wd,
+                                    moms=train.moms,
                                     opt_func=_opt_func(train), cbs=[MetricsLog(run, stage), *cbs])
     return _finish(_set_precision(learn, precision))
 
