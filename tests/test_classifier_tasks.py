@@ -169,3 +169,17 @@ def test_several_text_fields_through_train_predict_and_evaluate(cli, chain, tmp_
     res = cli("train-clf", "-c", TINY, "--set", f"data.train={f}", "--set", "data.text_col=[title, 7]",
               "--set", f"init.from_run={chain['ft']}", "--run-dir", tmp_path / "bad")
     assert res.exit_code == 2 and "position 7 is out of range" in res.output and "title, label, body" in res.output
+
+
+def test_the_baseline_is_reported_beside_the_classifier_and_reproducible(cli, chain, tmp_path):
+    results = json.loads((chain["clf"] / "results.json").read_text())
+    assert results["baseline"] == "tfidf-logreg" and results["baseline_C"] in (1.0, 10.0, 100.0)
+    assert 0.5 < results["baseline_test_accuracy"] <= 1 and results["baseline_valid_macro_f1"] > 0
+    report = cli("report", chain["clf"]).output
+    assert "baseline_test_accuracy" in report and "test_accuracy" in report
+    again, _ = _train(cli, chain, tmp_path / "again", "data.test=" + str(chain["test"]), "data.valid_pct=0.25",
+                      "train.stages=[{freeze_to: 0, epochs: 1}]")
+    assert {k: v for k, v in again.items() if k.startswith("baseline_") and k != "baseline_seconds"} == \
+        {k: v for k, v in results.items() if k.startswith("baseline_") and k != "baseline_seconds"}
+    off, _ = _train(cli, chain, tmp_path / "off", "data.baseline=false", "train.stages=[{freeze_to: 0, epochs: 1}]")
+    assert not any(k.startswith("baseline") for k in off)
