@@ -32,7 +32,8 @@ def _digest(folder: Path) -> dict:
 
 def _clean(res, *needles, code: int = 2) -> str:
     out = res.output if hasattr(res, "output") else (res.stdout + res.stderr).decode()
-    assert res.exit_code if hasattr(res, "exit_code") else res.returncode == code, out
+    got = res.exit_code if hasattr(res, "exit_code") else res.returncode
+    assert got == code, (got, out)
     assert "Traceback" not in out, out
     for n in needles:
         assert str(n) in out, (n, out)

@@ -262,13 +262,12 @@ def predict(
     bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32", encoding: EncodingOpt = "utf-8",
 ):
     """Classify texts. Writes the input rows plus `prediction` and one `prob_<class>` column per class."""
-    from ulmfit_cli.corpus.tables import join_fields, read_frame, text_columns
+    from ulmfit_cli.corpus.tables import join_fields, named_columns, read_frame, text_columns
     with _user_errors():
         _check_output(output, input, model, folder=False)
         clf, precision = _classifiers(model, device, precision)
         cols = _text_col(text_col, clf)
-        wanted = tuple(c for c in (cols if isinstance(cols, list) else [cols]) if isinstance(c, str))
-        df, fmt = read_frame(input, "--input", encoding, fmt=input_format, columns=wanted)
+        df, fmt = read_frame(input, "--input", encoding, fmt=input_format, columns=named_columns(cols))
         fields = ["text"] if fmt in ("lines", "fasttext") else text_columns(df, cols, "--text-col", "--input", input)
         if df.empty:
             raise UlmfitError(f"--input: {input} has no rows to classify")

@@ -184,6 +184,15 @@ def load_token_list(path: Path, what: str) -> list[str]:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as e:
         raise UlmfitError(f"{what}: {path} is not a pickled list of tokens, refused to load it "
                           f"({_first_line(e)})") from None
+    return check_tokens(tokens, path, what)
+
+
+def read_token_json(path: Path, what: str) -> list[str]:
+    """A vocabulary saved as a JSON list of token strings (vocab.json)."""
+    return check_tokens(read_json(path, what), path, what)
+
+
+def check_tokens(tokens, path: Path, what: str) -> list[str]:
     if not (isinstance(tokens, (list, tuple)) and tokens and all(isinstance(t, str) for t in tokens)):
         raise UlmfitError(f"{what}: {path} holds a {type(tokens).__name__}, not a list of token strings")
     return list(tokens)

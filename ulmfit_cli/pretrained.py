@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import ARCHIVES, extract_archive, load_token_list, read_json
+from ulmfit_cli.files import ARCHIVES, extract_archive, load_token_list, read_json, read_token_json
 
 KEY = "SOURCE"
 NAMED = {"wt103-fwd": ("WT103_FWD", False), "wt103-bwd": ("WT103_BWD", True)}
@@ -88,12 +88,7 @@ def find(folder: Path, backwards: bool | None) -> Found:
 
 
 def read_vocab_file(path: Path) -> list[str]:
-    if path.suffix == ".json":
-        tokens = read_json(path, KEY)
-        if not (isinstance(tokens, list) and tokens and all(isinstance(t, str) for t in tokens)):
-            raise UlmfitError(f"{KEY}: {path} is not a JSON list of tokens")
-        return tokens
-    return load_token_list(path, KEY)
+    return read_token_json(path, KEY) if path.suffix == ".json" else load_token_list(path, KEY)
 
 
 def lm_state(path: Path) -> dict:
@@ -190,7 +185,7 @@ def import_lm(source: str, out: Path, backwards: bool | None = None, force: bool
     return results
 
 
-def export_fastai(up, out: Path) -> list[Path]:
+def export_fastai(up, out: Path) -> None:
     """Write an LM run as fastai's `language_model_learner(..., pretrained_fnames=['lm', 'lm_vocab'])` reads it
     from `out`: `lm.pth` (the state dict, as `learn.save(with_opt=False)` writes it), `lm_vocab.pkl` (the
     token list, pickled) and, for a subword model, `spm.model`; `model.json` holds the sizes to pass as
@@ -205,11 +200,8 @@ def export_fastai(up, out: Path) -> list[Path]:
     atomic_write(out / "lm.pth", lambda f: torch.save(weights, f))
     data = pickle.dumps(list(up.vocab), protocol=4)
     atomic_write(out / "lm_vocab.pkl", lambda f: f.write(data))
-    written = [out / "lm.pth", out / "lm_vocab.pkl"]
     if up.sp_model is not None:
         shutil.copyfile(up.sp_model, out / "spm.model")
-        written.append(out / "spm.model")
     write_json(out / "model.json", {"arch": "AWD_LSTM", "config": up.arch(), "backwards": up.backwards,
                                     "tokenizer": "sentencepiece" if up.sp_model else "spacy",
                                     "pretrained_fnames": ["lm", "lm_vocab"]})
-    return written + [out / "model.json"]

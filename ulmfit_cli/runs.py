@@ -20,7 +20,8 @@ import yaml
 
 from ulmfit_cli.config import ARCH_KEYS, META_KEY, REQUESTED, StageConfig, to_yaml
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import atomic_write, exclusive, load_weights, publish, read_json, staging_dir, write_json
+from ulmfit_cli.files import (atomic_write, exclusive, load_weights, publish, read_token_json, staging_dir,
+                              write_json)
 from ulmfit_cli.version import __version__
 
 
@@ -209,7 +210,4 @@ def read_run(path: Path | str, key: str, stages: tuple[str, ...], weights: str) 
 
 
 def read_vocab(folder: Path, key: str) -> list[str]:
-    vocab = read_json(folder / "vocab.json", key)
-    if not (isinstance(vocab, list) and vocab and all(isinstance(t, str) for t in vocab)):
-        raise UlmfitError(f"{key}: {folder / 'vocab.json'} is not a JSON list of tokens")
-    return vocab
+    return read_token_json(folder / "vocab.json", key)

@@ -134,6 +134,11 @@ def _parse(text: str, fmt: str, key: str, where) -> pd.DataFrame:
     return pd.DataFrame({"text": text.splitlines()})
 
 
+def named_columns(text_col) -> tuple[str, ...]:
+    """The column names among `text_col` (positions left out): what a header on stdin is sniffed for."""
+    return tuple(c for c in (text_col if isinstance(text_col, list) else [text_col]) if isinstance(c, str))
+
+
 def text_columns(df: pd.DataFrame, text_col, what: str, key: str, path) -> list[str]:
     """The column names `text_col` means: a name, a position (as fastai's `text_cols=3`), or a list of them."""
     names = []
@@ -174,8 +179,8 @@ def read_texts(path: str | Path, key: str, text_col="text", label_col: str | Non
     For fastText files the columns are always `text` and `label`; for a plain text file
     (one document per line) there is only `text`.
     """
-    wanted = tuple(c for c in (text_col if isinstance(text_col, list) else [text_col]) if isinstance(c, str))
-    df, fmt = read_frame(path, key, encoding, errors, fmt, wanted + ((label_col,) if label_col else ()))
+    sniffed = named_columns(text_col) + ((label_col,) if label_col else ())
+    df, fmt = read_frame(path, key, encoding, errors, fmt, sniffed)
     if fmt in ("fasttext", "lines") and isinstance(text_col, list) and len(text_col) > 1:
         raise UlmfitError(f"{key}: {path} is {FORMAT_NAMES[fmt]}, with one text per document; data.text_col names "
                           f"{len(text_col)} fields, which need a CSV/TSV/JSONL table")

@@ -85,27 +85,24 @@ class ProgressLines(Callback):
     """Off a terminal (logs, CI, nohup) fastai's bar is off, and a long epoch would print nothing for
     minutes: a line every ULMFIT_PROGRESS_SECONDS (default 30) with the step, the share of the epoch,
     the smoothed loss, tokens/s and the epoch's ETA, as Hugging Face's Trainer logs every
-    `logging_steps`. The loss is read only when a line is printed (one GPU wait per line)."""
+    `logging_steps`. The loss is read only when a line is printed (one GPU wait per line); tokens and the
+    epoch's start are MetricsLog's, which counts them anyway."""
     order = MetricsLog.order + 1
 
     def __init__(self, stage: str):
         self.stage, self.every = stage, float(os.environ.get("ULMFIT_PROGRESS_SECONDS", 30))
 
     def before_epoch(self):
-        self.t0 = self.last = time.perf_counter()
-        self.tokens = 0
+        self.last = time.perf_counter()
 
     def after_batch(self):
-        if not self.training:
-            return
-        self.tokens += self.xb[0].numel() * distributed.world().size
         now = time.perf_counter()
-        if now - self.last < self.every:
+        if not self.training or now - self.last < self.every:
             return
-        self.last, done, total = now, self.iter + 1, self.n_iter
-        elapsed = now - self.t0
+        log = self.learn.metrics_log
+        self.last, done, total, elapsed = now, self.iter + 1, self.n_iter, now - log.t0
         info(f"[{self.stage}] epoch {self.epoch + 1}/{self.n_epoch}  step {done:,}/{total:,} ({done / total:.0%})  "
-             f"loss {float(self.smooth_loss):.4f}  {self.tokens / elapsed:,.0f} tokens/s  "
+             f"loss {float(self.smooth_loss):.4f}  {log.tokens / elapsed:,.0f} tokens/s  "
              f"epoch ETA {_duration(elapsed / done * (total - done))}")
 
 
