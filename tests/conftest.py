@@ -106,6 +106,25 @@ def write_easy_csv(path: Path, n: int = 160, seed: int = 0) -> Path:
     return path
 
 
+def write_tasks_csv(path: Path, n: int = 160, seed: int = 0) -> Path:
+    """Each text holds a positive cue, a negative cue, both or neither, as 0/1 columns `pos` and `neg`
+    (multi-label), as `tags` ('pos;neg', 'pos', '' ...: one delimited column) and as a number `score`
+    (1 + 2 pos + neg: regression)."""
+    import pandas as pd
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        pos, neg = i % 2, (i // 2) % 2
+        words = [w for w in _chain(rng, rng.randint(5, 11)) if w not in POS_CUES + NEG_CUES]
+        for cue, on in ((POS_CUES, pos), (NEG_CUES, neg)):
+            if on:
+                words.insert(rng.randint(0, len(words)), rng.choice(cue))
+        rows.append({"text": " ".join(words), "pos": pos, "neg": neg,
+                     "tags": ";".join(t for t, on in (("pos", pos), ("neg", neg)) if on), "score": 1 + 2 * pos + neg})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
 def articles(path: Path, stats=None) -> list[str]:
     """The clean text of each kept article of a dump, in order (what `prepare` tokenizes, in one process)."""
     from ulmfit_cli.corpus.wikidump import DumpStats, clean_pages, iter_pages

@@ -228,7 +228,7 @@ def test_a_class_left_out_of_training_is_named(cli, chain, tmp_path):
     f = tmp_path / "rare.csv"
     pd.concat([df, pd.DataFrame([{"text": "a lonely rare sentence", "label": "rare"}])]).to_csv(f, index=False)
     texts = read_texts(f, "data.train", label_col="label")
-    seed = next(s for s in range(100) if "rare" not in set(_split(texts, 0.25, s)[0]["label"]))
+    seed = next(s for s in range(100) if "rare" not in set(_split(texts, 0.25, s, stratify=True)[0]["label"]))
     res = cli("train-clf", "-c", TINY, "--set", f"data.train={f}", "--set", f"init.from_run={chain['ft']}",
               "--set", "train.stages=[{freeze_to: 0, epochs: 1}]", "--set", "data.valid_pct=0.25",
               "--set", f"run.seed={seed}", "--run-dir", tmp_path / "clf")

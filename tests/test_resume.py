@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, TINY, write_dump, write_easy_csv
+from conftest import ROOT, TINY, write_dump, write_easy_csv, write_tasks_csv
 from ulmfit_cli.train.checkpoint_files import read_checkpoint
 
 LM_ARGS = ["--set", "train.epochs=2", "--set", "train.checkpoint_every=3"]
@@ -125,6 +125,32 @@ def test_resume_finetune_and_classifier_in_a_later_phase(cli, corpus, reference,
         res = cli(stage, "--run-dir", run_dir, "--resume")
         assert res.exit_code == 0, res.output
         assert _same_weights(ref / weights[stage], run_dir / weights[stage]), stage
+
+
+@pytest.mark.parametrize("task", [["data.label_col=[pos, neg]"], ["data.task=regression", "data.label_col=score"]],
+                         ids=["multi-label", "regression"])
+def test_resume_multi_label_and_regression_mid_epoch(cli, corpus, reference, tmp_path, task):
+    """A multi-label and a regression classifier, killed after a mid-epoch checkpoint of their second phase,
+    resume to the uninterrupted run's weights (and thresholds)."""
+    data = write_tasks_csv(tmp_path / "tasks.csv", 120)
+    args = ["-c", TINY, *(a for s in (f"data.train={data}", f"init.from_run={reference}", *task, "data.baseline=false",
+                                      "train.stages=[{freeze_to: -1}, {freeze_to: 0, epochs: 2}]",
+                                      "train.checkpoint_every=4") for a in ("--set", s))]
+    ref = tmp_path / "ref"
+    assert cli("train-clf", *args, "--run-dir", ref).exit_code == 0
+    run_dir = tmp_path / "run"
+    proc = _ulmfit("train-clf", *args, "--run-dir", run_dir, faults=("--pause-after-checkpoint", 60,
+                                                                      "--pause-in-phase", 1), wait=False)
+    last = tmp_path / ".run.partial" / "checkpoints" / "last.pt"
+    _kill_when(proc, lambda: last.exists() and read_checkpoint(last)["phase"] == 1)
+    assert read_checkpoint(last)["batches_done"] > 0, "expected a mid-epoch checkpoint"
+    res = cli("train-clf", "--run-dir", run_dir, "--resume")
+    assert res.exit_code == 0, res.output
+    wa, wb = _weights(ref / "model.pth"), _weights(run_dir / "model.pth")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # bit for bit on the CPU
+    names = ["labels.json", "results.json"] + (["thresholds.json"] if len(task) == 1 else [])  # multi-label's
+    for name in names:
+        assert (ref / name).read_text() == (run_dir / name).read_text(), name
 
 
 def test_resume_refuses_a_changed_model_or_data_and_missing_checkpoints(cli, corpus, reference, tmp_path):

@@ -261,7 +261,8 @@ def predict(
     input_format: InputFormatOpt = None,
     bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32", encoding: EncodingOpt = "utf-8",
 ):
-    """Classify texts. Writes the input rows plus `prediction` and one `prob_<class>` column per class."""
+    """Classify texts. Writes the input rows plus `prediction` and one `prob_<class>` column per class
+    (multi-label: the predicted labels joined by the model's data.label_delim, or ';'; regression: the number)."""
     from ulmfit_cli.corpus.tables import join_fields, named_columns, read_frame, text_columns
     with _user_errors():
         _check_output(output, input, model, folder=False)
@@ -272,10 +273,15 @@ def predict(
         if df.empty:
             raise UlmfitError(f"--input: {input} has no rows to classify")
         texts = join_fields(df, fields).tolist()
+        from ulmfit_cli.inference.classifier import decide_outputs
+        from ulmfit_cli.tasks import MULTI, MULTI_DELIM, REGRESSION
         probs = clf.predict_proba(texts, bs=bs, precision=precision, progress=True)
-        df["prediction"] = [clf.labels[i] for i in probs.argmax(1)]
-        for j, label in enumerate(clf.labels):
-            df[f"prob_{label}"] = probs[:, j]
+        predicted = decide_outputs(clf, probs)
+        delim = clf.spec.label_delim or MULTI_DELIM
+        df["prediction"] = [delim.join(p) for p in predicted] if clf.task == MULTI else predicted
+        if clf.task != REGRESSION:
+            for j, label in enumerate(clf.labels):
+                df[f"prob_{label}"] = probs[:, j]
         _write_table(df, output)
     if str(output) != "-":
         typer.echo(f"{len(df):,} predictions written to {output}", err=True)
@@ -289,30 +295,42 @@ def evaluate(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for report.json and confusion.png.")]
     = Path("evaluation"),
     text_col: TextColOpt = None,
-    label_col: Annotated[str, typer.Option(help="Column holding the true labels.")] = "label",
+    label_col: Annotated[Optional[str], typer.Option(
+        help="Column(s) holding the true labels, comma-separated for multi-label 0/1 columns (default: the "
+             "model's data.label_col).")] = None,
     input_format: InputFormatOpt = None,
     bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32", encoding: EncodingOpt = "utf-8",
 ):
-    """Score classifiers on a labelled file. Accuracy, macro-F1, per-class figures, confusion matrix."""
+    """Score classifiers on a labelled file: accuracy, macro-F1, per-class figures and confusion matrix;
+    multi-label micro/macro-F1, subset accuracy, ROC-AUC, per-label figures; regression MAE, RMSE,
+    Pearson, Spearman."""
     import numpy as np
 
     from ulmfit_cli.corpus.tables import read_texts
     from ulmfit_cli.files import write_json
-    from ulmfit_cli.inference.evaluation import check_labels, plot_confusion, scores, table
+    from ulmfit_cli.inference.evaluation import check_labels, plot_confusion, table, task_scores
+    from ulmfit_cli.tasks import MULTI, REGRESSION, SINGLE, encode_targets
     with _user_errors():
         _check_output(output, input, model, folder=True)
         clf, precision = _classifiers(model, device, precision)
-        df = read_texts(input, "--input", _text_col(text_col, clf), label_col, encoding, fmt=input_format)
-        check_labels(df["label"].tolist(), clf.labels, f"--input: {input}")
+        labels_in = _text_col(label_col, clf) if label_col is not None else clf.spec.label_col
+        if clf.task != MULTI and isinstance(labels_in, list):
+            raise UlmfitError(f"--label-col: {label_col!r} names several columns, but the model is {clf.task}")
+        df = read_texts(input, "--input", _text_col(text_col, clf), labels_in, encoding, fmt=input_format,
+                        task=clf.task, label_delim=clf.spec.label_delim)
+        if clf.task != REGRESSION:
+            check_labels(df["label"].tolist(), clf.labels, f"--input: {input}")
         probs = clf.predict_proba(df["text"].tolist(), bs=bs, precision=precision, progress=True)
-        index = {lbl: i for i, lbl in enumerate(clf.labels)}
-        report = scores(df["label"].map(index).to_numpy(), probs.argmax(1), clf.labels)
-        report = {"models": [str(m) for m in model], "input": str(input), **report}
+        report = task_scores(clf.task, encode_targets(clf.task, clf.labels, df), probs, clf.labels, clf.thresholds)
+        report = {"models": [str(m) for m in model], "input": str(input), "task": clf.task, **report}
         write_json(output / "report.json", report)
-        plot_confusion(report, output / "confusion.png")
-        np.save(output / "probabilities.npy", probs)
+        written = [output / "report.json"]
+        if clf.task == SINGLE:
+            plot_confusion(report, output / "confusion.png")
+            written.append(output / "confusion.png")
+        np.save(output / ("predictions.npy" if clf.task == REGRESSION else "probabilities.npy"), probs)
     typer.echo(table(report))
-    typer.echo(f"\nreport: {output / 'report.json'}, {output / 'confusion.png'}")
+    typer.echo(f"\nreport: {', '.join(map(str, written))}")
 
 
 @command()

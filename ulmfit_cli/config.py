@@ -9,6 +9,7 @@ and torch imports so that `ulmfit --help` stays fast.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -16,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.tasks import MONITORS, MULTI, REGRESSION, SINGLE, task_of
 
 META_KEY = "_meta"  # a run's config.yaml keeps stage/version/argv here; ignored when loaded back
 REQUESTED = "requested"  # under _meta: values the user asked for (run.device: auto) before they were resolved
@@ -91,6 +93,18 @@ class ClassifierModel(Arch):
     drop_mult: float = Field(0.5, ge=0)  # scales fastai's classifier dropouts (0.4, 0.3, 0.4, 0.05, 0.5)
     lin_ftrs: list[int] = Field(default_factory=lambda: [50], description="hidden sizes of the concat-pooling head")
     max_len: int = Field(72 * 20, gt=0, description="tokens of each document the classifier reads (the last ones)")
+    threshold: float | None = Field(None, gt=0, lt=1, description="multi-label: the probability above which a "
+                                                                  "label is predicted, for every label (default: "
+                                                                  "one per label, chosen on the validation set)")
+    y_range: tuple[float, float] | None = Field(None, description="regression: outputs squashed into (low, high) "
+                                                                  "by fastai's sigmoid_range, e.g. [0, 5.5]")
+
+    @field_validator("y_range")
+    @classmethod
+    def _ordered(cls, value):
+        if value is not None and not value[0] < value[1]:
+            raise ValueError("y_range is [low, high] with low < high")
+        return value
 
 
 class Encoded(Section):
@@ -161,7 +175,13 @@ class ClassifierData(VocabData, TextData):
     train: str
     valid: str | None = None
     test: str | None = None
-    label_col: str = "label"
+    task: Literal["auto", "single_label", "multi_label", "regression"] = Field(
+        "auto", description="auto: multi_label when data.label_col is a list or data.label_delim is set, else "
+                            "single_label; regression: a numeric data.label_col")
+    label_col: str | list[str] = Field("label", min_length=1, description="the label column; multi-label: a list "
+                                                                         "of 0/1 columns, one per label")
+    label_delim: str | None = Field(None, min_length=1, description="multi-label: data.label_col holds each "
+                                                                     "document's labels joined by this, e.g. ';'")
     baseline: bool = Field(True, description="also fit TF-IDF + logistic regression on the same splits and report "
                                              "it beside the classifier (baseline_* in results.json)")
 
@@ -221,8 +241,10 @@ class ClassifierTrain(TrainSection):
     sampler: Literal["shuffle", "balanced"] = Field(
         "shuffle", description="balanced: each epoch draws its training documents with replacement, every class "
                                "equally often (fastai's weighted_dataloaders)")
-    monitor: Literal["valid_loss", "accuracy", "macro_f1"] = Field(
-        "valid_loss", description="the validation figure that picks the best epoch (checkpoints/best.pt)")
+    monitor: Literal["valid_loss", "accuracy", "macro_f1", "micro_f1", "mae", "rmse", "pearson", "spearman"] = Field(
+        "valid_loss", description="the validation figure that picks the best epoch (checkpoints/best.pt): "
+                                  "valid_loss; single-label accuracy, macro_f1; multi-label macro_f1, micro_f1; "
+                                  "regression mae, rmse, pearson, spearman")
     keep: Literal["last", "best"] = Field("last", description="the epoch model.pth holds: the last one, or the "
                                                              "best by train.monitor")
     patience: int | None = Field(None, ge=1, description="stop the stage after this many epochs without a better "
@@ -253,11 +275,39 @@ class ClassifierConfig(StageConfig):
     model: ClassifierModel = Field(default_factory=ClassifierModel)
     train: ClassifierTrain = Field(default_factory=ClassifierTrain)
 
+    @property
+    def task(self) -> str:
+        """single_label, multi_label or regression (`data.task: auto` decided)."""
+        return task_of(self.data.task, self.data.label_col, self.data.label_delim)
+
     @model_validator(mode="after")
-    def _one_label_source(self):
-        cols = self.data.text_col if isinstance(self.data.text_col, list) else [self.data.text_col]
-        if self.data.label_col in cols:
-            raise ValueError("data.label_col and data.text_col name the same column")
+    def _consistent(self):
+        d, t, task = self.data, self.train, self.task
+        cols = d.text_col if isinstance(d.text_col, list) else [d.text_col]
+        label_cols = d.label_col if isinstance(d.label_col, list) else [d.label_col]
+        if set(label_cols) & set(cols):
+            raise ValueError("data.label_col: names the same column as data.text_col")
+        if task != MULTI and (isinstance(d.label_col, list) or d.label_delim is not None):
+            raise ValueError(f"data.task: {task}, but a list of label columns or data.label_delim means "
+                             f"multi-label (data.task: multi_label, or auto)")
+        if task == MULTI and not isinstance(d.label_col, list) and d.label_delim is None:
+            raise ValueError("data.task: multi_label reads a list of 0/1 columns (data.label_col: [a, b]) or one "
+                             "column of delimited labels (data.label_delim: ';')")
+        if isinstance(d.label_col, list) and d.label_delim is not None:
+            raise ValueError("data.label_delim: data.label_col is a list of 0/1 columns, so there is nothing to split; "
+                             "give one of them")
+        if t.monitor not in MONITORS[task]:
+            raise ValueError(f"train.monitor: {t.monitor} is not a figure of a {task} task; use one of "
+                             f"{', '.join(MONITORS[task])}")
+        if self.model.threshold is not None and task != MULTI:
+            raise ValueError(f"model.threshold: for multi-label tasks, not {task}")
+        if self.model.y_range is not None and task != REGRESSION:
+            raise ValueError(f"model.y_range: for regression tasks, not {task}")
+        if t.sampler == "balanced" and task != SINGLE:
+            raise ValueError(f"train.sampler: balanced draws documents by class; a {task} task has none "
+                             f"(multi-label: train.class_weights weighs each label's positives)")
+        if t.class_weights is not None and task == REGRESSION:
+            raise ValueError("train.class_weights: a regression task has no classes")
         return self
 
 
@@ -279,12 +329,18 @@ class ClassifierSpec(Section):
     max_chars: int = Field(gt=0)
     lang: str = "en"  # bundles written before data.lang existed are English
     text_col: str | int | list[str | int] = "text"  # what predict and evaluate read when not told
+    task: Literal["single_label", "multi_label", "regression"] = SINGLE  # bundles before tasks: single-label
+    label_col: str | list[str] = "label"  # what evaluate reads when not told
+    label_delim: str | None = None
+    y_range: tuple[float, float] | None = None
 
     @classmethod
     def of(cls, cfg: "ClassifierConfig") -> "ClassifierSpec":
         return cls(arch=ArchSizes(**cfg.model.sizes()), drop_mult=cfg.model.drop_mult, lin_ftrs=cfg.model.lin_ftrs,
                    max_len=cfg.model.max_len, bptt=cfg.train.bptt, backwards=cfg.data.backwards,
-                   max_chars=cfg.data.max_chars, lang=cfg.data.lang or "en", text_col=cfg.data.text_col)
+                   max_chars=cfg.data.max_chars, lang=cfg.data.lang or "en", text_col=cfg.data.text_col,
+                   task=cfg.task, label_col=cfg.data.label_col, label_delim=cfg.data.label_delim,
+                   y_range=cfg.model.y_range)
 
 
 STAGES: dict[str, type[StageConfig]] = {
@@ -375,6 +431,11 @@ def _format_errors(err: ValidationError, origin: dict, cls: type[BaseModel], wha
                 msg += f" (did you mean {close[0]}?)"
         elif e["type"] == "missing":
             msg = "required, but no config sets it"
+        elif not loc and e["type"] == "value_error":  # a check across keys (a model validator) names its key first
+            msg = e["msg"].removeprefix("Value error, ")
+            named = re.match(r"([a-z_]+\.[a-z_]+): (.*)", msg, re.S)
+            if named:
+                key, msg, loc = named[1], named[2], tuple(named[1].split("."))
         else:
             msg = f"{e['msg']} (got {e.get('input')!r})"
         where = "" if e["type"] == "missing" else f"  [from {_source_of(loc, origin)}]"

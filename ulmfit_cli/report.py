@@ -79,13 +79,14 @@ def table(run_dir: Path) -> str:
     results = read_json(run_dir / "results.json", "report") if (run_dir / "results.json").is_file() else {}
     if not records and not results:
         raise UlmfitError(f"{run_dir} has neither metrics.jsonl nor results.json: not a ulmfit training run")
-    cols = [c for c in ("train_loss", "valid_loss", "perplexity", "accuracy", "f1_score", "tokens_per_s", "seconds")
+    cols = [c for c in ("train_loss", "valid_loss", "perplexity", "accuracy", "f1_score", "accuracy_multi",
+                        "f1_macro", "f1_micro", "mae", "rmse", "pearson", "spearman", "tokens_per_s", "seconds")
             if any(c in r for r in records)]
     lines = [f"run {run_dir}" + (f" ({records[0]['stage']})" if records else "")]
     if records:
-        lines.append(f"{'epoch':>5}  {'phase':<14}" + "".join(f"{c:>14}" for c in cols))
+        lines.append(f"{'epoch':>5}  {'phase':<14}" + "".join(f"{c:>15}" for c in cols))
         for i, r in enumerate(records, 1):
-            vals = "".join(f"{r[c]:>14.4f}" if isinstance(r.get(c), float) else f"{str(r.get(c, '')):>14}" for c in cols)
+            vals = "".join(f"{r[c]:>15.4f}" if isinstance(r.get(c), float) else f"{str(r.get(c, '')):>15}" for c in cols)
             lines.append(f"{i:>5}  {str(r.get('phase', ''))[:14]:<14}{vals}")
         total = sum(r.get("seconds", 0) for r in records)
         lines.append(f"training time {total:.1f} s over {len(records)} epoch(s)")

@@ -13,6 +13,7 @@ import pandas as pd
 
 from ulmfit_cli.console import info
 from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.tasks import MULTI, REGRESSION, SINGLE
 
 FASTTEXT_PREFIX = "__label__"
 
@@ -77,7 +78,8 @@ def _parse_fasttext(text: str) -> pd.DataFrame:
         labels = [w[len(FASTTEXT_PREFIX):] for w in words if w.startswith(FASTTEXT_PREFIX)]
         if not words:
             continue
-        rows.append({"label": labels[0] if labels else None,
+        # every label of the line, space-separated (a fastText label has no spaces): multi-label reads them all
+        rows.append({"label": " ".join(labels) if labels else None,
                      "text": " ".join(w for w in words if not w.startswith(FASTTEXT_PREFIX))})
     return pd.DataFrame(rows, columns=["label", "text"])
 
@@ -171,15 +173,53 @@ def check_column(df: pd.DataFrame, col: str, what: str, key: str, path) -> None:
                           f"its columns are: {', '.join(map(str, df.columns)) or '(none)'}")
 
 
-def read_texts(path: str | Path, key: str, text_col="text", label_col: str | None = None,
-               encoding: str = "utf-8", errors: str = "strict", fmt: str | None = None) -> pd.DataFrame:
-    """A frame with column `text` (and `label` when `label_col` is given), empty texts dropped. `text_col`:
-    a column name or position, or a list of them (joined with fastai's field marks: `join_fields`).
+def _label_columns(label_col) -> list[str]:
+    return label_col if isinstance(label_col, list) else [label_col]
 
-    For fastText files the columns are always `text` and `label`; for a plain text file
-    (one document per line) there is only `text`.
+
+ZERO_ONE = {"0": False, "1": True, "0.0": False, "1.0": True, "false": False, "true": True}
+
+
+def _labels(df: pd.DataFrame, label_col, task: str, delim: str | None, key: str, path) -> pd.Series:
+    """Each row's label as the task has it: a class name (single_label), a tuple of label names (multi_label:
+    the 0/1 columns that hold 1, or the delimited names) or a float (regression); a bad value names its row."""
+    if task == MULTI and isinstance(label_col, list):
+        values = df[label_col].astype(str).apply(lambda c: c.str.strip().str.lower())
+        bad = ~values.isin(list(ZERO_ONE))
+        if bad.to_numpy().any():
+            rows, cols = bad.to_numpy().nonzero()  # row-major: the first bad row
+            row, col = int(rows[0]), int(cols[0])
+            raise UlmfitError(f"{key}: {path}: row {row + 1}, column '{label_col[col]}' holds "
+                              f"{df[label_col[col]].iloc[row]!r}; a multi-label column holds 0 or 1 (one column "
+                              f"per label), or give one column of delimited labels with data.label_delim")
+        ones = values.replace(ZERO_ONE).to_numpy(dtype=bool)
+        return pd.Series([tuple(c for c, on in zip(label_col, row) if on) for row in ones], index=df.index)
+    col = df[label_col].astype(str).str.strip()
+    if task == MULTI:
+        return col.map(lambda s: tuple(sorted({p.strip() for p in s.split(delim) if p.strip()})))
+    if task == REGRESSION:
+        import numpy as np
+        numbers = pd.to_numeric(col, errors="coerce")
+        bad = ~np.isfinite(numbers.to_numpy(dtype=float))
+        if bad.any():
+            row = int(bad.argmax())
+            raise UlmfitError(f"{key}: {path}: row {row + 1}, column '{label_col}' holds {col.iloc[row]!r}, not a "
+                              f"number; a regression label is a number (data.task: regression)")
+        return numbers.astype("float64")
+    return col
+
+
+def read_texts(path: str | Path, key: str, text_col="text", label_col: str | list[str] | None = None,
+               encoding: str = "utf-8", errors: str = "strict", fmt: str | None = None, task: str = SINGLE,
+               label_delim: str | None = None) -> pd.DataFrame:
+    """A frame with column `text` (and `label` when `label_col` is given), empty texts dropped. `text_col`:
+    a column name or position, or a list of them (joined with fastai's field marks: `join_fields`). `label`
+    holds what `task` reads (`_labels`): a class name, a tuple of label names, or a number.
+
+    For fastText files the columns are always `text` and `label` (every `__label__` of a line, for a
+    multi-label task); for a plain text file (one document per line) there is only `text`.
     """
-    sniffed = named_columns(text_col) + ((label_col,) if label_col else ())
+    sniffed = named_columns(text_col) + (tuple(_label_columns(label_col)) if label_col else ())
     df, fmt = read_frame(path, key, encoding, errors, fmt, sniffed)
     if fmt in ("fasttext", "lines") and isinstance(text_col, list) and len(text_col) > 1:
         raise UlmfitError(f"{key}: {path} is {FORMAT_NAMES[fmt]}, with one text per document; data.text_col names "
@@ -187,22 +227,27 @@ def read_texts(path: str | Path, key: str, text_col="text", label_col: str | Non
     names = {"text": text_col, "label": label_col}
     if fmt == "fasttext":
         names = {"text": "text", "label": "label"}
-        if label_col is not None and df["label"].isna().any():
+        if label_col is not None and task != MULTI and df["label"].isna().any():
             bad = int(df["label"].isna().to_numpy().argmax()) + 1
             raise UlmfitError(f"{key}: {path}: document {bad} has no {FASTTEXT_PREFIX} label")
     elif fmt == "lines":
         if label_col is not None:
-            raise UlmfitError(f"{key}: {path} has no labels: use a CSV/TSV with a '{label_col}' column "
-                              f"or fastText lines ('{FASTTEXT_PREFIX}pos some text')")
+            raise UlmfitError(f"{key}: {path} has no labels: use a CSV/TSV with a '{_label_columns(label_col)[0]}' "
+                              f"column or fastText lines ('{FASTTEXT_PREFIX}pos some text')")
         names = {"text": "text", "label": None}
     fields = text_columns(df, names["text"], "data.text_col", key, path)
-    if names["label"] is not None:
-        check_column(df, names["label"], "data.label_col", key, path)
     out = pd.DataFrame({"text": join_fields(df, fields)})
-    if label_col is not None:
-        out["label"] = df[names["label"]].astype(str).str.strip()
+    if names["label"] is not None:
+        for col in _label_columns(names["label"]):
+            check_column(df, col, "data.label_col", key, path)
+        if fmt == "fasttext":  # a line's labels, space-separated: the first of them, or all for multi-label
+            df["label"] = df["label"].fillna("")
+            out["label"] = _labels(df, "label", task, " ", key, path) if task != SINGLE else \
+                df["label"].str.split().str[0]
+        else:
+            out["label"] = _labels(df, names["label"], task, label_delim, key, path)
     out = out[out["text"].str.strip() != ""].reset_index(drop=True)
-    if label_col is not None:
+    if label_col is not None and task == SINGLE:
         empty = out["label"] == ""
         if empty.any():
             row = int(empty.to_numpy().argmax())

@@ -6,12 +6,13 @@ resolved config, or a bundle's classifier.json, both validated). Texts go throug
 model was trained with, are oriented for a backward model, and are batched by the training loader
 (`clf_dl`: fastai's SortedDL, padded as in training), so the probabilities are those
 `learn.get_preds` gives. Several models (a forward and a backward one) form an ensemble that
-averages their probabilities.
+averages their outputs (probabilities, or numbers; a multi-label ensemble cuts the mean
+probabilities at its members' mean thresholds).
 
     from ulmfit_cli import load_classifier
     clf = load_classifier("runs/trec6-clf")          # or an `ulmfit export` bundle
-    clf.predict(["What is the capital of Peru?"])    # -> ['LOC']
-    clf.predict_proba([...])                          # -> array (n, len(clf.labels))
+    clf.predict(["What is the capital of Peru?"])    # -> ['LOC']; multi-label: [('LOC', ...)]; regression: [4.2]
+    clf.predict_proba([...])                          # -> array (n, len(clf.labels)); regression: (n, 1) numbers
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 
 from ulmfit_cli.config import ClassifierConfig, ClassifierSpec
 from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.tasks import MULTI, REGRESSION
 
 BUNDLE_FILE = "classifier.json"  # marks an `ulmfit export` bundle
 BUNDLE_FORMAT = 1
@@ -31,12 +33,13 @@ class Classifier:
     """One trained classifier, ready to predict."""
 
     def __init__(self, path: Path, spec: ClassifierSpec, vocab: list[str], labels: list[str], weights: dict,
-                 sp_model: Path | None, device: torch.device):
+                 sp_model: Path | None, device: torch.device, thresholds: np.ndarray | None = None):
         from ulmfit_cli.train.learners import clf_model
         self.path, self.spec, self.vocab, self.labels, self.sp_model, self.device = \
             path, spec, vocab, labels, sp_model, device
+        self.task, self.thresholds = spec.task, thresholds
         self.model = clf_model(len(vocab), len(labels), spec.arch.model_dump(), spec.drop_mult, spec.lin_ftrs,
-                               spec.max_len, spec.bptt, weights, str(path / "model.pth"))
+                               spec.max_len, spec.bptt, weights, str(path / "model.pth"), spec.y_range)
         self.model.to(device).eval()
 
     @classmethod
@@ -62,10 +65,12 @@ class Classifier:
             run = read_run(path, key, ("train-clf",), "model.pth")
             spec, vocab = ClassifierSpec.of(run.typed(ClassifierConfig)), run.vocab
         labels = read_json(path / "labels.json", key)
-        if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)):
+        least = {MULTI: 1, REGRESSION: 1}.get(spec.task, 2)
+        if not (isinstance(labels, list) and len(labels) >= least and all(isinstance(x, str) for x in labels)):
             raise UlmfitError(f"{key}: {path / 'labels.json'} is not a JSON list of class names")
+        thresholds = _thresholds(path, labels, key) if spec.task == MULTI else None
         dev = torch_device(decide(device, "fp32", key="--")[0])
-        return cls(path, spec, vocab, labels, load_weights(path / "model.pth"), sp_model_in(path), dev)
+        return cls(path, spec, vocab, labels, load_weights(path / "model.pth"), sp_model_in(path), dev, thresholds)
 
     def token_ids(self, texts: list[str], workers: int | None = 0) -> list[np.ndarray]:
         """Token ids per text, in reading order (truncated as train-clf's data.max_chars)."""
@@ -75,13 +80,15 @@ class Classifier:
                             self.vocab)
 
     def predict_proba(self, texts: list[str], workers: int | None = 0, **kwargs) -> np.ndarray:
-        """Class probabilities, shape (len(texts), len(self.labels)), rows in the order of `texts`."""
+        """Shape (len(texts), len(self.labels)), rows in the order of `texts`: class probabilities (softmax),
+        label probabilities (a sigmoid each, multi-label), or the predicted numbers (regression)."""
         return self.proba_of_ids(self.token_ids(list(texts), workers), **kwargs)
 
     @torch.no_grad()
     def proba_of_ids(self, ids: list[np.ndarray], bs: int = 64, precision: str = "fp32",
                      progress: bool = False) -> np.ndarray:
         """`predict_proba` for texts already turned into token ids (by `token_ids`)."""
+        activation = {MULTI: torch.sigmoid, REGRESSION: lambda t: t}.get(self.task, lambda t: t.softmax(-1))
         from ulmfit_cli.console import progress as bar
         from ulmfit_cli.corpus.direction import orient_docs
         from ulmfit_cli.train.loaders import clf_dl
@@ -95,12 +102,12 @@ class Classifier:
             self.model.reset()
             with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 logits = self.model(x)[0]
-            out[order[done:done + len(x)]] = logits.float().softmax(-1).cpu().numpy()
+            out[order[done:done + len(x)]] = activation(logits.float()).cpu().numpy()
             done += len(x)
         return out
 
-    def predict(self, texts: list[str], **kwargs) -> list[str]:
-        return [self.labels[i] for i in self.predict_proba(texts, **kwargs).argmax(1)]
+    def predict(self, texts: list[str], **kwargs) -> list:
+        return decide_outputs(self, self.predict_proba(texts, **kwargs))
 
     @property
     def text_col(self):
@@ -121,14 +128,44 @@ class Ensemble:
                 raise UlmfitError(f"--model: {m.path} and {first.path} have different vocabularies; ensemble "
                                   f"members must be fine-tuned on the same texts (the forward and backward "
                                   f"runs of one recipe)")
-        self.members, self.labels, self.text_col = members, first.labels, first.text_col
+            if m.task != first.task:
+                raise UlmfitError(f"--model: {m.path} is a {m.task} model, but {first.path} is {first.task}; "
+                                  f"ensemble members must be trained for the same task")
+        self.members, self.labels, self.text_col, self.task = members, first.labels, first.text_col, first.task
+        self.spec = first.spec
+        self.thresholds = np.mean([m.thresholds for m in members], axis=0) if self.task == MULTI else None
 
     def predict_proba(self, texts: list[str], workers: int | None = 0, **kwargs) -> np.ndarray:
         ids = self.members[0].token_ids(list(texts), workers)  # one vocab: the texts are tokenized once
         return np.mean([m.proba_of_ids(ids, **kwargs) for m in self.members], axis=0)
 
-    def predict(self, texts: list[str], **kwargs) -> list[str]:
-        return [self.labels[i] for i in self.predict_proba(texts, **kwargs).argmax(1)]
+    def predict(self, texts: list[str], **kwargs) -> list:
+        return decide_outputs(self, self.predict_proba(texts, **kwargs))
+
+
+def decide_outputs(model, outputs: np.ndarray) -> list:
+    """What `model` predicts from its outputs: the likeliest class, the tuple of labels at or above their
+    thresholds (multi-label), or the number (regression)."""
+    if model.task == REGRESSION:
+        return outputs[:, 0].tolist()
+    if model.task == MULTI:
+        on = outputs >= model.thresholds[None, :]
+        return [tuple(lbl for lbl, o in zip(model.labels, row) if o) for row in on]
+    return [model.labels[i] for i in outputs.argmax(1)]
+
+
+def _thresholds(path: Path, labels: list[str], key: str) -> np.ndarray:
+    """A multi-label model's decision thresholds, one per label, from its thresholds.json."""
+    from ulmfit_cli.files import read_json
+    from ulmfit_cli.inference.evaluation import THRESHOLDS_FILE
+    file = path / THRESHOLDS_FILE
+    if not file.is_file():
+        raise UlmfitError(f"{key}: {path} is a multi-label model without {THRESHOLDS_FILE}")
+    cuts = read_json(file, key)
+    if not (isinstance(cuts, dict) and set(cuts) == set(labels)
+            and all(isinstance(v, (int, float)) and 0 < v < 1 for v in cuts.values())):
+        raise UlmfitError(f"{key}: {file} is not one threshold in (0, 1) for each of its labels")
+    return np.array([float(cuts[lbl]) for lbl in labels])
 
 
 def load_classifier(*paths: str | Path, device: str = "auto") -> Classifier | Ensemble:

@@ -1,7 +1,8 @@
 """`ulmfit export`: a self-contained bundle of a classifier or a language-model run.
 
 A classifier bundle holds `model.pth` (a weights-only state dict), `vocab.json`, `labels.json`,
-`classifier.json` (architecture, head, input handling) and, for a subword model, `tokenizer.model`:
+`classifier.json` (architecture, head, task, input handling), for a multi-label model `thresholds.json`
+and, for a subword model, `tokenizer.model`:
 everything `ulmfit predict` and `load_classifier` need, nothing pickled. A language-model bundle is the
 run's config.yaml, vocab.json, lm.pth, encoder.pth (and tokenizer.model): a run dir without checkpoints
 or logs, which `init.from_run` and `generate` take. `fmt="fastai"` writes an LM as the files fastai's
@@ -19,6 +20,7 @@ from ulmfit_cli.corpus.tokenize import SP_MODEL
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import exclusive, publish, staging_dir
 from ulmfit_cli.inference.classifier import BUNDLE_FILE, BUNDLE_FORMAT, Classifier
+from ulmfit_cli.inference.evaluation import THRESHOLDS_FILE
 from ulmfit_cli.runs import LM_STAGES, read_run, stage_of
 from ulmfit_cli.version import __version__
 
@@ -64,7 +66,7 @@ def _export(model_dir: Path, out: Path, force: bool, fmt: str) -> Path:
 
 
 def _classifier_bundle(clf: Classifier, model_dir: Path, staging: Path) -> None:
-    for name in ("model.pth", "vocab.json", "labels.json"):
+    for name in ("model.pth", "vocab.json", "labels.json") + ((THRESHOLDS_FILE,) if clf.thresholds is not None else ()):
         shutil.copyfile(clf.path / name, staging / name)
     if clf.sp_model is not None:
         shutil.copyfile(clf.sp_model, staging / SP_MODEL)

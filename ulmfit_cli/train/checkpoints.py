@@ -31,6 +31,7 @@ import torch
 from fastai.callback.core import Callback, CancelFitException
 
 from ulmfit_cli.console import info
+from ulmfit_cli.tasks import LOWER_IS_BETTER, SINGLE, monitor_column
 from ulmfit_cli.train import distributed
 from ulmfit_cli.train.callbacks import NanWatch, stacked
 from ulmfit_cli.train.checkpoint_files import (FORMAT, clean_partial_writes, count_lines, link_checkpoint,
@@ -39,8 +40,6 @@ from ulmfit_cli.train.distributed import unwrap
 from ulmfit_cli.train.fingerprint import check_fingerprint, fingerprint
 from ulmfit_cli.train.rng import GlobalRNG
 
-
-RECORDER_NAME = {"valid_loss": "valid_loss", "accuracy": "accuracy", "macro_f1": "f1_score"}  # train.monitor
 
 
 @dataclass
@@ -99,11 +98,13 @@ class Checkpointer(Callback):
     """Writes checkpoints and restores a resumed run; `fit_phases` runs a stage's schedule through it."""
     order = 55  # after TrainEvalCallback counted the step, the Recorder (50) and MetricsLog (51) logged it
 
-    def __init__(self, folder: Path, fingerprint: dict, train_cfg, metrics_file: Path, resume: dict | None = None):
+    def __init__(self, folder: Path, fingerprint: dict, train_cfg, metrics_file: Path, resume: dict | None = None,
+                 task: str = SINGLE):
         self.folder, self.fingerprint, self.metrics_file = folder, fingerprint, metrics_file
         self.every, self.minutes = train_cfg.checkpoint_every, train_cfg.checkpoint_minutes
         self.resume, self.phase, self.phase_label, self.step = resume, 0, "", 0
         self.monitor = getattr(train_cfg, "monitor", "valid_loss")
+        self.column = monitor_column(task, self.monitor)  # the Recorder's name for it
         self.patience = getattr(train_cfg, "patience", None)
         self.best = resume.get("best", resume.get("best_valid_loss")) if resume else None
         self.best_epoch = resume.get("best_epoch") if resume else None
@@ -209,7 +210,7 @@ class Checkpointer(Callback):
             return  # a `validate()` call, or an epoch skipped on resume
         self.last_epoch = self.epochs_before + self.epoch + 1
         figures = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1]))
-        value = figures.get(RECORDER_NAME[self.monitor])
+        value = figures.get(self.column)
         self._save(epoch_end=True, value=None if value is None else float(value))
         if self.patience and self.since_best >= self.patience:
             self.stopped = True
@@ -227,7 +228,9 @@ class Checkpointer(Callback):
 
     # -- the file
     def _better(self, value: float) -> bool:
-        return self.best is None or (value < self.best if self.monitor == "valid_loss" else value > self.best)
+        if value != value:  # NaN (a correlation of constant predictions) is never the best
+            return False
+        return self.best is None or (value < self.best if self.monitor in LOWER_IS_BETTER else value > self.best)
 
     def _save(self, epoch_end: bool, value: float | None = None) -> None:
         self.learn.nan_watch.check()
@@ -285,6 +288,6 @@ def add_checkpointing(learn, run, cfg, data_sig: str) -> Checkpointer:
         where = (f"after {resume['batches_done']} batches of epoch {resume['epoch'] + 1}" if resume["batches_done"]
                  else f"at the start of epoch {resume['epoch'] + 1}")
         info(f"--resume: {path}: step {resume['step']}, phase {resume['phase'] + 1}, {where}")
-    ckpt = Checkpointer(folder, fp, cfg.train, metrics, resume)
+    ckpt = Checkpointer(folder, fp, cfg.train, metrics, resume, getattr(cfg, "task", SINGLE))
     learn.add_cbs([NanWatch(), ckpt])
     return ckpt

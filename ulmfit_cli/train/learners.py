@@ -10,8 +10,9 @@ from __future__ import annotations
 import fastai.callback.all  # noqa: F401  (patches fit_one_cycle, freeze_to, to_fp16 onto Learner)
 import torch
 from fastai.callback.progress import ProgressCallback
-from fastai.losses import CrossEntropyLossFlat
-from fastai.metrics import F1Score, accuracy
+from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, MSELossFlat
+from fastai.metrics import (AccumMetric, ActivationType, F1Score, PearsonCorrCoef, SpearmanCorrCoef, accuracy,
+                            accuracy_multi, mae, skm_to_fastai)
 from fastai.text.learner import language_model_learner, match_embeds, text_classifier_learner
 from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_clas_config, awd_lstm_lm_config
 from fastai.text.models.core import get_language_model, get_text_classifier
@@ -20,6 +21,7 @@ from ulmfit_cli.config import ARCH_KEYS
 from ulmfit_cli.console import info, show_bars
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.runs import Run, UpstreamRun
+from ulmfit_cli.tasks import MULTI, REGRESSION
 from ulmfit_cli.train import distributed
 from ulmfit_cli.train.callbacks import MetricsLog, ProgressLines, ScaleLrBySeqLen
 from ulmfit_cli.train.device_metrics import DeviceAvgMetric, DevicePerplexity, keep_on_device
@@ -79,17 +81,41 @@ def lm_learner(dls, arch: dict, drop_mult: float, train, precision: str, run: Ru
     return _finish(_set_precision(learn, precision))
 
 
+def _rmse(inp, targ):
+    return torch.sqrt(torch.nn.functional.mse_loss(inp, targ))
+
+
+def _multi_f1(average: str):
+    """fastai's F1ScoreMulti at 0.5, named for train.monitor (tasks.MONITORS), quiet about absent labels."""
+    from sklearn.metrics import f1_score
+    return skm_to_fastai(f1_score, thresh=0.5, activation=ActivationType.Sigmoid, flatten=False, average=average,
+                         zero_division=0, name=f"f1_{average}")
+
+
+def loss_and_metrics(task: str, weights: torch.Tensor | None) -> tuple:
+    """The task's loss (with `train.class_weights`: cross-entropy's `weight`, or BCE's `pos_weight` per label)
+    and the metrics of each epoch, as fastai's blocks would pick them (CategoryBlock, MultiCategoryBlock,
+    RegressionBlock); their names are the columns train.monitor reads."""
+    if task == MULTI:
+        return (BCEWithLogitsLossFlat(pos_weight=weights),
+                [DeviceAvgMetric(accuracy_multi), _multi_f1("macro"), _multi_f1("micro")])
+    if task == REGRESSION:
+        return MSELossFlat(), [DeviceAvgMetric(mae), AccumMetric(_rmse, name="rmse"),
+                               PearsonCorrCoef(name="pearson"), SpearmanCorrCoef(name="spearman")]
+    return CrossEntropyLossFlat(weight=weights), [DeviceAvgMetric(accuracy), F1Score(average="macro")]
+
+
 def clf_learner(dls, arch: dict, n_out: int, model_cfg, train, precision: str, run: Run, stage: str, cbs=(),
-                class_weights: list[float] | None = None):
-    """fastai's AWD-LSTM classifier learner (concat pooling, head `model_cfg.lin_ftrs`); `class_weights`:
-    fastai's `CrossEntropyLossFlat(weight=...)`."""
+                class_weights: list[float] | None = None, task: str = "single_label"):
+    """fastai's AWD-LSTM classifier learner (concat pooling, head `model_cfg.lin_ftrs`) for `task`, with
+    `model_cfg.y_range` (fastai's sigmoid range) for regression."""
     weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32, device=dls.device)
+    loss, metrics = loss_and_metrics(task, weight)
     learn = text_classifier_learner(dls, AWD_LSTM, seq_len=train.bptt, config=awd_config(arch, classifier=True),
                                     pretrained=False, drop_mult=model_cfg.drop_mult, n_out=n_out,
                                     lin_ftrs=model_cfg.lin_ftrs, max_len=model_cfg.max_len,
-                                    loss_func=CrossEntropyLossFlat(weight=weight),
-                                    metrics=[DeviceAvgMetric(accuracy), F1Score(average="macro")], wd=train.wd,
-                                    moms=train.moms,
+                                    y_range=getattr(model_cfg, "y_range", None), loss_func=loss, metrics=metrics,
+                                    wd=train.wd, moms=train.moms,
                                     opt_func=_opt_func(train), cbs=[MetricsLog(run, stage), *cbs])
     return _finish(_set_precision(learn, precision))
 
@@ -102,10 +128,10 @@ def lm_model(vocab: list[str], arch: dict, weights: dict) -> torch.nn.Module:
 
 
 def clf_model(n_vocab: int, n_out: int, arch: dict, drop_mult: float, lin_ftrs: list[int], max_len: int,
-              bptt: int, weights: dict, what: str) -> torch.nn.Module:
+              bptt: int, weights: dict, what: str, y_range=None) -> torch.nn.Module:
     """A bare AWD-LSTM classifier (what `clf_learner` trains) with a classifier's weights (for prediction)."""
     model = get_text_classifier(AWD_LSTM, n_vocab, n_out, seq_len=bptt, config=awd_config(arch, classifier=True),
-                                drop_mult=drop_mult, lin_ftrs=lin_ftrs, max_len=max_len)
+                                drop_mult=drop_mult, lin_ftrs=lin_ftrs, max_len=max_len, y_range=y_range)
     _load(model, weights, what)
     return model
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from fastai.data.core import DataLoaders
 from fastai.text.data import LMDataLoader, SortedDL, TensorText, pad_input_chunk
-from fastai.torch_core import TensorCategory
+from fastai.torch_core import TensorCategory, TensorMultiCategory
 from fastcore.foundation import L
 
 from ulmfit_cli.corpus.direction import orient_stream
@@ -222,8 +222,18 @@ def stream_lm_dls(train: np.ndarray, valid: np.ndarray, vocab: list[str], bs: in
     return dls
 
 
+def _target(y) -> torch.Tensor:
+    """A document's target as fastai's blocks make it: a class index (CategoryBlock), a 0/1 float per
+    label (MultiCategoryBlock's one-hot encoding) or a float (RegressionBlock)."""
+    if np.ndim(y):
+        return TensorMultiCategory(torch.as_tensor(y, dtype=torch.float32))
+    if np.issubdtype(np.asarray(y).dtype, np.integer):
+        return TensorCategory(torch.tensor(int(y)))
+    return torch.tensor(float(y), dtype=torch.float32)
+
+
 def _samples(docs: list[np.ndarray], ys: np.ndarray) -> list[tuple]:
-    return [(TensorText(torch.from_numpy(d)), TensorCategory(torch.tensor(int(y)))) for d, y in zip(docs, ys)]
+    return [(TensorText(torch.from_numpy(d)), _target(y)) for d, y in zip(docs, ys)]
 
 
 def clf_dl(docs: list[np.ndarray], ys: np.ndarray, vocab: list[str], bs: int, bptt: int, device: torch.device,
