@@ -123,7 +123,8 @@ def _two_fields(tmp_path, chain):
     import pandas as pd
     df = pd.read_csv(chain["train"])
     words = df["text"].str.split()
-    out = pd.DataFrame({"title": words.str[:2].str.join(" "), "label": df["label"], "body": words.str[2:].str.join(" ")})
+    out = pd.DataFrame({"title": words.str[:2].str.join(" "), "label": df["label"],
+                        "body": words.str[2:].str.join(" ")})
     f = tmp_path / "fields.csv"
     out.to_csv(f, index=False)
     return f
@@ -183,3 +184,25 @@ def test_the_baseline_is_reported_beside_the_classifier_and_reproducible(cli, ch
         {k: v for k, v in results.items() if k.startswith("baseline_") and k != "baseline_seconds"}
     off, _ = _train(cli, chain, tmp_path / "off", "data.baseline=false", "train.stages=[{freeze_to: 0, epochs: 1}]")
     assert not any(k.startswith("baseline") for k in off)
+
+
+def test_lr_find_prints_fastais_suggestions_and_writes_no_run_dir(cli, chain, tmp_path):
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in chain["ft"].iterdir())
+    would_be = tmp_path / "would-be-run"
+    res = cli("lr-find", "train-clf", "-c", TINY, "--set", f"data.train={chain['train']}", "--set",
+              f"init.from_run={chain['ft']}", "--set", f"run.dir={would_be}", "--set", "data.baseline=false",
+              "--phase", "3", "--iters", "30", "-o", tmp_path / "lr.png")
+    assert res.exit_code == 0, res.output
+    assert "phase 3 (freeze_to 0); the config trains it at 1.00e-03" in res.output
+    found = {line.split()[0]: float(line.split()[1]) for line in res.output.splitlines()
+             if line.startswith("  ") and line.split()[0] in ("minimum", "steep", "valley", "slide")}
+    assert set(found) == {"minimum", "steep", "valley", "slide"} and all(1e-7 <= v <= 10 for v in found.values())
+    assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not would_be.exists() and not list(tmp_path.glob(".*"))  # no run dir, no staging folder
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in chain["ft"].iterdir()) == before
+    res = cli("lr-find", "finetune-lm", "-c", TINY, "--set", f"data.train={chain['train']}", "--set",
+              f"init.from_run={chain['lm']}", "--iters", "20", "-o", tmp_path / "ft.png")
+    assert res.exit_code == 0 and "phase 0 (frozen)" in res.output, res.output
+    res = cli("lr-find", "train-clf", "-c", TINY, "--set", f"data.train={chain['train']}", "--set",
+              f"init.from_run={chain['ft']}", "--phase", "9", "-o", tmp_path / "bad.png")
+    assert res.exit_code == 2 and "--phase: 9 is out of range; train.stages has 4" in res.output

@@ -160,6 +160,39 @@ def train_clf(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt 
     _run_stage("train-clf", config, set_, run_dir, force, print_config, resume)
 
 
+@command("lr-find")
+def lr_find(
+    stage: Annotated[str, typer.Argument(help="pretrain, finetune-lm or train-clf: the config's stage.")],
+    config: ConfigOpt = None, set_: SetOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The plot (PNG).")] = Path("lr-find.png"),
+    phase: Annotated[Optional[int], typer.Option(
+        "--phase", help="The phase to sweep, from 0: a train.stages entry (train-clf), 0 frozen / 1 unfrozen "
+                        "(finetune-lm). Default: the first that trains.")] = None,
+    freeze_to: Annotated[Optional[int], typer.Option(
+        "--freeze-to", help="Freeze the classifier's layer groups before this one instead of the phase's own.")] = None,
+    start_lr: Annotated[float, typer.Option("--start-lr")] = 1e-7,
+    end_lr: Annotated[float, typer.Option("--end-lr")] = 10.0,
+    iters: Annotated[int, typer.Option("--iters", help="Steps of the sweep (fastai's num_it).")] = 100,
+):
+    """Find a learning rate: fastai's lr_find on the learner the config builds (same data, upstream weights,
+    freezing), with fastai's suggestions printed and the loss-against-rate plot written as a PNG. Writes no
+    run dir."""
+    from ulmfit_cli.config import STAGES
+    from ulmfit_cli.lr_find import lr_find as sweep
+    with _user_errors():
+        if stage not in STAGES:
+            raise UlmfitError(f"lr-find: unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+        _check_output(output, "-", [], folder=False)
+        found = sweep(stage, config or [], set_ or [], output, phase, freeze_to, start_lr, end_lr, iters)
+    typer.echo(f"lr-find: {stage}, phase {found['phase']} ({found['setup']}); the config trains it at "
+               f"{found['config_lr']:.2e}")
+    for name, lr in found["suggestions"].items():
+        typer.echo(f"  {name:<8} " + ("n/a (too few steps before the loss diverged; more --iters or a lower "
+                                      "--end-lr)" if lr is None else f"{lr:.2e}")
+                   + ("  (fastai's default suggestion)" if name == "valley" and lr is not None else ""))
+    typer.echo(f"plot: {output}")
+
+
 @command()
 def generate(
     run_dir: Annotated[Path, typer.Option("--run-dir", help="A pretrain or finetune-lm run dir.")],

@@ -16,12 +16,16 @@ from ulmfit_cli.resolve import Resolved
 from ulmfit_cli.runs import Run
 from ulmfit_cli.stages.lm_common import lm_data, save_lm, split_docs
 from ulmfit_cli.train.callbacks import logger_callbacks
-from ulmfit_cli.train.checkpoints import Phase, add_checkpointing
+from ulmfit_cli.train.checkpoints import Phase, Plan, fit_plan
 from ulmfit_cli.train.device import start
 from ulmfit_cli.train.learners import lm_learner, transfer_lm
 
 
 def run(resolved: Resolved, run: Run, cbs=()) -> dict:
+    return fit_plan(plan(resolved, run, cbs), run, resolved.cfg)
+
+
+def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
     cfg: FinetuneConfig = resolved.cfg
     upstream = resolved.upstream
     device = start(cfg.run)
@@ -45,8 +49,7 @@ def run(resolved: Resolved, run: Run, cbs=()) -> dict:
     if upstream is not None:
         stats["vocab_overlap"] = transfer_lm(learn, upstream, vocab)
         info(f"init.from_run: {upstream.path}: {stats['vocab_overlap']:.1%} of the new vocab was pretrained")
-    add_checkpointing(learn, run, cfg, sig).fit_phases([
+    return Plan(learn, [
         Phase("frozen", t.frozen_epochs if upstream is not None else 0, t.frozen_lr, lambda lrn: lrn.freeze()),
         Phase("unfrozen", t.epochs, slice(t.lr / t.lr_div, t.lr), lambda lrn: lrn.unfreeze()),
-    ])
-    return save_lm(run, learn, stats)
+    ], sig, lambda ckpt: save_lm(run, learn, stats))

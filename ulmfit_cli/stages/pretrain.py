@@ -14,7 +14,7 @@ from ulmfit_cli.runs import Run
 from ulmfit_cli.stages.lm_common import save_lm
 from ulmfit_cli.train import distributed
 from ulmfit_cli.train.callbacks import logger_callbacks
-from ulmfit_cli.train.checkpoints import Phase, add_checkpointing
+from ulmfit_cli.train.checkpoints import Phase, Plan, fit_plan
 from ulmfit_cli.train.device import start
 from ulmfit_cli.train.fingerprint import data_signature
 from ulmfit_cli.train.learners import lm_learner
@@ -25,6 +25,10 @@ STORE_PIECE_TOKENS = 1 << 20  # fastai's LMDataLoader shuffles a store in runs o
 
 
 def run(resolved: Resolved, run: Run, cbs=()) -> dict:
+    return fit_plan(plan(resolved, run, cbs), run, resolved.cfg)
+
+
+def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
     cfg: PretrainConfig = resolved.cfg  # pretraining starts from random weights: no upstream run
     device = start(cfg.run)
     store = distributed.from_main(lambda: prepare(cfg.data, cfg.run.seed))  # rank 0 builds (or finds) the store
@@ -35,6 +39,6 @@ def run(resolved: Resolved, run: Run, cbs=()) -> dict:
     cbs = (*cbs, *logger_callbacks(cfg.run, run))
     learn = lm_learner(dls, cfg.model.sizes(), cfg.model.drop_mult, cfg.train, cfg.run.precision, run, "pretrain",
                        cbs)
-    ckpt = add_checkpointing(learn, run, cfg, data_signature(store.vocab, store.path.name))
-    ckpt.fit_phases([Phase("", cfg.train.epochs, cfg.train.lr)])
-    return save_lm(run, learn, {"token_store": str(store.path), **{k: store.stats[k] for k in STORE_STATS}})
+    stats = {"token_store": str(store.path), **{k: store.stats[k] for k in STORE_STATS}}
+    return Plan(learn, [Phase("", cfg.train.epochs, cfg.train.lr)], data_signature(store.vocab, store.path.name),
+                lambda ckpt: save_lm(run, learn, stats))

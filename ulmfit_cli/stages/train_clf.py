@@ -26,7 +26,7 @@ from ulmfit_cli.runs import Run
 from ulmfit_cli.tasks import HEADLINE, MULTI, REGRESSION, SINGLE, encode_targets
 from ulmfit_cli.train import distributed
 from ulmfit_cli.train.callbacks import logger_callbacks
-from ulmfit_cli.train.checkpoints import Phase, add_checkpointing
+from ulmfit_cli.train.checkpoints import Phase, Plan, fit_plan
 from ulmfit_cli.train.device import start
 from ulmfit_cli.train.fingerprint import data_signature
 from ulmfit_cli.train.learners import check_freeze_to, clf_learner, load_encoder
@@ -86,7 +86,7 @@ def _scores(task: str, outputs: np.ndarray, ys: np.ndarray, labels: list[str], p
 
 def _label_names(cfg: ClassifierConfig, train: pd.DataFrame) -> list[str]:
     """The model's outputs, read from the training file: its classes, its labels, or the regression target."""
-    task, labels = cfg.task, None
+    task = cfg.task
     if task == REGRESSION:
         return [cfg.data.label_col]
     if task == SINGLE:
@@ -95,7 +95,10 @@ def _label_names(cfg: ClassifierConfig, train: pd.DataFrame) -> list[str]:
             raise UlmfitError(f"data.train: {cfg.data.train}: column '{cfg.data.label_col}' has a single class "
                               f"({labels[0]!r}); a classifier needs at least two")
         return labels
-    labels = cfg.data.label_col if isinstance(cfg.data.label_col, list) else sorted({x for s in train["label"] for x in s})
+    if isinstance(cfg.data.label_col, list):
+        labels = cfg.data.label_col
+    else:
+        labels = sorted({x for s in train["label"] for x in s})
     if not any(len(s) for s in train["label"]):
         raise UlmfitError(f"data.train: {cfg.data.train}: every document has an empty label set (no 1 in "
                           f"data.label_col, or nothing between the data.label_delim marks); a multi-label "
@@ -104,6 +107,10 @@ def _label_names(cfg: ClassifierConfig, train: pd.DataFrame) -> list[str]:
 
 
 def run(resolved: Resolved, run: Run, cbs=()) -> dict:
+    return fit_plan(plan(resolved, run, cbs), run, resolved.cfg)
+
+
+def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
     cfg: ClassifierConfig = resolved.cfg
     upstream = resolved.upstream
     device = start(cfg.run)
@@ -155,34 +162,36 @@ def run(resolved: Resolved, run: Run, cbs=()) -> dict:
         check_freeze_to(learn, st.freeze_to, f"train.stages[{i}]")
     if upstream is not None:
         load_encoder(learn, upstream)
-    ckpt = add_checkpointing(learn, run, cfg, data_signature(vocab + labels, *ids[0], ys[0], *ids[1], ys[1]))
-    ckpt.fit_phases([
-        Phase(f"freeze_to {st.freeze_to}", st.epochs or t.epochs,
-              slice((st.lr or t.lr) / t.lr_div, st.lr or t.lr), lambda lrn, n=st.freeze_to: lrn.freeze_to(n))
-        for st in t.stages])
+    phases = [Phase(f"freeze_to {st.freeze_to}", st.epochs or t.epochs,
+                    slice((st.lr or t.lr) / t.lr_div, st.lr or t.lr), lambda lrn, n=st.freeze_to: lrn.freeze_to(n))
+              for st in t.stages]
 
-    kept = ckpt.load_best() if t.keep == "best" else None  # model.pth, and every figure below, of that epoch
-    outputs = [_outputs(learn, dls.valid)]
-    if test is not None:
-        outputs.append(_outputs(learn, clf_dl(ids[2], ys[2], vocab, t.bs * 2, t.bptt, device)))
-    cuts = choose_thresholds(ys[1], outputs[0], cfg.model.threshold) if task == MULTI else None
-    results = {"task": task, "labels": labels, "pretrained_encoder": upstream is not None,
-               "kept_epoch": kept or ckpt.last_epoch, "keep": t.keep if kept else "last", "monitor": t.monitor,
-               "best_epoch": ckpt.best_epoch, f"best_{t.monitor}": ckpt.best, "stopped_early": ckpt.stopped,
-               "class_weights": None if weights is None else dict(zip(labels, weights)), "sampler": t.sampler}
-    if cuts is not None:
-        results["thresholds"] = dict(zip(labels, cuts.tolist()))
-        run.write_json(THRESHOLDS_FILE, results["thresholds"])
-    for name, out, y in zip(("valid", "test"), outputs, ys[1:]):
-        results.update(_scores(task, out, y, labels, name, cuts))
-    if cfg.data.baseline and distributed.is_main():
-        from ulmfit_cli.baseline import tfidf_baseline
-        pairs = [(p["text"].tolist(), y) for p, y in zip(parts, ys)]
-        results.update(tfidf_baseline(pairs[0], pairs[1], pairs[2] if test is not None else None, labels, task,
-                                      cfg.model.threshold))
-        first = HEADLINE[task][0]
-        info(f"baseline ({results['baseline']}, same splits): valid {first} {results[f'baseline_valid_{first}']:.4f}"
-             + (f", test {first} {results[f'baseline_test_{first}']:.4f}" if test is not None else ""))
-    run.save_weights("model.pth", learn.model.state_dict())
-    run.write_json("results.json", results)
-    return results
+    def finish(ckpt) -> dict:
+        kept = ckpt.load_best() if t.keep == "best" else None  # model.pth, and every figure below, of that epoch
+        outputs = [_outputs(learn, dls.valid)]
+        if test is not None:
+            outputs.append(_outputs(learn, clf_dl(ids[2], ys[2], vocab, t.bs * 2, t.bptt, device)))
+        cuts = choose_thresholds(ys[1], outputs[0], cfg.model.threshold) if task == MULTI else None
+        results = {"task": task, "labels": labels, "pretrained_encoder": upstream is not None,
+                   "kept_epoch": kept or ckpt.last_epoch, "keep": t.keep if kept else "last", "monitor": t.monitor,
+                   "best_epoch": ckpt.best_epoch, f"best_{t.monitor}": ckpt.best, "stopped_early": ckpt.stopped,
+                   "class_weights": None if weights is None else dict(zip(labels, weights)), "sampler": t.sampler}
+        if cuts is not None:
+            results["thresholds"] = dict(zip(labels, cuts.tolist()))
+            run.write_json(THRESHOLDS_FILE, results["thresholds"])
+        for name, out, y in zip(("valid", "test"), outputs, ys[1:]):
+            results.update(_scores(task, out, y, labels, name, cuts))
+        if cfg.data.baseline and distributed.is_main():
+            from ulmfit_cli.baseline import tfidf_baseline
+            pairs = [(p["text"].tolist(), y) for p, y in zip(parts, ys)]
+            results.update(tfidf_baseline(pairs[0], pairs[1], pairs[2] if test is not None else None, labels, task,
+                                          cfg.model.threshold))
+            first = HEADLINE[task][0]
+            shown = [f"{name} {first} {results[f'baseline_{name}_{first}']:.4f}" for name in ("valid", "test")
+                     if f"baseline_{name}_{first}" in results]
+            info(f"baseline ({results['baseline']}, same splits): {', '.join(shown)}")
+        run.save_weights("model.pth", learn.model.state_dict())
+        run.write_json("results.json", results)
+        return results
+
+    return Plan(learn, phases, data_signature(vocab + labels, *ids[0], ys[0], *ids[1], ys[1]), finish)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from fastai.callback.core import Callback, CancelFitException
@@ -49,6 +49,23 @@ class Phase:
     epochs: int
     lr: float | slice
     setup: Callable = lambda learn: None
+
+
+@dataclass
+class Plan:
+    """A stage ready to train (what `ulmfit lr-find` also takes): its learner, its phases, the digest of its
+    data that a resume must match, and what it writes once trained (`finish(checkpointer) -> results`)."""
+    learn: Any
+    phases: list[Phase]
+    data_sig: str
+    finish: Callable
+
+
+def fit_plan(plan: Plan, run, cfg) -> dict:
+    """Train a stage's plan with checkpoints (and `--resume`) into `run`; return its results."""
+    ckpt = add_checkpointing(plan.learn, run, cfg, plan.data_sig)
+    ckpt.fit_phases(plan.phases)
+    return plan.finish(ckpt)
 
 
 class _SkipFirst:
