@@ -203,6 +203,9 @@ def test_lr_find_prints_fastais_suggestions_and_writes_no_run_dir(cli, chain, tm
     res = cli("lr-find", "finetune-lm", "-c", TINY, "--set", f"data.train={chain['train']}", "--set",
               f"init.from_run={chain['lm']}", "--iters", "20", "-o", tmp_path / "ft.png")
     assert res.exit_code == 0 and "phase 0 (frozen)" in res.output, res.output
+    res = cli("lr-find", "pretrain", "-c", TINY, "--set", f"data.source={chain['dump']}", "--iters", "20",
+              "-o", tmp_path / "lm.png")
+    assert res.exit_code == 0 and "lr-find: pretrain, phase 0 (train)" in res.output, res.output
     res = cli("lr-find", "train-clf", "-c", TINY, "--set", f"data.train={chain['train']}", "--set",
               f"init.from_run={chain['ft']}", "--phase", "9", "-o", tmp_path / "bad.png")
     assert res.exit_code == 2 and "--phase: 9 is out of range; train.stages has 4" in res.output

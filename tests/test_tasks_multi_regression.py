@@ -81,7 +81,7 @@ def test_regression_through_the_chain(cli, chain, tasks, tmp_path):
     assert results["task"] == "regression" and results["labels"] == ["score"]
     for key in ("mae", "rmse", "pearson", "spearman"):
         assert f"test_{key}" in results and f"baseline_test_{key}" in results
-    assert results["baseline"] == "tfidf-ridge"
+    assert results["baseline"] == "tfidf-ridge" and "test_rmse" in cli("report", run_dir).output
     report, table = _evaluate(cli, [run_dir], tasks["test"], tmp_path / "eval")
     for key in ("mae", "rmse", "pearson", "spearman"):
         assert report[key] == pytest.approx(results[f"test_{key}"], abs=1e-5)
