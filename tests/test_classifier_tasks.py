@@ -182,8 +182,15 @@ def test_the_baseline_is_reported_beside_the_classifier_and_reproducible(cli, ch
                       "train.stages=[{freeze_to: 0, epochs: 1}]")
     assert {k: v for k, v in again.items() if k.startswith("baseline_") and k != "baseline_seconds"} == \
         {k: v for k, v in results.items() if k.startswith("baseline_") and k != "baseline_seconds"}
+    # evaluate refits it on the run's training split: on the test file, the figures of results.json
+    res = cli("evaluate", "-m", chain["clf"], "-i", chain["test"], "-o", tmp_path / "eval")
+    assert res.exit_code == 0, res.output
+    base = json.loads((tmp_path / "eval" / "report.json").read_text())["baseline"]
+    assert base["accuracy"] == results["baseline_test_accuracy"] and "baseline (tfidf-logreg" in res.output
     off, _ = _train(cli, chain, tmp_path / "off", "data.baseline=false", "train.stages=[{freeze_to: 0, epochs: 1}]")
     assert not any(k.startswith("baseline") for k in off)
+    res = cli("evaluate", "-m", tmp_path / "off", "-i", chain["test"], "-o", tmp_path / "eval-off")
+    assert res.exit_code == 0 and "baseline" not in json.loads((tmp_path / "eval-off" / "report.json").read_text())
 
 
 def test_lr_find_prints_fastais_suggestions_and_writes_no_run_dir(cli, chain, tmp_path):

@@ -81,3 +81,27 @@ def tfidf_baseline(train: tuple[list[str], np.ndarray], valid: tuple[list[str], 
     out["baseline_seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
+
+def baseline_of_run(run_dir, texts: list[str], targets: np.ndarray, labels: list[str]) -> dict | None:
+    """`ulmfit evaluate`'s baseline: refit on the training split of train-clf run `run_dir` (read again from
+    its config, split as it was) and scored on `texts`; None (with the reason printed) when the run turned
+    it off or its training files are gone."""
+    from ulmfit_cli.config import ClassifierConfig
+    from ulmfit_cli.console import info
+    from ulmfit_cli.errors import UlmfitError
+    from ulmfit_cli.runs import read_run
+    from ulmfit_cli.stages.train_clf import read_splits
+    from ulmfit_cli.tasks import encode_targets
+    cfg = read_run(run_dir, "--model", ("train-clf",), "model.pth").typed(ClassifierConfig)
+    if not cfg.data.baseline:
+        return None
+    try:
+        _, train, valid, _ = read_splits(cfg, test=False)
+    except UlmfitError as e:
+        info(f"baseline: not refitted ({e})")
+        return None
+    pairs = [(p["text"].tolist(), encode_targets(cfg.task, labels, p)) for p in (train, valid)]
+    figures = tfidf_baseline(*pairs, (texts, targets), labels, cfg.task, cfg.model.threshold)
+    head = {k[len("baseline_test_"):]: v for k, v in figures.items() if k.startswith("baseline_test_")}
+    return {"name": figures["baseline"], "fit_on": f"the training split of {run_dir}", **head,
+            "seconds": figures["baseline_seconds"]}

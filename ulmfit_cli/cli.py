@@ -332,6 +332,10 @@ def evaluate(
         help="Column(s) holding the true labels, comma-separated for multi-label 0/1 columns (default: the "
              "model's data.label_col).")] = None,
     input_format: InputFormatOpt = None,
+    baseline: Annotated[bool, typer.Option(
+        "--baseline/--no-baseline", help="Also refit the TF-IDF baseline on the (first) model's training split "
+                                         "and score it on the same input (a run dir whose data is still there; "
+                                         "not a bundle).")] = True,
     bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32", encoding: EncodingOpt = "utf-8",
 ):
     """Score classifiers on a labelled file: accuracy, macro-F1, per-class figures and confusion matrix;
@@ -342,6 +346,7 @@ def evaluate(
     from ulmfit_cli.corpus.tables import read_texts
     from ulmfit_cli.files import write_json
     from ulmfit_cli.inference.evaluation import check_labels, plot_confusion, table, task_scores
+    from ulmfit_cli.inference.classifier import BUNDLE_FILE
     from ulmfit_cli.tasks import MULTI, REGRESSION, SINGLE, encode_targets
     with _user_errors():
         _check_output(output, input, model, folder=True)
@@ -354,8 +359,14 @@ def evaluate(
         if clf.task != REGRESSION:
             check_labels(df["label"].tolist(), clf.labels, f"--input: {input}")
         probs = clf.predict_proba(df["text"].tolist(), bs=bs, precision=precision, progress=True)
-        report = task_scores(clf.task, encode_targets(clf.task, clf.labels, df), probs, clf.labels, clf.thresholds)
+        targets = encode_targets(clf.task, clf.labels, df)
+        report = task_scores(clf.task, targets, probs, clf.labels, clf.thresholds)
         report = {"models": [str(m) for m in model], "input": str(input), "task": clf.task, **report}
+        if baseline and not (model[0] / BUNDLE_FILE).is_file():
+            from ulmfit_cli.baseline import baseline_of_run
+            base = baseline_of_run(model[0], df["text"].tolist(), targets, clf.labels)
+            if base is not None:
+                report["baseline"] = base
         write_json(output / "report.json", report)
         written = [output / "report.json"]
         if clf.task == SINGLE:

@@ -105,7 +105,17 @@ def _fmt(v) -> str:
 
 def table(report: dict) -> str:
     """The report as text: single-label per-class figures and the confusion matrix (rows: true, columns:
-    predicted); multi-label per-label figures and thresholds; regression its four figures."""
+    predicted); multi-label per-label figures and thresholds; regression its four figures; then the
+    baseline's figures on the same input, when there are any."""
+    text = _figures(report)
+    base = report.get("baseline")
+    if base:
+        shown = "   ".join(f"{k} {_fmt(v)}" for k, v in base.items() if k not in ("name", "fit_on", "seconds"))
+        text += f"\n\nbaseline ({base['name']}, refitted on {base['fit_on'].removeprefix('the ')}): {shown}"
+    return text
+
+
+def _figures(report: dict) -> str:
     if "per_label" in report:
         w = max(9, *(len(lbl) for lbl in report["per_label"]))
         lines = [f"micro-F1 {report['micro_f1']:.4f}   macro-F1 {report['macro_f1']:.4f}   subset accuracy "

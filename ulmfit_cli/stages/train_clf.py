@@ -106,14 +106,9 @@ def _label_names(cfg: ClassifierConfig, train: pd.DataFrame) -> list[str]:
     return labels
 
 
-def run(resolved: Resolved, run: Run, cbs=()) -> dict:
-    return fit_plan(plan(resolved, run, cbs), run, resolved.cfg)
-
-
-def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
-    cfg: ClassifierConfig = resolved.cfg
-    upstream = resolved.upstream
-    device = start(cfg.run)
+def read_splits(cfg: ClassifierConfig, test: bool = True):
+    """(labels, train, valid, test) as the classifier trains on them: the files read for the task, the
+    validation split made from `data.train` when there is no `data.valid` (`test=False`: without the test)."""
     task = cfg.task
     train = _read(cfg, "data.train")
     labels = _label_names(cfg, train)
@@ -125,10 +120,23 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
         if unseen:  # a class with one row went to the validation split: it is never trained on
             info(f"warning: data.train: {cfg.data.train}: class(es) {', '.join(map(repr, unseen))} have too few rows "
                  f"to be in both splits and are not trained on; add rows, or give data.valid")
-    test = _read(cfg, "data.test") if cfg.data.test else None
+    test = _read(cfg, "data.test") if cfg.data.test and test else None
     for key, part in (("data.valid", valid if cfg.data.valid else None), ("data.test", test)):
         if part is not None and task != REGRESSION:
             check_labels(part["label"].tolist(), labels, f"{key}: {getattr(cfg.data, key[5:])}")
+    return labels, train, valid, test
+
+
+def run(resolved: Resolved, run: Run, cbs=()) -> dict:
+    return fit_plan(plan(resolved, run, cbs), run, resolved.cfg)
+
+
+def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
+    cfg: ClassifierConfig = resolved.cfg
+    upstream = resolved.upstream
+    device = start(cfg.run)
+    task = cfg.task
+    labels, train, valid, test = read_splits(cfg)
     parts = [train, valid] + ([test] if test is not None else [])
     ys = [encode_targets(task, labels, p) for p in parts]
     if task == MULTI:
