@@ -166,6 +166,9 @@ class PretrainData(VocabData, Encoded):
 class FinetuneData(VocabData, TextData):
     train: str
     valid: str | None = None
+    extra_text: list[str] = Field(
+        default_factory=list, description="more files of target-domain text for the LM's training split, labels "
+                                          "unused (e.g. a classifier's unlabelled or test texts: transductive)")
 
 
 class ClassifierData(VocabData, TextData):

@@ -38,6 +38,12 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
         train, valid = texts["text"].tolist(), valid["text"].tolist()
     else:
         train, valid = split_docs(texts["text"].tolist(), d.valid_pct, cfg.run.seed, f"data.train: {train_path}")
+    extra = [t for i, f in enumerate(d.extra_text) for t in read_texts(
+        paths.resolve(f, f"data.extra_text[{i}]"), f"data.extra_text[{i}]", d.text_col, encoding=d.encoding,
+        errors=d.encoding_errors)["text"]]
+    if extra:  # the paper fine-tunes on all the target task's text; held out from nothing, validated on nothing
+        info(f"data.extra_text: {len(extra):,} more document(s) in the training split (their labels unused)")
+        train = train + extra
     sp_model = upstream.sp_model if upstream is not None else None  # subword runs keep their tokenizer
     dls, vocab, sig, stats = lm_data(train, valid, cfg, device, train_path.name, sp_model)
     run.write_json("vocab.json", vocab)
