@@ -27,3 +27,50 @@ def test_extra_text_joins_the_lms_training_split_only(cli, chain, tmp_path):
     res = cli("finetune-lm", *base, "--set", f"data.extra_text=[{tmp_path / 'missing.csv'}]", "--run-dir",
               tmp_path / "bad")
     assert res.exit_code == 2 and "data.extra_text[0]" in res.output and "missing.csv" in res.output
+
+
+def test_directions_both_trains_a_pair_that_predicts_as_one_ensemble(cli, chain, tmp_path):
+    import numpy as np
+
+    from ulmfit_cli import load_classifier
+    ft, clf = tmp_path / "ft-pair", tmp_path / "clf-pair"
+    res = cli("finetune-lm", "-c", TINY, "--set", f"data.train={chain['train']}", "--set", f"init.from_run={chain['lm']}",
+              "--set", f"init.from_run_backward={chain['lm-bwd']}", "--set", "train.epochs=1", "--directions", "both",
+              "--run-dir", ft)
+    assert res.exit_code == 0, res.output
+    assert json.loads((ft / "directions.json").read_text())["members"] == {"forward": "fwd", "backward": "bwd"}
+    assert "backwards: true" in (ft / "bwd" / "config.yaml").read_text() and (ft / "fwd" / "lm.pth").is_file()
+    res = cli("train-clf", "-c", TINY, "--set", f"data.train={chain['train']}", "--set", f"data.test={chain['test']}",
+              "--set", f"init.from_run={ft}", "--set", "train.stages=[{freeze_to: -1, epochs: 2, lr: 0.05}]",
+              "--directions", "both", "--run-dir", clf)
+    assert res.exit_code == 0, res.output
+    results = json.loads((clf / "results.json").read_text())
+    assert results["directions"] == "both" and "fwd_test_accuracy" in results and "bwd_test_accuracy" in results
+    assert "baseline_test_accuracy" in results and not list(clf.glob(".*"))  # no locks or staging left inside
+    assert "backwards: true" in (clf / "bwd" / "config.yaml").read_text()
+    assert str(ft / "bwd") in (clf / "bwd" / "config.yaml").read_text()  # each member from its own upstream
+
+    # the pair is one model: evaluate gives results.json's ensemble figures, predict the mean probabilities
+    res = cli("evaluate", "-m", clf, "-i", chain["test"], "-o", tmp_path / "eval")
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["accuracy"] == results["test_accuracy"] and report["baseline"]["accuracy"] == \
+        results["baseline_test_accuracy"]
+    texts = pd.read_csv(chain["test"])["text"].tolist()
+    a, b = (load_classifier(clf / m, device="cpu").predict_proba(texts) for m in ("fwd", "bwd"))
+    assert np.allclose(load_classifier(clf, device="cpu").predict_proba(texts), (a + b) / 2, atol=1e-6)
+    assert cli("predict", "-m", clf, "-i", chain["test"], "-o", tmp_path / "preds.csv").exit_code == 0
+    preds = pd.read_csv(tmp_path / "preds.csv")
+    assert np.allclose(preds[[c for c in preds if c.startswith("prob_")]].to_numpy(), (a + b) / 2, atol=1e-6)
+    assert cli("export", "-m", clf, "-o", tmp_path / "bundle").exit_code == 0
+    assert np.allclose(load_classifier(tmp_path / "bundle", device="cpu").predict_proba(texts), (a + b) / 2,
+                       atol=1e-6)
+
+    # a pair is not a single upstream; a single upstream needs its backward partner
+    res = cli("train-clf", "-c", TINY, "--set", f"data.train={chain['train']}", "--set", f"init.from_run={ft}",
+              "--run-dir", tmp_path / "one")
+    assert res.exit_code == 2 and "is a forward+backward pair" in res.output
+    res = cli("train-clf", "-c", TINY, "--set", f"data.train={chain['train']}", "--set", f"init.from_run={chain['ft']}",
+              "--directions", "both", "--run-dir", tmp_path / "half")
+    assert res.exit_code == 2 and "init.from_run_backward" in res.output
+    assert not (tmp_path / "half").exists() and not (tmp_path / ".half.partial").exists()

@@ -22,13 +22,19 @@ STAGE_MODULES = {"pretrain": "pretrain", "finetune-lm": "finetune_lm", "train-cl
 
 def train(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence[str] = (),
           run_dir: Path | str | None = None, force: bool = False, resume: bool = False,
-          callbacks: Sequence = ()) -> dict:
+          callbacks: Sequence = (), directions: str | None = None) -> dict:
     """Resolve the config and run one training stage into its run dir; return its results.
 
     `configs` are YAML files merged in order, `overrides` "key=value" strings (`--set`); `callbacks` are
     fastai callbacks added to the stage's learner (e.g. to watch or interrupt training). With `resume`
-    and no `configs`, the run's own config.yaml is used.
+    and no `configs`, the run's own config.yaml is used. `directions="both"`: a forward and a backward
+    model in one pair run dir (`ulmfit_cli.directions`).
     """
+    from ulmfit_cli.directions import direction_overrides, train_both
+    if directions == "both":
+        return train_both(stage, [Path(c) for c in _listed(configs)], _listed(overrides),
+                          None if run_dir is None else Path(run_dir), force, resume, callbacks)
+    overrides = [*_listed(overrides), *direction_overrides(directions)]
     resolved = resolve(stage, [Path(c) for c in _listed(configs)], _listed(overrides),
                        None if run_dir is None else Path(run_dir), resume)
     return run_stage(resolved, force, resume, callbacks)

@@ -10,6 +10,7 @@ ULMFiT is used on.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -82,16 +83,21 @@ def tfidf_baseline(train: tuple[list[str], np.ndarray], valid: tuple[list[str], 
     return out
 
 
-def baseline_of_run(run_dir, texts: list[str], targets: np.ndarray, labels: list[str]) -> dict | None:
+def baseline_of_run(run_dir: Path, texts: list[str], targets: np.ndarray, labels: list[str]) -> dict | None:
     """`ulmfit evaluate`'s baseline: refit on the training split of train-clf run `run_dir` (read again from
-    its config, split as it was) and scored on `texts`; None (with the reason printed) when the run turned
-    it off or its training files are gone."""
+    its config, split as it was) and scored on `texts`; None for a bundle, or (with the reason printed) when
+    the run turned it off or its training files are gone."""
     from ulmfit_cli.config import ClassifierConfig
     from ulmfit_cli.console import info
+    from ulmfit_cli.directions import members
     from ulmfit_cli.errors import UlmfitError
     from ulmfit_cli.runs import read_run
     from ulmfit_cli.stages.train_clf import read_splits
     from ulmfit_cli.tasks import encode_targets
+    from ulmfit_cli.inference.classifier import BUNDLE_FILE
+    run_dir = (members(run_dir) or [run_dir])[0]  # a pair's members share their splits
+    if (run_dir / BUNDLE_FILE).is_file():
+        return None  # a bundle has no training data
     cfg = read_run(run_dir, "--model", ("train-clf",), "model.pth").typed(ClassifierConfig)
     if not cfg.data.baseline:
         return None

@@ -103,10 +103,16 @@ def _show(title: str, figures: dict) -> None:
 
 
 def _run_stage(stage: str, configs: list[Path], overrides: list[str], run_dir: Path | None,
-               force: bool, print_config: bool, resume: bool = False) -> None:
+               force: bool, print_config: bool, resume: bool = False, directions: str | None = None) -> None:
     from ulmfit_cli import api
+    from ulmfit_cli.directions import direction_overrides, train_both
     from ulmfit_cli.resolve import resolve
     with _user_errors():
+        if directions == "both" and not print_config:
+            results = train_both(stage, configs or [], overrides or [], run_dir, force, resume)
+            _show(f"{stage} finished (forward + backward): {results.pop('run_dir')}", results)
+            return
+        overrides = [*(overrides or []), *direction_overrides(None if directions == "both" else directions)]
         resolved = resolve(stage, configs, overrides, run_dir, resume)
         if print_config:
             from ulmfit_cli.config import to_yaml
@@ -142,22 +148,30 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None,
     _show(f"token store: {store.path}", store.stats)
 
 
+DirectionsOpt = Annotated[Optional[str], typer.Option(
+    "--directions", help="forward, backward (data.backwards), or both: a forward and a backward model in one "
+                         "pair run dir (fwd/, bwd/), from a pair init.from_run or init.from_run + "
+                         "init.from_run_backward; predict, evaluate and export take the pair as one ensemble.")]
+
+
 @command("finetune-lm")
 def finetune_lm(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
-                force: ForceOpt = False, resume: ResumeOpt = False, print_config: PrintOpt = False):
+                force: ForceOpt = False, resume: ResumeOpt = False, print_config: PrintOpt = False,
+                directions: DirectionsOpt = None):
     """Fine-tune a language model on your texts. Starts from init.from_run and reads data.train (CSV/TSV
     with data.text_col, fastText lines, or one document per line): one frozen epoch, then unfrozen
     with discriminative rates. Writes lm.pth, encoder.pth and vocab.json."""
-    _run_stage("finetune-lm", config, set_, run_dir, force, print_config, resume)
+    _run_stage("finetune-lm", config, set_, run_dir, force, print_config, resume, directions)
 
 
 @command("train-clf")
 def train_clf(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
-              force: ForceOpt = False, resume: ResumeOpt = False, print_config: PrintOpt = False):
+              force: ForceOpt = False, resume: ResumeOpt = False, print_config: PrintOpt = False,
+              directions: DirectionsOpt = None):
     """Train a classifier with gradual unfreezing. Starts from the encoder of init.from_run and unfreezes
     as train.stages says. Reads data.train (and data.valid, data.test) with data.text_col and data.label_col; reports
     accuracy and macro-F1; writes model.pth, vocab.json, labels.json and results.json."""
-    _run_stage("train-clf", config, set_, run_dir, force, print_config, resume)
+    _run_stage("train-clf", config, set_, run_dir, force, print_config, resume, directions)
 
 
 @command("lr-find")
@@ -346,7 +360,6 @@ def evaluate(
     from ulmfit_cli.corpus.tables import read_texts
     from ulmfit_cli.files import write_json
     from ulmfit_cli.inference.evaluation import check_labels, plot_confusion, table, task_scores
-    from ulmfit_cli.inference.classifier import BUNDLE_FILE
     from ulmfit_cli.tasks import MULTI, REGRESSION, SINGLE, encode_targets
     with _user_errors():
         _check_output(output, input, model, folder=True)
@@ -362,7 +375,7 @@ def evaluate(
         targets = encode_targets(clf.task, clf.labels, df)
         report = task_scores(clf.task, targets, probs, clf.labels, clf.thresholds)
         report = {"models": [str(m) for m in model], "input": str(input), "task": clf.task, **report}
-        if baseline and not (model[0] / BUNDLE_FILE).is_file():
+        if baseline:
             from ulmfit_cli.baseline import baseline_of_run
             base = baseline_of_run(model[0], df["text"].tolist(), targets, clf.labels)
             if base is not None:

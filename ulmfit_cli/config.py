@@ -62,6 +62,9 @@ class RunSection(Section):
 
 class InitSection(Section):
     from_run: str | None = Field(None, description="upstream run directory whose weights and vocab to start from")
+    from_run_backward: str | None = Field(None, description="with --directions both: the backward upstream run "
+                                                            "(default: the bwd member of a forward+backward "
+                                                            "init.from_run)")
 
 
 ARCH_KEYS = ("emb_sz", "n_hid", "n_layers")

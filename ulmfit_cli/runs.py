@@ -25,6 +25,9 @@ from ulmfit_cli.files import (atomic_write, exclusive, load_weights, publish, re
 from ulmfit_cli.version import __version__
 
 
+PAIR_FILE = "directions.json"  # marks a forward+backward pair (`--directions both`): members fwd/ and bwd/
+
+
 @dataclass
 class Run:
     """The run being written. `path` is the staging folder until the stage finishes."""
@@ -197,6 +200,9 @@ def read_run(path: Path | str, key: str, stages: tuple[str, ...], weights: str) 
     path = Path(path)
     if not path.is_dir():
         raise UlmfitError(f"{key}: {path} is not a directory")
+    if (path / PAIR_FILE).is_file():
+        raise UlmfitError(f"{key}: {path} is a forward+backward pair ({path / 'fwd'}, {path / 'bwd'}): train both "
+                          f"directions from it with --directions both, or name one of them")
     config = _run_config(path, key)
     if config is None:
         raise UlmfitError(f"{key}: {path} is not a ulmfit run (no config.yaml)")

@@ -169,8 +169,10 @@ def _thresholds(path: Path, labels: list[str], key: str) -> np.ndarray:
 
 
 def load_classifier(*paths: str | Path, device: str = "auto") -> Classifier | Ensemble:
-    """A classifier from a train-clf run dir or an `ulmfit export` bundle; several paths: their ensemble."""
+    """A classifier from a train-clf run dir or an `ulmfit export` bundle; several paths, or a forward+backward
+    pair (`--directions both`): their ensemble."""
+    from ulmfit_cli.directions import members as pair_members
     if not paths:
         raise UlmfitError("load_classifier: give at least one run dir or bundle")
-    members = [Classifier.load(p, device) for p in paths]
+    members = [Classifier.load(m, device) for p in paths for m in (pair_members(p) or [p])]
     return members[0] if len(members) == 1 else Ensemble(members)

@@ -17,11 +17,12 @@ import shutil
 from pathlib import Path
 
 from ulmfit_cli.corpus.tokenize import SP_MODEL
+from ulmfit_cli.directions import members
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import exclusive, publish, staging_dir
 from ulmfit_cli.inference.classifier import BUNDLE_FILE, BUNDLE_FORMAT, Classifier
 from ulmfit_cli.inference.evaluation import THRESHOLDS_FILE
-from ulmfit_cli.runs import LM_STAGES, read_run, stage_of
+from ulmfit_cli.runs import LM_STAGES, PAIR_FILE, read_run, stage_of
 from ulmfit_cli.version import __version__
 
 FORMATS = ("ulmfit", "fastai")
@@ -38,6 +39,8 @@ def export(model_dir: Path, out: Path, force: bool = False, fmt: str = "ulmfit")
 def _export(model_dir: Path, out: Path, force: bool, fmt: str) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise UlmfitError(f"--output: {out} exists and is not empty; pass --force to replace it")
+    if members(model_dir):
+        return _export_pair(model_dir, out, fmt)
     lm = stage_of(model_dir) in LM_STAGES
     if fmt == "fastai" and not lm:
         raise UlmfitError(f"--format fastai: {model_dir} is not a language-model run (pretrain, finetune-lm, or "
@@ -58,6 +61,26 @@ def _export(model_dir: Path, out: Path, force: bool, fmt: str) -> Path:
                 shutil.copyfile(source.sp_model, staging / SP_MODEL)
         else:
             _classifier_bundle(source, model_dir, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish(staging, out)
+    return out
+
+
+def _export_pair(model_dir: Path, out: Path, fmt: str) -> Path:
+    """A forward+backward pair: a bundle of each member (fwd/, bwd/) and the pair's directions.json."""
+    if fmt == "fastai":
+        raise UlmfitError(f"--format fastai: {model_dir} is a forward+backward pair; export --model "
+                          f"{model_dir / 'fwd'} and {model_dir / 'bwd'} one at a time")
+    staging = staging_dir(out)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for member in members(model_dir):
+            _export(member, staging / member.name, False, fmt)
+        for name in (PAIR_FILE, "results.json"):
+            shutil.copyfile(model_dir / name, staging / name)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
