@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from conftest import TINY
 
@@ -74,3 +75,49 @@ def test_directions_both_trains_a_pair_that_predicts_as_one_ensemble(cli, chain,
               "--directions", "both", "--run-dir", tmp_path / "half")
     assert res.exit_code == 2 and "init.from_run_backward" in res.output
     assert not (tmp_path / "half").exists() and not (tmp_path / ".half.partial").exists()
+
+
+def test_tune_searches_on_valid_only_resumes_after_a_kill_and_writes_a_config_train_clf_takes(cli, chain, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+    test = tmp_path / "test.csv"
+    test.write_bytes(b"text,label\n\xff\xfe not text\n")  # opening it fails: a trial that read it would stop
+    test.chmod(0)
+    out = tmp_path / "tune"
+    args = ["-c", TINY, *(a for s in (f"data.train={chain['train']}", f"data.test={test}", f"init.from_run={chain['ft']}",
+                                      "train.stages=[{freeze_to: -1, lr: 0.05}, {freeze_to: 0, lr: 0.02}]",
+                                      "search.epochs=[1, 2]", "search.bs=[8, 16]", "search.early_epochs=null",
+                                      "search.prune=false") for a in ("--set", s)),
+            "--trials", "3", "--run-dir", str(out)]
+    env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "ulmfit_cli", "tune", *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 240
+    while not ((out / "trials.csv").is_file() and len(pd.read_csv(out / "trials.csv")) >= 1):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < end, "no trial finished"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # during the second trial
+    proc.wait(timeout=30)
+    res = cli("tune", "--run-dir", out, "--resume")
+    assert res.exit_code == 0, res.output
+    assert "1 of 3 trial(s) already done" in res.output and "tune: trial 3/3" in res.output
+    trials = pd.read_csv(out / "trials.csv")
+    assert (trials["state"] == "complete").sum() == 3 and set(trials["state"]) <= {"complete", "fail"}
+    assert trials["bs"].isin([8, 16]).all() and trials["epochs"].isin([1, 2]).all()
+    assert (out / "trials.png").read_bytes()[:4] == b"\x89PNG" and not (out / "trials").exists()
+    best = trials.loc[trials["valid_accuracy"].idxmax()]
+    assert f"best valid accuracy {best['valid_accuracy']:.4f}" in res.output
+    # best.yaml is a train-clf config with the best trial's values, keeping the test file for the final run
+    res = cli("train-clf", "--config", out / "best.yaml", "--print-config")
+    assert res.exit_code == 0, res.output
+    import yaml
+    cfg = yaml.safe_load(res.output)
+    assert cfg["train"]["bs"] == best["bs"] and cfg["train"]["stages"][-1]["epochs"] == best["epochs"]
+    assert cfg["train"]["stages"][-1]["lr"] == pytest.approx(0.02 * best["lr_scale"])
+    assert cfg["data"]["test"] == str(test) and cfg["train"]["keep"] == "best"

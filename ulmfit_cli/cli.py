@@ -174,6 +174,24 @@ def train_clf(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt 
     _run_stage("train-clf", config, set_, run_dir, force, print_config, resume, directions)
 
 
+@command()
+def tune(config: ConfigOpt = None, set_: SetOpt = None, run_dir: Annotated[Optional[Path], typer.Option(
+            "--run-dir", help="The tune dir (default runs/<run.name>-tune).")] = None,
+         trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Trials (default search.trials).")]
+         = None,
+         force: Annotated[bool, typer.Option("--force", help="Discard a previous search in the tune dir.")] = False,
+         resume: Annotated[bool, typer.Option("--resume", help="Continue the search in --run-dir.")] = False):
+    """Search the classifier's recipe on the validation set. Optuna trials of a train-clf config (rates,
+    lr_div, drop_mult, epochs, bs: the search section's ranges), pruned early, never reading data.test;
+    writes best.yaml (for train-clf --config), trials.csv and trials.png; --resume continues."""
+    from ulmfit_cli.tune import tune as search
+    with _user_errors():
+        results = search(config or [], set_ or [], run_dir, trials, force, resume)
+    _show(f"tune finished: best valid {results['metric']} {results['best_value']:.4f} (trial "
+          f"{results['best_trial']}); train the final model with: ulmfit train-clf --config "
+          f"{results['best_config']}", {k: v for k, v in results.items() if k not in ("best_value", "best_trial")})
+
+
 @command("lr-find")
 def lr_find(
     stage: Annotated[str, typer.Argument(help="pretrain, finetune-lm or train-clf: the config's stage.")],

@@ -257,6 +257,23 @@ class ClassifierTrain(TrainSection):
                                                          "train.monitor (counted across train.stages)")
 
 
+class SearchSection(Section):
+    """`ulmfit tune`: the ranges searched on the validation set (null: keep the config's value)."""
+    trials: int = Field(20, ge=1, description="trials of the search (--trials overrides)")
+    metric: Literal["auto", "accuracy", "macro_f1", "micro_f1", "mae", "rmse", "pearson", "spearman"] = Field(
+        "auto", description="the validation figure a trial is scored by (auto: accuracy, micro_f1 for multi-label, "
+                            "rmse for regression)")
+    lr_scale: tuple[float, float] | None = Field(
+        (0.25, 4.0), description="every stage's rate multiplied by a factor from this range (log scale)")
+    lr_div: tuple[float, float] | None = Field((1.0, 2.6 ** 4), description="train.lr_div (log scale)")
+    drop_mult: tuple[float, float] | None = Field((0.1, 1.0), description="model.drop_mult")
+    epochs: tuple[int, int] | None = Field((2, 8), description="epochs of the last train.stages entry")
+    early_epochs: tuple[int, int] | None = Field((1, 2), description="epochs of each earlier train.stages entry")
+    bs: list[int] | None = Field(default_factory=lambda: [16, 32, 64], description="train.bs, one of these")
+    prune: bool = Field(True, description="stop trials whose validation figure lags the median of earlier "
+                                          "trials at the same epoch (Optuna's MedianPruner)")
+
+
 # ---------------------------------------------------------------- stage configs
 class StageConfig(Section):
     run: RunSection = Field(default_factory=RunSection)
@@ -280,6 +297,7 @@ class ClassifierConfig(StageConfig):
     init: InitSection = Field(default_factory=InitSection)
     model: ClassifierModel = Field(default_factory=ClassifierModel)
     train: ClassifierTrain = Field(default_factory=ClassifierTrain)
+    search: SearchSection = Field(default_factory=SearchSection)
 
     @property
     def task(self) -> str:

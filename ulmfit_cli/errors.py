@@ -13,3 +13,7 @@ class TrainingFailed(Exception):
 
     Unlike bad input, the unfinished run and its last good checkpoint are kept for `--resume`.
     """
+
+
+class Abandoned(Exception):
+    """A run given up on purpose (a pruned `ulmfit tune` trial): its staging folder is removed quietly."""

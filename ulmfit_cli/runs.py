@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from ulmfit_cli.config import ARCH_KEYS, META_KEY, REQUESTED, StageConfig, to_yaml
-from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.errors import Abandoned, UlmfitError
 from ulmfit_cli.files import (atomic_write, exclusive, load_weights, publish, read_token_json, staging_dir,
                               write_json)
 from ulmfit_cli.version import __version__
@@ -124,6 +124,9 @@ def _staged(stage: str, cfg: StageConfig, requested: dict, force: bool, resume: 
     atomic_write(staging / "config.yaml", lambda f: f.write(config))
     try:
         yield run
+    except Abandoned:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     except UlmfitError:
         if copied or checkpoint_of(staging) is None:
             shutil.rmtree(staging, ignore_errors=True)  # bad input before any training (or a refused

@@ -17,6 +17,7 @@ RESUMABLE_CHANGES = (
     "data.workers", "data.cache_dir", "data.test",
     "train.epochs", "train.lr", "train.frozen_lr", "train.lr_div", "train.wd", "train.moms",
     "train.checkpoint_every", "train.checkpoint_minutes", "train.stages.*.epochs", "train.stages.*.lr",
+    "search.*",
 )
 DATA_KEY = "data (tokens and vocab)"
 

@@ -1,0 +1,218 @@
+"""`ulmfit tune`: search the classifier's recipe on the validation set, with Optuna.
+
+Each trial is a train-clf run of the config with one draw of the `search` section's ranges: every
+stage's rate scaled by `lr_scale`, `train.lr_div`, `model.drop_mult`, the epochs of the last and of the
+earlier `train.stages`, `train.bs`. A trial is scored by its best validation figure (`search.metric`,
+with `train.keep: best` and `train.monitor` set to it), and pruned when Optuna's MedianPruner finds it
+behind the earlier trials at the same epoch (each epoch's figure is reported from a fastai callback).
+Trials never see the test set: `data.test` and the baseline are switched off in them, and the test file
+is not opened.
+
+The tune dir (`runs/<run.name>-tune` by default) holds the Optuna storage (`study.db`, SQLite), so an
+interrupted search continues with `--resume`; `trials.csv` and `trials.png` (every trial's figure and the
+best so far); and `best.yaml`, the config with the best trial's values, which `ulmfit train-clf --config`
+takes to train the final model and score the test set once. Each trial's run dir is removed when it ends.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from ulmfit_cli.errors import Abandoned, UlmfitError
+
+STUDY = "ulmfit-tune"
+DEFAULT_METRIC = {"single_label": "accuracy", "multi_label": "micro_f1", "regression": "rmse"}
+
+
+def _import_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise UlmfitError("ulmfit tune needs Optuna: pip install 'ulmfit-cli[tune]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours
+    return optuna
+
+
+def _draw(trial, cfg) -> dict:
+    """One trial's values of the searched keys (those whose range is not null)."""
+    s, out = cfg.search, {}
+    if s.lr_scale:
+        out["lr_scale"] = trial.suggest_float("lr_scale", *s.lr_scale, log=True)
+    if s.lr_div:
+        out["lr_div"] = trial.suggest_float("lr_div", *s.lr_div, log=True)
+    if s.drop_mult:
+        out["drop_mult"] = trial.suggest_float("drop_mult", *s.drop_mult)
+    if s.epochs:
+        out["epochs"] = trial.suggest_int("epochs", *s.epochs)
+    if s.early_epochs and len(cfg.train.stages) > 1:
+        out["early_epochs"] = trial.suggest_int("early_epochs", *s.early_epochs)
+    if s.bs:
+        out["bs"] = trial.suggest_categorical("bs", list(s.bs))
+    return out
+
+
+def apply(cfg, values: dict, metric: str | None = None):
+    """The config with a trial's values put in; with `metric`, keeping the epoch best by it, as the trials
+    were scored (what best.yaml holds)."""
+    data = cfg.model_dump(mode="json")
+    t = data["train"]
+    if metric is not None:
+        t.update(keep="best", monitor=metric)
+    scale = values.get("lr_scale", 1.0)
+    for i, st in enumerate(t["stages"]):
+        st["lr"] = (st["lr"] or t["lr"]) * scale
+        last = i == len(t["stages"]) - 1
+        key = "epochs" if last else "early_epochs"
+        if key in values:
+            st["epochs"] = values[key]
+    if "lr_div" in values:
+        t["lr_div"] = values["lr_div"]
+    if "bs" in values:
+        t["bs"] = values["bs"]
+    if "drop_mult" in values:
+        data["model"]["drop_mult"] = values["drop_mult"]
+    return type(cfg).model_validate(data)
+
+
+def _reporter(trial, column: str):
+    """A fastai callback that reports each epoch's validation figure to Optuna and gives the trial up
+    (`Abandoned`) when Optuna prunes it. Ours, not optuna-integration's FastAIPruningCallback (another
+    dependency): that one counts epochs afresh in every fit, and a stage of gradual unfreezing is several."""
+    from fastai.callback.core import Callback
+
+    class ReportToOptuna(Callback):
+        order = 60  # after the Recorder has the epoch's figures
+
+        def __init__(self):
+            self.epochs = 0
+
+        def before_train(self):
+            self.trained = True
+
+        def before_epoch(self):
+            self.trained = False
+
+        def after_epoch(self):
+            value = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1])).get(column)
+            if not self.trained or value is None:
+                return
+            self.epochs += 1
+            trial.report(float(value), self.epochs)
+            if trial.should_prune():
+                raise Abandoned()
+    return ReportToOptuna()
+
+
+def tune(configs: list[Path], overrides: list[str], run_dir: Path | None = None, trials: int | None = None,
+         force: bool = False, resume: bool = False) -> dict:
+    """Run (or continue) the search; return the best trial's {value, params, best_config}."""
+    from ulmfit_cli import api
+    from ulmfit_cli.config import load_config, to_yaml
+    from ulmfit_cli.console import info
+    from ulmfit_cli.files import atomic_write, exclusive
+    from ulmfit_cli.tasks import LOWER_IS_BETTER, MONITORS
+    optuna = _import_optuna()
+    if resume and not configs:
+        if run_dir is None or not (Path(run_dir) / "search.yaml").is_file():
+            raise UlmfitError(f"--resume: {run_dir} is not a tune dir (no search.yaml); give --run-dir of a search")
+        configs = [Path(run_dir) / "search.yaml"]
+    cfg = load_config("train-clf", configs, [*overrides, *([f"search.trials={trials}"] if trials else [])])
+    metric = DEFAULT_METRIC[cfg.task] if cfg.search.metric == "auto" else cfg.search.metric
+    if metric not in MONITORS[cfg.task]:
+        raise UlmfitError(f"search.metric: {metric} is not a figure of a {cfg.task} task; use one of "
+                          f"{', '.join(m for m in MONITORS[cfg.task] if m != 'valid_loss')}")
+    n_trials = cfg.search.trials  # --trials is in it, and so in search.yaml for --resume
+    out = Path(run_dir or Path("runs") / f"{cfg.run.name}-tune")
+    with exclusive(out, f"tune dir {out}"):
+        if out.exists() and any(out.iterdir()) and not resume:
+            if not force:
+                raise UlmfitError(f"tune dir {out} exists and is not empty; --resume continues its search, --force "
+                                  f"starts afresh")
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "search.yaml", lambda f: f.write(to_yaml(cfg).encode("utf-8")))  # what --resume reads
+        storage = f"sqlite:///{(out / 'study.db').resolve()}"
+        direction = "minimize" if metric in LOWER_IS_BETTER else "maximize"
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2) if cfg.search.prune else \
+            optuna.pruners.NopPruner()
+        study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True, direction=direction,
+                                    pruner=pruner)
+        # seeded, and moved on by the trials stored, so that a resumed search does not draw its first values again
+        study.sampler = optuna.samplers.TPESampler(seed=cfg.run.seed + len(study.trials))
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)  # killed mid-trial
+        ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        done = len(study.get_trials(deepcopy=False, states=ended))
+        if done:
+            info(f"tune: {out}: {done} of {n_trials} trial(s) already done")
+        column = MONITORS[cfg.task][metric]
+        while done < n_trials:
+            trial = study.ask()
+            values = _draw(trial, cfg)
+            trial_dir = out / "trials" / f"{trial.number:03d}"
+            t0 = time.perf_counter()
+            try:
+                sets = ["data.test=null", "data.baseline=false", f"run.dir={trial_dir}",
+                        f"run.name={cfg.run.name}-trial-{trial.number:03d}"]
+                reporter = _reporter(trial, column)
+                results = api.train("train-clf", [_write_config(apply(cfg, values, metric), out / "trials")], sets,
+                                    force=True, callbacks=[reporter])
+            except Abandoned:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                outcome = f"pruned after epoch {reporter.epochs}"
+            except BaseException:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
+            else:
+                study.tell(trial, results[f"valid_{metric}"])
+                outcome = f"valid {metric} {results[f'valid_{metric}']:.4f}"
+            finally:
+                shutil.rmtree(out / "trials", ignore_errors=True)
+            done += 1
+            best = study.best_trial if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) else None
+            shown = " ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+            info(f"tune: trial {done}/{n_trials}: {shown}: {outcome} ({time.perf_counter() - t0:.0f} s)"
+                 + (f"; best {best.value:.4f} (trial {best.number + 1})" if best else ""))
+            _write_tables(study, out, metric)
+        best = study.best_trial
+        best_cfg = apply(cfg, best.params, metric)
+        atomic_write(out / "best.yaml", lambda f: f.write(to_yaml(best_cfg).encode("utf-8")))
+    return {"best_value": best.value, "metric": metric, "best_trial": best.number + 1, "trials": done,
+            **best.params, "best_config": str(out / "best.yaml")}
+
+
+def _write_config(cfg, folder: Path) -> Path:
+    from ulmfit_cli.config import to_yaml
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "trial.yaml"
+    path.write_text(to_yaml(cfg), encoding="utf-8")
+    return path
+
+
+def _write_tables(study, out: Path, metric: str) -> None:
+    """trials.csv (one row per trial: state, values, figure, seconds) and trials.png."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from ulmfit_cli.files import atomic_write
+    rows = [{"trial": t.number + 1, "state": t.state.name.lower(), f"valid_{metric}": t.value,
+             "seconds": round(t.duration.total_seconds(), 1) if t.duration else None, **t.params}
+            for t in study.trials]
+    frame = pd.DataFrame(rows)
+    atomic_write(out / "trials.csv", lambda f: f.write(frame.to_csv(index=False).encode("utf-8")))
+    done = frame[frame["state"] == "complete"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(done["trial"], done[f"valid_{metric}"], "o", label="trial")
+    if len(done):
+        best = done[f"valid_{metric}"].cummin() if study.direction.name == "MINIMIZE" else \
+            done[f"valid_{metric}"].cummax()
+        ax.step(done["trial"], best, where="post", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"valid {metric}")
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(out / "trials.png", lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
