@@ -121,3 +121,33 @@ def test_tune_searches_on_valid_only_resumes_after_a_kill_and_writes_a_config_tr
     assert cfg["train"]["bs"] == best["bs"] and cfg["train"]["stages"][-1]["epochs"] == best["epochs"]
     assert cfg["train"]["stages"][-1]["lr"] == pytest.approx(0.02 * best["lr_scale"])
     assert cfg["data"]["test"] == str(test) and cfg["train"]["keep"] == "best"
+
+
+def test_an_interrupted_pair_resumes_its_unfinished_member(chain, tmp_path):
+    import torch
+    from fastai.callback.core import Callback
+
+    from ulmfit_cli import api
+
+    class StopInSecondMember(Callback):
+        """Ctrl-C in the backward member's second epoch (the forward one has finished)."""
+        epochs = 0
+
+        def after_epoch(self):
+            type(self).epochs += 1
+            if type(self).epochs == 4:  # 2 epochs of fwd, then the 2nd of bwd
+                raise KeyboardInterrupt
+    sets = [f"data.train={chain['train']}", f"init.from_run={chain['ft']}", f"init.from_run_backward={chain['ft-bwd']}",
+            "train.stages=[{freeze_to: -1, epochs: 2, lr: 0.05}]", "data.baseline=false"]
+    ref = api.train("train-clf", [TINY], sets, run_dir=tmp_path / "ref", directions="both")
+    try:
+        api.train("train-clf", [TINY], sets, run_dir=tmp_path / "pair", directions="both",
+                  callbacks=[StopInSecondMember()])
+    except KeyboardInterrupt:
+        pass
+    assert not (tmp_path / "pair").exists() and (tmp_path / ".pair.partial" / "fwd" / "model.pth").is_file()
+    again = api.train("train-clf", run_dir=tmp_path / "pair", resume=True, directions="both")
+    assert again["valid_accuracy"] == ref["valid_accuracy"]
+    for member in ("fwd", "bwd"):
+        a, b = (torch.load(d / member / "model.pth", weights_only=True) for d in (tmp_path / "ref", tmp_path / "pair"))
+        assert all(torch.equal(a[k], b[k]) for k in a), member
