@@ -26,7 +26,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # The longest test files first: `make test`'s two workers take files in collection order, and a long file
 # left for the end keeps one worker busy while the other idles.
 LONGEST_FIRST = ("test_resume.py", "test_distributed.py", "test_real_data.py", "test_hostile.py",
-                 "test_classifier_tasks.py", "test_tasks_multi_regression.py", "test_pretrained.py", "test_benchmarks.py")
+                 "test_classifier_tasks.py", "test_small_data.py", "test_tasks_multi_regression.py",
+                 "test_pretrained.py", "test_benchmarks.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -42,7 +42,7 @@ def test_keep_best_puts_the_best_epochs_model_in_model_pth(cli, chain, tmp_path)
 
 
 def test_keep_last_is_the_last_epoch(cli, chain, tmp_path):
-    results, _ = _train(cli, chain, tmp_path / "last", "train.monitor=accuracy")
+    results, _ = _train(cli, chain, tmp_path / "last", "train.monitor=accuracy", "train.keep=last")
     n = len(_lines(tmp_path / "last"))
     assert results["keep"] == "last" and results["kept_epoch"] == n == 8
     accs = [r["accuracy"] for r in _lines(tmp_path / "last")]
@@ -200,7 +200,7 @@ def test_lr_find_prints_fastais_suggestions_and_writes_no_run_dir(cli, chain, tm
               f"init.from_run={chain['ft']}", "--set", f"run.dir={would_be}", "--set", "data.baseline=false",
               "--phase", "3", "--iters", "30", "-o", tmp_path / "lr.png")
     assert res.exit_code == 0, res.output
-    assert "phase 3 (freeze_to 0); the config trains it at 1.00e-03" in res.output
+    assert "phase 3 (freeze_to 0); the config trains it at 1.00e-02" in res.output
     found = {line.split()[0]: float(line.split()[1]) for line in res.output.splitlines()
              if line.startswith("  ") and line.split()[0] in ("minimum", "steep", "valley", "slide")}
     assert set(found) == {"minimum", "steep", "valley", "slide"} and all(1e-7 <= v <= 10 for v in found.values())

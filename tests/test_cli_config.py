@@ -48,8 +48,10 @@ def test_print_config_merges_files_then_overrides(cli):
 def test_paper_defaults_in_code(cli, tmp_path):
     res = cli("train-clf", "--set", "data.train=x.csv", "--print-config")
     cfg = yaml.safe_load(res.output)
+    # the paper's gradual unfreezing and head; the small-data rates, last stage and best epoch (issue 16)
     assert [s["freeze_to"] for s in cfg["train"]["stages"]] == [-1, -2, -3, 0]
-    assert cfg["train"]["lr_div"] == 2.6 ** 4 and cfg["model"]["lin_ftrs"] == [50]
+    assert [s["epochs"] for s in cfg["train"]["stages"]] == [None, None, None, 5] and cfg["train"]["keep"] == "best"
+    assert cfg["train"]["lr_div"] == 2.6 and cfg["model"]["lin_ftrs"] == [50] and cfg["model"]["drop_mult"] == 0.5
     res = cli("finetune-lm", "--set", "data.train=x.csv", "--print-config")
     cfg = yaml.safe_load(res.output)
     assert cfg["train"]["frozen_epochs"] == 1 and cfg["train"]["frozen_lr"] == 1e-2 and cfg["train"]["lr"] == 1e-3

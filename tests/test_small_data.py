@@ -106,7 +106,7 @@ def test_tune_searches_on_valid_only_resumes_after_a_kill_and_writes_a_config_tr
     proc.wait(timeout=30)
     res = cli("tune", "--run-dir", out, "--resume")
     assert res.exit_code == 0, res.output
-    assert "1 of 3 trial(s) already done" in res.output and "tune: trial 3/3" in res.output
+    assert "1 of 3 trial(s) already done" in res.output and "(3/3 done)" in res.output
     trials = pd.read_csv(out / "trials.csv")
     assert (trials["state"] == "complete").sum() == 3 and set(trials["state"]) <= {"complete", "fail"}
     assert trials["bs"].isin([8, 16]).all() and trials["epochs"].isin([1, 2]).all()
@@ -151,3 +151,21 @@ def test_an_interrupted_pair_resumes_its_unfinished_member(chain, tmp_path):
     for member in ("fwd", "bwd"):
         a, b = (torch.load(d / member / "model.pth", weights_only=True) for d in (tmp_path / "ref", tmp_path / "pair"))
         assert all(torch.equal(a[k], b[k]) for k in a), member
+
+
+def test_a_pruned_trial_is_given_up_quietly_and_leaves_nothing(chain, tmp_path, capsys):
+    import optuna
+
+    from ulmfit_cli import api
+    from ulmfit_cli.errors import Abandoned
+    from ulmfit_cli.tune import _reporter
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    trial = study.ask()  # any accuracy is below 2: Optuna prunes at the first report
+    reporter = _reporter(trial, "accuracy")
+    with pytest.raises(Abandoned):
+        api.train("train-clf", [TINY], [f"data.train={chain['train']}", f"init.from_run={chain['ft']}",
+                                        "train.stages=[{freeze_to: -1, epochs: 3}]", "data.baseline=false"],
+                  run_dir=tmp_path / "trial", callbacks=[reporter])
+    assert reporter.epochs == 1 and list(trial.storage.get_trial(trial._trial_id).intermediate_values) == [1]
+    assert not (tmp_path / "trial").exists() and not (tmp_path / ".trial.partial").exists()
+    assert "unfinished run is kept" not in capsys.readouterr().err

@@ -229,18 +229,22 @@ class UnfreezeStage(Section):
     lr: float | None = Field(None, gt=0, description="default: train.lr")
 
 
-def _fastai_unfreezing() -> list[UnfreezeStage]:
-    # fastai's IMDb recipe: head, then two more groups, then everything (2 epochs).
+def _small_data_unfreezing() -> list[UnfreezeStage]:
+    # Gradual unfreezing as in the paper (head, two more groups, everything), with the rates and the longer
+    # last stage chosen on TREC-6's validation split and kept on SST-2's dev set (docs/results.md): fastai's
+    # IMDb recipe (last stage 2 epochs at 1e-3, lr_div 2.6**4) undertrains a small set's classifier
+    # (TREC-6: 79.2 % against 91.6 % test). configs/imdb/train-clf.yaml keeps fastai's.
     return [UnfreezeStage(freeze_to=-1, lr=2e-2), UnfreezeStage(freeze_to=-2, lr=1e-2),
-            UnfreezeStage(freeze_to=-3, lr=5e-3), UnfreezeStage(freeze_to=0, lr=1e-3, epochs=2)]
+            UnfreezeStage(freeze_to=-3, lr=1e-2), UnfreezeStage(freeze_to=0, lr=1e-2, epochs=5)]
 
 
 class ClassifierTrain(TrainSection):
-    bs: int = Field(64, ge=2, description="the head's BatchNorm needs at least 2 documents per batch")
+    bs: int = Field(32, ge=2, description="the head's BatchNorm needs at least 2 documents per batch")
     epochs: int = Field(1, ge=1, description="epochs of a stage that names none")
     lr: float = Field(2e-2, gt=0, description="rate of a stage that names none")
-    lr_div: float = Field(2.6 ** 4, ge=1, description="each stage trains with slice(lr / lr_div, lr)")
-    stages: list[UnfreezeStage] = Field(default_factory=_fastai_unfreezing, min_length=1)
+    lr_div: float = Field(2.6, ge=1, description="each stage trains with slice(lr / lr_div, lr) (fastai's recipe: "
+                                                 "2.6**4)")
+    stages: list[UnfreezeStage] = Field(default_factory=_small_data_unfreezing, min_length=1)
     class_weights: Literal["balanced"] | dict[str, float] | None = Field(
         None, description="weighted cross-entropy: balanced (n / (classes * count), as scikit-learn's), or "
                           "{label: weight} (labels not named weigh 1)")
@@ -251,8 +255,8 @@ class ClassifierTrain(TrainSection):
         "valid_loss", description="the validation figure that picks the best epoch (checkpoints/best.pt): "
                                   "valid_loss; single-label accuracy, macro_f1; multi-label macro_f1, micro_f1; "
                                   "regression mae, rmse, pearson, spearman")
-    keep: Literal["last", "best"] = Field("last", description="the epoch model.pth holds: the last one, or the "
-                                                             "best by train.monitor")
+    keep: Literal["last", "best"] = Field("best", description="the epoch model.pth holds: the best by "
+                                                             "train.monitor, or the last one")
     patience: int | None = Field(None, ge=1, description="stop the stage after this many epochs without a better "
                                                          "train.monitor (counted across train.stages)")
 

@@ -100,7 +100,7 @@ def _reporter(trial, column: str):
             self.epochs += 1
             trial.report(float(value), self.epochs)
             if trial.should_prune():
-                raise Abandoned()
+                raise Abandoned(f"pruned by Optuna after epoch {self.epochs}")
     return ReportToOptuna()
 
 
@@ -141,7 +141,7 @@ def tune(configs: list[Path], overrides: list[str], run_dir: Path | None = None,
         # seeded, and moved on by the trials stored, so that a resumed search does not draw its first values again
         study.sampler = optuna.samplers.TPESampler(seed=cfg.run.seed + len(study.trials))
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)  # killed mid-trial
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # the trial a killed search was in
         ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         done = len(study.get_trials(deepcopy=False, states=ended))
         if done:
@@ -172,9 +172,13 @@ def tune(configs: list[Path], overrides: list[str], run_dir: Path | None = None,
             done += 1
             best = study.best_trial if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) else None
             shown = " ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
-            info(f"tune: trial {done}/{n_trials}: {shown}: {outcome} ({time.perf_counter() - t0:.0f} s)"
+            info(f"tune: trial {trial.number + 1} ({done}/{n_trials} done): {shown}: {outcome} "
+                 f"({time.perf_counter() - t0:.0f} s)"
                  + (f"; best {best.value:.4f} (trial {best.number + 1})" if best else ""))
             _write_tables(study, out, metric)
+        if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+            raise UlmfitError(f"tune: every trial was pruned; run more trials (--resume --trials N), or "
+                              f"search.prune=false")
         best = study.best_trial
         best_cfg = apply(cfg, best.params, metric)
         atomic_write(out / "best.yaml", lambda f: f.write(to_yaml(best_cfg).encode("utf-8")))
