@@ -35,7 +35,8 @@ def test_directions_both_trains_a_pair_that_predicts_as_one_ensemble(cli, chain,
 
     from ulmfit_cli import load_classifier
     ft, clf = tmp_path / "ft-pair", tmp_path / "clf-pair"
-    res = cli("finetune-lm", "-c", TINY, "--set", f"data.train={chain['train']}", "--set", f"init.from_run={chain['lm']}",
+    res = cli("finetune-lm", "-c", TINY, "--set", f"data.train={chain['train']}", "--set",
+              f"init.from_run={chain['lm']}",
               "--set", f"init.from_run_backward={chain['lm-bwd']}", "--set", "train.epochs=1", "--directions", "both",
               "--run-dir", ft)
     assert res.exit_code == 0, res.output
@@ -89,7 +90,8 @@ def test_tune_searches_on_valid_only_resumes_after_a_kill_and_writes_a_config_tr
     test.write_bytes(b"text,label\n\xff\xfe not text\n")  # opening it fails: a trial that read it would stop
     test.chmod(0)
     out = tmp_path / "tune"
-    args = ["-c", TINY, *(a for s in (f"data.train={chain['train']}", f"data.test={test}", f"init.from_run={chain['ft']}",
+    args = ["-c", TINY, *(a for s in (f"data.train={chain['train']}", f"data.test={test}",
+                                      f"init.from_run={chain['ft']}",
                                       "train.stages=[{freeze_to: -1, lr: 0.05}, {freeze_to: 0, lr: 0.02}]",
                                       "search.epochs=[1, 2]", "search.bs=[8, 16]", "search.early_epochs=null",
                                       "search.prune=false") for a in ("--set", s)),

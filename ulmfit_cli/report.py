@@ -86,7 +86,8 @@ def table(run_dir: Path) -> str:
     if records:
         lines.append(f"{'epoch':>5}  {'phase':<14}" + "".join(f"{c:>15}" for c in cols))
         for i, r in enumerate(records, 1):
-            vals = "".join(f"{r[c]:>15.4f}" if isinstance(r.get(c), float) else f"{str(r.get(c, '')):>15}" for c in cols)
+            vals = "".join(f"{r[c]:>15.4f}" if isinstance(r.get(c), float) else f"{str(r.get(c, '')):>15}"
+                           for c in cols)
             lines.append(f"{i:>5}  {str(r.get('phase', ''))[:14]:<14}{vals}")
         total = sum(r.get("seconds", 0) for r in records)
         lines.append(f"training time {total:.1f} s over {len(records)} epoch(s)")

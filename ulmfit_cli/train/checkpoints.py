@@ -229,6 +229,10 @@ class Checkpointer(Callback):
         figures = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1]))
         value = figures.get(self.column)
         self._save(epoch_end=True, value=None if value is None else float(value))
+        # rank 0 keeps the score (only it writes checkpoints): every rank follows it, or a rank that thinks
+        # there is no best epoch, or no reason to stop, waits forever for the others
+        self.best, self.best_epoch, self.since_best = distributed.from_main(
+            lambda: (self.best, self.best_epoch, self.since_best))
         if self.patience and self.since_best >= self.patience:
             self.stopped = True
             info(f"train.patience: no better {self.monitor} for {self.since_best} epochs; the stage ends after "
