@@ -169,8 +169,9 @@ def train_clf(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt 
               force: ForceOpt = False, resume: ResumeOpt = False, print_config: PrintOpt = False,
               directions: DirectionsOpt = None):
     """Train a classifier with gradual unfreezing. Starts from the encoder of init.from_run and unfreezes
-    as train.stages says. Reads data.train (and data.valid, data.test) with data.text_col and data.label_col; reports
-    accuracy and macro-F1; writes model.pth, vocab.json, labels.json and results.json."""
+    as train.stages says. Reads data.train (and data.valid, data.test) with data.text_col and data.label_col
+    (single-label, multi-label or regression: data.task); reports the task's figures beside a TF-IDF baseline;
+    writes model.pth, vocab.json, labels.json and results.json."""
     _run_stage("train-clf", config, set_, run_dir, force, print_config, resume, directions)
 
 
@@ -206,9 +207,9 @@ def lr_find(
     end_lr: Annotated[float, typer.Option("--end-lr")] = 10.0,
     iters: Annotated[int, typer.Option("--iters", help="Steps of the sweep (fastai's num_it).")] = 100,
 ):
-    """Find a learning rate: fastai's lr_find on the learner the config builds (same data, upstream weights,
-    freezing), with fastai's suggestions printed and the loss-against-rate plot written as a PNG. Writes no
-    run dir."""
+    """Find a learning rate for a stage. fastai's lr_find on the learner the config builds (same data,
+    upstream weights, freezing), with fastai's suggestions printed and the loss-against-rate plot written as
+    a PNG. Writes no run dir."""
     from ulmfit_cli.config import STAGES
     from ulmfit_cli.lr_find import lr_find as sweep
     with _user_errors():
@@ -370,9 +371,9 @@ def evaluate(
                                          "not a bundle).")] = True,
     bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32", encoding: EncodingOpt = "utf-8",
 ):
-    """Score classifiers on a labelled file: accuracy, macro-F1, per-class figures and confusion matrix;
+    """Score classifiers on a labelled file. Accuracy, macro-F1, per-class figures and confusion matrix;
     multi-label micro/macro-F1, subset accuracy, ROC-AUC, per-label figures; regression MAE, RMSE,
-    Pearson, Spearman."""
+    Pearson, Spearman; beside the TF-IDF baseline refitted on the model's training split."""
     import numpy as np
 
     from ulmfit_cli.corpus.tables import read_texts
