@@ -53,6 +53,7 @@ def run_stage(resolved: Resolved, force: bool = False, resume: bool = False, cal
     from ulmfit_cli.report import write_plots
     from ulmfit_cli.runs import open_run
     from ulmfit_cli.train import distributed
+    from ulmfit_cli.train.checkpoints import fit_plan
     if resume and force:
         raise UlmfitError("--resume and --force contradict each other: --force starts the run afresh")
     cfg = resolved.cfg
@@ -63,7 +64,7 @@ def run_stage(resolved: Resolved, force: bool = False, resume: bool = False, cal
             # rank 0 opens (or refuses) the run dir; the others get the same Run, or the same error
             run = distributed.from_main(lambda: stack.enter_context(
                 open_run(resolved.stage, cfg, resolved.requested, force, resume)))
-            results = stage.run(resolved, run, tuple(callbacks))
+            results = fit_plan(stage.plan(resolved, run, tuple(callbacks)), run, cfg)
             if run.writes:
                 write_plots(run.path, title=f"{resolved.stage}: {resolved.run_dir.name}")
     finally:

@@ -102,7 +102,7 @@ def baseline_of_run(run_dir: Path, texts: list[str], targets: np.ndarray, labels
     if not cfg.data.baseline:
         return None
     try:
-        _, train, valid, _ = read_splits(cfg, test=False)
+        _, train, valid, _ = read_splits(cfg, with_test=False)
     except UlmfitError as e:
         info(f"baseline: not refitted ({e})")
         return None

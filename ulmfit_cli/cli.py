@@ -105,11 +105,11 @@ def _show(title: str, figures: dict) -> None:
 def _run_stage(stage: str, configs: list[Path], overrides: list[str], run_dir: Path | None,
                force: bool, print_config: bool, resume: bool = False, directions: str | None = None) -> None:
     from ulmfit_cli import api
-    from ulmfit_cli.directions import direction_overrides, train_both
+    from ulmfit_cli.directions import direction_overrides
     from ulmfit_cli.resolve import resolve
     with _user_errors():
         if directions == "both" and not print_config:
-            results = train_both(stage, configs or [], overrides or [], run_dir, force, resume)
+            results = api.train(stage, configs or [], overrides or [], run_dir, force, resume, directions="both")
             _show(f"{stage} finished (forward + backward): {results.pop('run_dir')}", results)
             return
         overrides = [*(overrides or []), *direction_overrides(None if directions == "both" else directions)]
@@ -270,12 +270,15 @@ TextColOpt = Annotated[Optional[str], typer.Option(
                        "model was trained on, data.text_col).")]
 
 
-def _text_col(option: str | None, clf):
-    """--text-col as data.text_col would be (`title,body` -> [title, body]), or the model's own."""
-    if option is None:
-        return clf.text_col
+def _columns(option: str):
+    """A --text-col/--label-col option as the config key would be (`title,body` -> [title, body])."""
     cols = [c.strip() for c in option.split(",")]
     return cols if len(cols) > 1 else cols[0]
+
+
+def _text_col(option: str | None, clf):
+    """--text-col, or the columns the model was trained on."""
+    return clf.text_col if option is None else _columns(option)
 
 
 def _check_output(output: Path, input, models: list[Path], folder: bool) -> None:
@@ -383,7 +386,7 @@ def evaluate(
     with _user_errors():
         _check_output(output, input, model, folder=True)
         clf, precision = _classifiers(model, device, precision)
-        labels_in = _text_col(label_col, clf) if label_col is not None else clf.spec.label_col
+        labels_in = _columns(label_col) if label_col is not None else clf.spec.label_col
         if clf.task != MULTI and isinstance(labels_in, list):
             raise UlmfitError(f"--label-col: {label_col!r} names several columns, but the model is {clf.task}")
         df = read_texts(input, "--input", _text_col(text_col, clf), labels_in, encoding, fmt=input_format,

@@ -81,6 +81,8 @@ def _reporter(trial, column: str):
     dependency): that one counts epochs afresh in every fit, and a stage of gradual unfreezing is several."""
     from fastai.callback.core import Callback
 
+    from ulmfit_cli.train.callbacks import epoch_figures
+
     class ReportToOptuna(Callback):
         order = 60  # after the Recorder has the epoch's figures
 
@@ -94,7 +96,7 @@ def _reporter(trial, column: str):
             self.trained = False
 
         def after_epoch(self):
-            value = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1])).get(column)
+            value = epoch_figures(self.recorder).get(column)
             if not self.trained or value is None:
                 return
             self.epochs += 1
@@ -170,20 +172,27 @@ def tune(configs: list[Path], overrides: list[str], run_dir: Path | None = None,
             finally:
                 shutil.rmtree(out / "trials", ignore_errors=True)
             done += 1
-            best = study.best_trial if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) else None
+            best = _best(study)
             shown = " ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
             info(f"tune: trial {trial.number + 1} ({done}/{n_trials} done): {shown}: {outcome} "
                  f"({time.perf_counter() - t0:.0f} s)"
                  + (f"; best {best.value:.4f} (trial {best.number + 1})" if best else ""))
             _write_tables(study, out, metric)
-        if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-            raise UlmfitError(f"tune: every trial was pruned; run more trials (--resume --trials N), or "
-                              f"search.prune=false")
-        best = study.best_trial
+        best = _best(study)
+        if best is None:
+            raise UlmfitError("tune: every trial was pruned; run more trials (--resume --trials N), or "
+                              "search.prune=false")
         best_cfg = apply(cfg, best.params, metric)
         atomic_write(out / "best.yaml", lambda f: f.write(to_yaml(best_cfg).encode("utf-8")))
     return {"best_value": best.value, "metric": metric, "best_trial": best.number + 1, "trials": done,
             **best.params, "best_config": str(out / "best.yaml")}
+
+
+def _best(study):
+    """The best complete trial, or None while every trial was pruned or failed (Optuna raises then)."""
+    import optuna
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return study.best_trial if done else None
 
 
 def _write_config(cfg, folder: Path) -> Path:

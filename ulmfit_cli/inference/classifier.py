@@ -23,7 +23,7 @@ import torch
 
 from ulmfit_cli.config import ClassifierConfig, ClassifierSpec
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.tasks import MULTI, REGRESSION
+from ulmfit_cli.tasks import MULTI, REGRESSION, SINGLE
 
 BUNDLE_FILE = "classifier.json"  # marks an `ulmfit export` bundle
 BUNDLE_FORMAT = 1
@@ -65,7 +65,7 @@ class Classifier:
             run = read_run(path, key, ("train-clf",), "model.pth")
             spec, vocab = ClassifierSpec.of(run.typed(ClassifierConfig)), run.vocab
         labels = read_json(path / "labels.json", key)
-        least = {MULTI: 1, REGRESSION: 1}.get(spec.task, 2)
+        least = 2 if spec.task == SINGLE else 1  # a multi-label model may have one label, regression has one
         if not (isinstance(labels, list) and len(labels) >= least and all(isinstance(x, str) for x in labels)):
             raise UlmfitError(f"{key}: {path / 'labels.json'} is not a JSON list of class names")
         thresholds = _thresholds(path, labels, key) if spec.task == MULTI else None

@@ -16,13 +16,9 @@ from ulmfit_cli.resolve import Resolved
 from ulmfit_cli.runs import Run
 from ulmfit_cli.stages.lm_common import lm_data, save_lm, split_docs
 from ulmfit_cli.train.callbacks import logger_callbacks
-from ulmfit_cli.train.checkpoints import Phase, Plan, fit_plan
+from ulmfit_cli.train.checkpoints import Phase, Plan
 from ulmfit_cli.train.device import start
 from ulmfit_cli.train.learners import lm_learner, transfer_lm
-
-
-def run(resolved: Resolved, run: Run, cbs=()) -> dict:
-    return fit_plan(plan(resolved, run, cbs), run, resolved.cfg)
 
 
 def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:

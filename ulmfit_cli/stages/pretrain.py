@@ -14,7 +14,7 @@ from ulmfit_cli.runs import Run
 from ulmfit_cli.stages.lm_common import save_lm
 from ulmfit_cli.train import distributed
 from ulmfit_cli.train.callbacks import logger_callbacks
-from ulmfit_cli.train.checkpoints import Phase, Plan, fit_plan
+from ulmfit_cli.train.checkpoints import Phase, Plan
 from ulmfit_cli.train.device import start
 from ulmfit_cli.train.fingerprint import data_signature
 from ulmfit_cli.train.learners import lm_learner
@@ -22,10 +22,6 @@ from ulmfit_cli.train.loaders import lm_loaders
 
 STORE_STATS = ("train_docs", "valid_docs", "train_tokens", "valid_tokens", "vocab_size", "unk_rate")
 STORE_PIECE_TOKENS = 1 << 20  # fastai's LMDataLoader shuffles a store in runs of ~1M tokens, not per article
-
-
-def run(resolved: Resolved, run: Run, cbs=()) -> dict:
-    return fit_plan(plan(resolved, run, cbs), run, resolved.cfg)
 
 
 def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:

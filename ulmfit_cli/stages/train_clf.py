@@ -26,7 +26,7 @@ from ulmfit_cli.runs import Run
 from ulmfit_cli.tasks import HEADLINE, MULTI, REGRESSION, SINGLE, encode_targets
 from ulmfit_cli.train import distributed
 from ulmfit_cli.train.callbacks import logger_callbacks
-from ulmfit_cli.train.checkpoints import Phase, Plan, fit_plan
+from ulmfit_cli.train.checkpoints import Phase, Plan
 from ulmfit_cli.train.device import start
 from ulmfit_cli.train.fingerprint import data_signature
 from ulmfit_cli.train.learners import check_freeze_to, clf_learner, load_encoder
@@ -106,9 +106,9 @@ def _label_names(cfg: ClassifierConfig, train: pd.DataFrame) -> list[str]:
     return labels
 
 
-def read_splits(cfg: ClassifierConfig, test: bool = True):
+def read_splits(cfg: ClassifierConfig, with_test: bool = True):
     """(labels, train, valid, test) as the classifier trains on them: the files read for the task, the
-    validation split made from `data.train` when there is no `data.valid` (`test=False`: without the test)."""
+    validation split made from `data.train` when there is no `data.valid`; test None without `with_test`."""
     task = cfg.task
     train = _read(cfg, "data.train")
     labels = _label_names(cfg, train)
@@ -120,15 +120,11 @@ def read_splits(cfg: ClassifierConfig, test: bool = True):
         if unseen:  # a class with one row went to the validation split: it is never trained on
             info(f"warning: data.train: {cfg.data.train}: class(es) {', '.join(map(repr, unseen))} have too few rows "
                  f"to be in both splits and are not trained on; add rows, or give data.valid")
-    test = _read(cfg, "data.test") if cfg.data.test and test else None
+    test = _read(cfg, "data.test") if cfg.data.test and with_test else None
     for key, part in (("data.valid", valid if cfg.data.valid else None), ("data.test", test)):
         if part is not None and task != REGRESSION:
             check_labels(part["label"].tolist(), labels, f"{key}: {getattr(cfg.data, key[5:])}")
     return labels, train, valid, test
-
-
-def run(resolved: Resolved, run: Run, cbs=()) -> dict:
-    return fit_plan(plan(resolved, run, cbs), run, resolved.cfg)
 
 
 def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:

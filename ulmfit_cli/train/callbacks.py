@@ -25,6 +25,11 @@ def stacked(losses: list) -> torch.Tensor:
     return torch.stack([torch.as_tensor(v) for v in losses]).float().cpu()
 
 
+def epoch_figures(recorder) -> dict:
+    """The Recorder's figures of the epoch that just ended: {train_loss, valid_loss, <metric names>}."""
+    return dict(zip(recorder.metric_names[1:-1], recorder.values[-1]))  # without 'epoch' and 'time'
+
+
 class MetricsLog(Callback):
     """Appends one JSON line per epoch to metrics.jsonl (and prints it when bars are off).
 
@@ -54,12 +59,10 @@ class MetricsLog(Callback):
     def after_epoch(self):
         if not self.trained:
             return
-        names = self.recorder.metric_names[1:-1]  # drop 'epoch' and 'time'
-        values = self.recorder.values[-1]
         seconds = time.perf_counter() - self.t0
         self.epoch_total += 1
         rec = {"stage": self.stage, "phase": self.phase, "epoch": self.epoch_total}
-        for name, v in zip(names, values):
+        for name, v in epoch_figures(self.recorder).items():
             rec[name] = None if v is None or not math.isfinite(float(v)) else round(float(v), 6)
         rec["lr"] = float(self.opt.hypers[-1]["lr"])
         rec["seconds"] = round(seconds, 3)

@@ -33,7 +33,7 @@ from fastai.callback.core import Callback, CancelFitException
 from ulmfit_cli.console import info
 from ulmfit_cli.tasks import LOWER_IS_BETTER, SINGLE, monitor_column
 from ulmfit_cli.train import distributed
-from ulmfit_cli.train.callbacks import NanWatch, stacked
+from ulmfit_cli.train.callbacks import NanWatch, epoch_figures, stacked
 from ulmfit_cli.train.checkpoint_files import (FORMAT, clean_partial_writes, count_lines, link_checkpoint,
                                                read_checkpoint, truncate_lines, write_checkpoint)
 from ulmfit_cli.train.distributed import unwrap
@@ -226,8 +226,7 @@ class Checkpointer(Callback):
         if not self.trained:
             return  # a `validate()` call, or an epoch skipped on resume
         self.last_epoch = self.epochs_before + self.epoch + 1
-        figures = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1]))
-        value = figures.get(self.column)
+        value = epoch_figures(self.recorder).get(self.column)
         self._save(epoch_end=True, value=None if value is None else float(value))
         # rank 0 keeps the score (only it writes checkpoints): every rank follows it, or a rank that thinks
         # there is no best epoch, or no reason to stop, waits forever for the others
