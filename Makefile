@@ -17,6 +17,7 @@ demo: $(VENV)/.installed
 	bash scripts/demo.sh $(BIN)
 
 test: $(VENV)/.installed
+	$(BIN)/lint-imports --no-cache  # the layers (pyproject.toml): an upward import fails here, naming its line
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers, one test file each at a time
 
 clean:

@@ -1,4 +1,4 @@
-"""The TF-IDF + logistic-regression baseline of `ulmfit train-clf` (`ulmfit_cli.baseline`) on its own,
+"""The TF-IDF + logistic-regression baseline of `ulmfit train-clf` (`ulmfit_cli.classify.baseline`) on its own,
 for scripts/results.sh: C is picked on the validation set (the given one, or the same stratified split
 as train-clf: `valid_pct` with seed 42), then scored on the test set. Prints one JSON line.
   python bench/tfidf_baseline.py --train ../shared/data/trec6/train.csv --test ../shared/data/trec6/test.csv
@@ -11,7 +11,7 @@ import json
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from ulmfit_cli.baseline import tfidf_baseline
+from ulmfit_cli.classify.baseline import tfidf_baseline
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ class PauseAfterCheckpoint(Callback):
         ckpt = self.learn.checkpointer
         if ckpt.saves > self.seen:
             self.seen = ckpt.saves
-            if ckpt.phase >= self.phase and self.epoch >= self.from_epoch:
+            if ckpt.position.phase >= self.phase and self.epoch >= self.from_epoch:
                 time.sleep(self.seconds)
 
     def after_batch(self):
@@ -104,7 +104,7 @@ class NanAtStep(Callback):
         self.step = step
 
     def after_loss(self):
-        if self.training and self.learn.checkpointer.step == self.step:
+        if self.training and self.learn.checkpointer.position.step == self.step:
             self.learn.loss_grad = self.loss_grad * float("nan")
             self.learn.loss = self.loss * float("nan")
 

@@ -132,9 +132,10 @@ def _two_fields(tmp_path, chain):
 
 def test_several_text_fields_are_joined_with_fastais_field_marks(tmp_path, chain):
     from ulmfit_cli.corpus.tables import read_texts
+    from ulmfit_cli.classify.task import SINGLE_LABEL
     f = _two_fields(tmp_path, chain)
-    by_name = read_texts(f, "data.train", ["title", "body"], "label")
-    by_position = read_texts(f, "data.train", [0, 2], "label")
+    by_name = read_texts(f, "data.train", ["title", "body"], "label", task=SINGLE_LABEL)
+    by_position = read_texts(f, "data.train", [0, 2], "label", task=SINGLE_LABEL)
     assert by_name["text"].tolist() == by_position["text"].tolist()
     first = by_name["text"][0]
     assert first.startswith("xxfld 1 ") and " xxfld 2 " in first

@@ -4,6 +4,7 @@ import pytest
 
 from conftest import SHARED_DATA, write_dump
 from ulmfit_cli.corpus.tables import iter_text_documents, read_texts
+from ulmfit_cli.classify.task import SINGLE_LABEL
 from conftest import articles
 from ulmfit_cli.corpus.wikidump import DumpStats
 from ulmfit_cli.errors import UlmfitError
@@ -32,11 +33,11 @@ def test_wikitext_files_split_into_articles(tmp_path):
 def test_fasttext_tsv_and_lines(tmp_path):
     ft = tmp_path / "reviews.cor"
     ft.write_text("__label__pos a fine film\n\n__label__neg dull and long\n")
-    df = read_texts(ft, "data.train", label_col="label")
+    df = read_texts(ft, "data.train", label_col="label", task=SINGLE_LABEL)
     assert df.to_dict("records") == [{"text": "a fine film", "label": "pos"}, {"text": "dull and long", "label": "neg"}]
     tsv = tmp_path / "t.tsv"
     tsv.write_text("sentence\ty\nhello there\t1\n\t0\nbye\t0\n")
-    df = read_texts(tsv, "data.train", text_col="sentence", label_col="y")
+    df = read_texts(tsv, "data.train", text_col="sentence", label_col="y", task=SINGLE_LABEL)
     assert df["text"].tolist() == ["hello there", "bye"] and df.attrs["dropped_empty"] == 1
     lines = tmp_path / "docs.txt"
     lines.write_text("first doc\n\nsecond doc\n")
@@ -66,7 +67,7 @@ def test_missing_label_in_fasttext_file_is_named(tmp_path):
     ft = tmp_path / "r.cor"
     ft.write_text("__label__pos fine\nno label here\n")
     with pytest.raises(UlmfitError, match="document 2 has no __label__"):
-        read_texts(ft, "data.train", label_col="label")
+        read_texts(ft, "data.train", label_col="label", task=SINGLE_LABEL)
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "wiki").is_dir(), reason="../shared/data is absent (a fresh clone)")

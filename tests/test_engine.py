@@ -49,16 +49,17 @@ def test_a_token_store_rebuilt_with_force_is_published_the_same_way(tmp_path):
 # ---------------------------------------------------------------- fingerprint
 def test_the_fingerprint_holds_what_fixes_the_model_and_data_but_not_what_may_change(tmp_path):
     from ulmfit_cli.config import load_config
+    from ulmfit_cli.recipes import STAGES
     from ulmfit_cli.train.fingerprint import DATA_KEY, check_fingerprint, data_signature, fingerprint
-    cfg = load_config("pretrain", [TINY], ["data.source=x.xml"])
+    cfg = load_config(STAGES["pretrain"], [TINY], ["data.source=x.xml"])
     sig = data_signature(["a", "b"], np.arange(10))
     fp = fingerprint(cfg, sig)
     assert fp["model.n_hid"] == 32 and fp["train.bs"] == 8 and fp[DATA_KEY] == sig
     assert "train.epochs" not in fp and "run.device" not in fp and "train.lr" not in fp
     assert data_signature(["a", "b"], np.arange(11)) != sig and data_signature(["a", "c"], np.arange(10)) != sig
-    more_epochs = load_config("pretrain", [TINY], ["data.source=x.xml", "train.epochs=9"])
+    more_epochs = load_config(STAGES["pretrain"], [TINY], ["data.source=x.xml", "train.epochs=9"])
     check_fingerprint(fp, fingerprint(more_epochs, sig), tmp_path / "last.pt")  # allowed
-    wider = load_config("pretrain", [TINY], ["data.source=x.xml", "model.n_hid=48"])
+    wider = load_config(STAGES["pretrain"], [TINY], ["data.source=x.xml", "model.n_hid=48"])
     with pytest.raises(UlmfitError, match="model.n_hid: checkpoint 32, now 48"):
         check_fingerprint(fp, fingerprint(wider, sig), tmp_path / "last.pt")
 
@@ -115,13 +116,14 @@ def test_every_training_loader_replays_an_epoch_from_its_state(make):
 def test_config_yaml_records_what_ran_and_asks_again_when_read_back(tmp_path, easy_csv):
     from ulmfit_cli import api
     from ulmfit_cli.config import load_config
+    from ulmfit_cli.recipes import STAGES
     api.train("train-clf", [TINY], [f"data.train={easy_csv}", "train.stages=[{freeze_to: 0}]"],
               run_dir=tmp_path / "clf")
     recorded = yaml.safe_load((tmp_path / "clf" / "config.yaml").read_text())
     assert recorded["run"]["device"] == "cpu" and recorded["run"]["precision"] == "fp32"
     assert recorded["run"]["dir"] == str(tmp_path / "clf") and recorded["model"]["emb_sz"] == 16
     assert recorded["_meta"]["requested"] == {"run.device": "auto", "run.precision": "auto"}
-    again = load_config("train-clf", [tmp_path / "clf" / "config.yaml"], [])
+    again = load_config(STAGES["train-clf"], [tmp_path / "clf" / "config.yaml"], [])
     assert (again.run.device, again.run.precision) == ("auto", "auto")
     with pytest.raises(Exception):  # frozen: nothing changes the config after resolving
         again.run.precision = "fp16"

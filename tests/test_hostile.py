@@ -223,11 +223,13 @@ def test_a_class_left_out_of_training_is_named(cli, chain, tmp_path):
     import pandas as pd
 
     from ulmfit_cli.corpus.tables import read_texts
-    from ulmfit_cli.stages.train_clf import _split
+
+    from ulmfit_cli.classify.task import SINGLE_LABEL
+    from ulmfit_cli.classify.splits import split_off as _split
     df = pd.read_csv(chain["train"])
     f = tmp_path / "rare.csv"
     pd.concat([df, pd.DataFrame([{"text": "a lonely rare sentence", "label": "rare"}])]).to_csv(f, index=False)
-    texts = read_texts(f, "data.train", label_col="label")
+    texts = read_texts(f, "data.train", label_col="label", task=SINGLE_LABEL)
     seed = next(s for s in range(100) if "rare" not in set(_split(texts, 0.25, s, stratify=True)[0]["label"]))
     res = cli("train-clf", "-c", TINY, "--set", f"data.train={f}", "--set", f"init.from_run={chain['ft']}",
               "--set", "train.stages=[{freeze_to: 0, epochs: 1}]", "--set", "data.valid_pct=0.25",

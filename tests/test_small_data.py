@@ -160,10 +160,10 @@ def test_a_pruned_trial_is_given_up_quietly_and_leaves_nothing(chain, tmp_path, 
 
     from ulmfit_cli import api
     from ulmfit_cli.errors import Abandoned
-    from ulmfit_cli.tune import _reporter
+    from ulmfit_cli.recipes.tune import ReportToOptuna
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
     trial = study.ask()  # any accuracy is below 2: Optuna prunes at the first report
-    reporter = _reporter(trial, "accuracy")
+    reporter = ReportToOptuna(trial, "accuracy")
     with pytest.raises(Abandoned):
         api.train("train-clf", [TINY], [f"data.train={chain['train']}", f"init.from_run={chain['ft']}",
                                         "train.stages=[{freeze_to: -1, epochs: 3}]", "data.baseline=false"],

@@ -2,7 +2,7 @@
 (`ulmfit_cli.api`: train, prepare, generate; `load_classifier` below)."""
 import warnings
 
-from ulmfit_cli.version import __version__  # noqa: F401
+from ulmfit_cli.layout import __version__  # noqa: F401
 
 # fastai's AWD-LSTM helpers call torch.jit.script, which torch >= 2.10 flags on every run (CLI and API alike)
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
@@ -13,5 +13,5 @@ def load_classifier(*paths, device: str = "auto"):
 
     See `ulmfit_cli.inference.classifier` for the API (`predict`, `predict_proba`, `labels`).
     """
-    from ulmfit_cli.inference.classifier import load_classifier as load
+    from ulmfit_cli.inference.classifier import load_classifier as load  # late: `import ulmfit_cli` (and --help) stay light
     return load(*paths, device=device)

@@ -1,87 +1,160 @@
-"""The Python API behind the command line: what `ulmfit pretrain | finetune-lm | train-clf`, `prepare` and
-`generate` run, importable (as spaCy's `train()` is behind `spacy train`).
+"""The Python API behind the command line: every `ulmfit` command is one function here, importable (as spaCy's
+`train()` is behind `spacy train`); `cli.py` only parses flags, calls these and prints.
 
     from ulmfit_cli import api
     results = api.train("pretrain", ["configs/demo/pretrain.yaml"], ["train.epochs=1"], run_dir="runs/lm")
-    api.train("train-clf", ["configs/demo/train-clf.yaml"], ["init.from_run=runs/lm"])
+    api.train("train-clf", ["configs/trec6/train-clf.yaml"], ["init.from_run=runs/lm"])
     api.generate("runs/lm", "The history of", n_words=20, seed=0)
+    api.predict(["runs/clf"], "texts.csv", Path("preds.csv"))
 
 Bad input raises `UlmfitError` (the CLI's exit 2), a NaN loss `TrainingFailed` (exit 3).
 """
 from __future__ import annotations
 
-import importlib
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
 
-from ulmfit_cli.resolve import Resolved, resolve
+import numpy as np
 
-STAGE_MODULES = {"pretrain": "pretrain", "finetune-lm": "finetune_lm", "train-clf": "train_clf"}
+from ulmfit_cli.classify.baseline import baseline_of_run
+from ulmfit_cli.classify.scoring import score
+from ulmfit_cli.config import derive, to_yaml
+from ulmfit_cli.corpus.prepare import prepare as build_store
+from ulmfit_cli.corpus.store import TokenStore
+from ulmfit_cli.corpus.tables import join_fields, named_columns, read_frame, read_texts, text_columns, write_table
+from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.files import check_output, write_json
+from ulmfit_cli.inference.classifier import load_classifier
+from ulmfit_cli.inference.evaluate import plot_confusion, report_text  # noqa: F401  (report_text: the CLI's)
+from ulmfit_cli.inference.export import export  # noqa: F401  (`ulmfit export`)
+from ulmfit_cli.inference.generate import generate as sample
+from ulmfit_cli.layout import CONFUSION_PLOT, REPORT
+from ulmfit_cli.recipes import STAGES, run_stage, stage_named  # noqa: F401  (STAGES: the stage names)
+from ulmfit_cli.recipes.import_lm import import_lm  # noqa: F401  (`ulmfit import-lm`)
+from ulmfit_cli.recipes.lr_find import lr_find  # noqa: F401  (`ulmfit lr-find`)
+from ulmfit_cli.recipes.pairs import check_directions, train_both
+from ulmfit_cli.recipes.tune import tune  # noqa: F401  (`ulmfit tune`)
+from ulmfit_cli.resolve import Resolved, config_of, resolve
+from ulmfit_cli.train.device import decide
+from ulmfit_cli.train.report import run_table  # noqa: F401  (`ulmfit report`)
+
+
+def _listed(values) -> list:
+    """One file or override given alone (a str or a Path) is a list of one, not of its characters."""
+    return [values] if isinstance(values, (str, Path)) else list(values or [])
+
+
+def resolved(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence[str] = (),
+             run_dir: Path | str | None = None, resume: bool = False, directions: str | None = None) -> Resolved:
+    """The stage's config resolved as `train` would run it (what `--print-config` prints); `directions`
+    forward or backward sets `data.backwards`."""
+    check_directions(directions)
+    recipe = stage_named(stage)
+    run_dir = None if run_dir is None else Path(run_dir)
+    cfg = config_of(recipe, [Path(c) for c in _listed(configs)], _listed(overrides), run_dir, resume)
+    if directions in ("forward", "backward"):
+        cfg = derive(cfg, {"data.backwards": directions == "backward"})
+    return resolve(recipe, cfg=cfg, run_dir=run_dir, resume=resume)
 
 
 def train(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence[str] = (),
           run_dir: Path | str | None = None, force: bool = False, resume: bool = False,
-          callbacks: Sequence = (), directions: str | None = None) -> dict:
+          callbacks: Sequence = (), directions: str | None = None) -> dict | None:
     """Resolve the config and run one training stage into its run dir; return its results.
 
     `configs` are YAML files merged in order, `overrides` "key=value" strings (`--set`); `callbacks` are
     fastai callbacks added to the stage's learner (e.g. to watch or interrupt training). With `resume`
     and no `configs`, the run's own config.yaml is used. `directions="both"`: a forward and a backward
-    model in one pair run dir (`ulmfit_cli.directions`).
+    model in one pair run dir (`ulmfit_cli.recipes.pairs`). None on the other processes of a multi-process
+    run (rank 0 reports).
     """
-    from ulmfit_cli.directions import direction_overrides, train_both
     if directions == "both":
-        return train_both(stage, [Path(c) for c in _listed(configs)], _listed(overrides),
+        return train_both(stage_named(stage), [Path(c) for c in _listed(configs)], _listed(overrides),
                           None if run_dir is None else Path(run_dir), force, resume, callbacks)
-    overrides = [*_listed(overrides), *direction_overrides(directions)]
-    resolved = resolve(stage, [Path(c) for c in _listed(configs)], _listed(overrides),
-                       None if run_dir is None else Path(run_dir), resume)
-    return run_stage(resolved, force, resume, callbacks)
+    return run_stage(resolved(stage, configs, overrides, run_dir, resume, directions), force, resume, callbacks)
 
 
-def _listed(values) -> list:
-    """One file or override given alone (a str or a Path) is a list of one, not of its characters."""
-    return [values] if isinstance(values, (str, Path)) else list(values)
+def config_yaml(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence[str] = (),
+                run_dir: Path | str | None = None, resume: bool = False, directions: str | None = None) -> str:
+    """`--print-config`: the resolved config as YAML (`prepare`'s: the pretrain config as loaded)."""
+    if stage == "prepare":
+        return to_yaml(config_of(STAGES["pretrain"], [Path(c) for c in _listed(configs)], _listed(overrides)))
+    return to_yaml(resolved(stage, configs, overrides, run_dir, resume, None if directions == "both" else
+                            directions).cfg)
 
 
-def run_stage(resolved: Resolved, force: bool = False, resume: bool = False, callbacks: Sequence = ()) -> dict:
-    """Run an already resolved stage: join a multi-process run, open the run dir, train, publish.
-
-    Returns the stage's results; None on the other processes of a multi-process run (rank 0 reports)."""
-    from ulmfit_cli.errors import UlmfitError
-    from ulmfit_cli.report import write_plots
-    from ulmfit_cli.runs import open_run
-    from ulmfit_cli.train import distributed
-    from ulmfit_cli.train.checkpoints import fit_plan
-    if resume and force:
-        raise UlmfitError("--resume and --force contradict each other: --force starts the run afresh")
-    cfg = resolved.cfg
-    stage = importlib.import_module(f"ulmfit_cli.stages.{STAGE_MODULES[resolved.stage]}")
-    main = distributed.setup(cfg.run).main
-    try:
-        with ExitStack() as stack:
-            # rank 0 opens (or refuses) the run dir; the others get the same Run, or the same error
-            run = distributed.from_main(lambda: stack.enter_context(
-                open_run(resolved.stage, cfg, resolved.requested, force, resume)))
-            results = fit_plan(stage.plan(resolved, run, tuple(callbacks)), run, cfg)
-            if run.writes:
-                write_plots(run.path, title=f"{resolved.stage}: {resolved.run_dir.name}")
-    finally:
-        distributed.teardown()
-    return results if main else None
-
-
-def prepare(configs: Sequence[Path | str] = (), overrides: Sequence[str] = (), force: bool = False):
+def prepare(configs: Sequence[Path | str] = (), overrides: Sequence[str] = (), force: bool = False) -> TokenStore:
     """Build (or find in the cache) the token store of a pretrain config's data; returns the `TokenStore`."""
-    from ulmfit_cli.config import load_config
-    from ulmfit_cli.corpus.prepare import prepare as build
-    cfg = load_config("pretrain", [Path(c) for c in _listed(configs)], _listed(overrides))
-    return build(cfg.data, cfg.run.seed, force=force)
+    cfg = config_of(STAGES["pretrain"], [Path(c) for c in _listed(configs)], _listed(overrides))
+    return build_store(cfg.data, cfg.run.seed, force=force)
 
 
 def generate(run_dir: Path | str, prompt: str = "", n_words: int = 40, temperature: float = 1.0,
              n_samples: int = 1, seed: int | None = None, device: str = "auto") -> list[str]:
     """Texts sampled from a pretrain or finetune-lm run (see `ulmfit_cli.inference.generate`)."""
-    from ulmfit_cli.inference.generate import generate as sample
     return sample(run_dir, prompt, n_words, temperature, n_samples, seed, device)
+
+
+def _classifiers(models: Sequence[Path], device: str, precision: str):
+    device, precision = decide(device, precision, key="--")  # fp16/bf16 need a GPU
+    return load_classifier(*models, device=device), precision
+
+
+def predict(models: Sequence[Path | str], input: str | Path, output: Path, text_col=None,
+            input_format: str | None = None, bs: int = 64, device: str = "auto", precision: str = "fp32",
+            encoding: str = "utf-8"):
+    """Classify the texts of `input` (a table, fastText or text file; `-`: stdin) with the models (several:
+    their ensemble) and write its rows plus `prediction` and one `prob_<label>` column per output to `output`
+    (`-`: stdout); `text_col` defaults to the columns the model was trained on. Returns the frame written."""
+    models = [Path(m) for m in models]
+    check_output(output, input, models, folder=False)
+    clf, precision = _classifiers(models, device, precision)
+    cols = clf.text_col if text_col is None else text_col
+    df, fmt = read_frame(input, "--input", encoding, fmt=input_format, columns=named_columns(cols))
+    fields = ["text"] if fmt in ("lines", "fasttext") else text_columns(df, cols, "--text-col", "--input", input)
+    if df.empty:
+        raise UlmfitError(f"--input: {input} has no rows to classify")
+    probs = clf.predict_proba(join_fields(df, fields).tolist(), bs=bs, precision=precision, progress=True)
+    task = clf.task
+    df["prediction"] = task.written(task.decide(probs, clf.labels, clf.thresholds), clf.spec.label_delim)
+    if task.probability_columns():
+        for j, label in enumerate(clf.labels):
+            df[f"prob_{label}"] = probs[:, j]
+    write_table(df, output)
+    return df
+
+
+def evaluate(models: Sequence[Path | str], input: str | Path, output: Path, text_col=None, label_col=None,
+             input_format: str | None = None, baseline: bool = True, bs: int = 64, device: str = "auto",
+             precision: str = "fp32", encoding: str = "utf-8") -> tuple[dict, list[Path]]:
+    """Score the models on the labelled `input` (labels in `label_col`, default the model's) into the folder
+    `output`: report.json (the task's figures, and the TF-IDF baseline refitted on the first model's training
+    split unless `baseline` is off), confusion.png (single-label) and the outputs as .npy. Returns (report,
+    files written)."""
+    models = [Path(m) for m in models]
+    check_output(output, input, models, folder=True)
+    clf, precision = _classifiers(models, device, precision)
+    task = clf.task
+    labels_in = clf.spec.label_col if label_col is None else label_col
+    if not task.label_lists and isinstance(labels_in, list):
+        raise UlmfitError(f"--label-col: {','.join(labels_in)!r} names several columns, but the model is {task}")
+    df = read_texts(input, "--input", clf.text_col if text_col is None else text_col, labels_in, encoding,
+                    fmt=input_format, task=task, label_delim=clf.spec.label_delim)
+    task.check_known(df["label"].tolist(), clf.labels, f"--input: {input}")
+    targets = task.targets(clf.labels, df)
+    texts = df["text"].tolist()
+    probs = clf.predict_proba(texts, bs=bs, precision=precision, progress=True)
+    _, figures = score(lambda _: probs, {"input": (texts, targets)}, task, clf.labels, clf.thresholds)
+    report = {"models": [str(m) for m in models], "input": str(input), "task": task.name, **figures["input"]}
+    if baseline:
+        base = baseline_of_run(models[0], texts, targets, clf.labels)
+        if base is not None:
+            report["baseline"] = base
+    write_json(output / REPORT, report)
+    written = [output / REPORT]
+    if task.by_class:
+        plot_confusion(report, output / CONFUSION_PLOT)
+        written.append(output / CONFUSION_PLOT)
+    np.save(output / task.outputs_file, probs)
+    return report, written
+

@@ -1,8 +1,8 @@
-"""The `ulmfit` command line: parse flags, call the API (`ulmfit_cli.api`, `load_classifier`), print.
+"""The `ulmfit` command line: parse flags, call the API (`ulmfit_cli.api`), print; nothing else.
 
 Bad input ends with a one-screen message and exit code 2, a NaN loss with exit code 3, Ctrl-C with 130 and
-SIGTERM with 143 (after saying what was kept). fastai is imported only inside commands so that `--help`
-stays fast.
+SIGTERM with 143 (after saying what was kept). The API (and with it fastai, spaCy and torch) is imported when
+a command runs (`_api`), so that `ulmfit --help` stays fast.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from ulmfit_cli.errors import TrainingFailed, UlmfitError
-from ulmfit_cli.version import __version__
+from ulmfit_cli.layout import __version__
 
 
 app = typer.Typer(
@@ -75,6 +75,12 @@ def handle_sigterm() -> None:
         pass
 
 
+def _api():
+    """`ulmfit_cli.api`, imported on first use: `ulmfit --help` must not wait for fastai, spaCy and torch."""
+    from ulmfit_cli import api
+    return api
+
+
 def fail(message: str, code: int = 2):
     typer.secho(f"ulmfit: error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -104,20 +110,16 @@ def _show(title: str, figures: dict) -> None:
 
 def _run_stage(stage: str, configs: list[Path], overrides: list[str], run_dir: Path | None,
                force: bool, print_config: bool, resume: bool = False, directions: str | None = None) -> None:
-    from ulmfit_cli import api
-    from ulmfit_cli.directions import direction_overrides
-    from ulmfit_cli.resolve import resolve
+    api = _api()
     with _user_errors():
-        if directions == "both" and not print_config:
+        if print_config:
+            typer.echo(api.config_yaml(stage, configs or [], overrides or [], run_dir, resume, directions), nl=False)
+            return
+        if directions == "both":  # a pair run dir: its own results name it
             results = api.train(stage, configs or [], overrides or [], run_dir, force, resume, directions="both")
             _show(f"{stage} finished (forward + backward): {results.pop('run_dir')}", results)
             return
-        overrides = [*(overrides or []), *direction_overrides(None if directions == "both" else directions)]
-        resolved = resolve(stage, configs, overrides, run_dir, resume)
-        if print_config:
-            from ulmfit_cli.config import to_yaml
-            typer.echo(to_yaml(resolved.cfg), nl=False)
-            return
+        resolved = api.resolved(stage, configs or [], overrides or [], run_dir, resume, directions)
         results = api.run_stage(resolved, force, resume)
     if results is not None:  # rank 0 of a multi-process run reports
         _show(f"{stage} finished: {resolved.run_dir}", results)
@@ -138,11 +140,10 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None,
             print_config: PrintOpt = False):
     """Tokenize a pretrain config's data into a cached token store. data.source (dump, dump parts, text
     files) is read as a stream, in parallel (data.workers), into data.cache_dir; `pretrain` reuses it."""
-    from ulmfit_cli import api
+    api = _api()
     with _user_errors():
         if print_config:
-            from ulmfit_cli.config import load_config, to_yaml
-            typer.echo(to_yaml(load_config("pretrain", config or [], set_ or [])), nl=False)
+            typer.echo(api.config_yaml("prepare", config or [], set_ or []), nl=False)
             return
         store = api.prepare(config or [], set_ or [], force=force)
     _show(f"token store: {store.path}", store.stats)
@@ -185,9 +186,9 @@ def tune(config: ConfigOpt = None, set_: SetOpt = None, run_dir: Annotated[Optio
     """Search the classifier's recipe on the validation set. Optuna trials of a train-clf config (rates,
     lr_div, drop_mult, epochs, bs: the search section's ranges), pruned early, never reading data.test;
     writes best.yaml (for train-clf --config), trials.csv and trials.png; --resume continues."""
-    from ulmfit_cli.tune import tune as search
+    api = _api()
     with _user_errors():
-        results = search(config or [], set_ or [], run_dir, trials, force, resume)
+        results = api.tune(config or [], set_ or [], run_dir, trials, force, resume)
     _show(f"tune finished: best valid {results['metric']} {results['best_value']:.4f} (trial "
           f"{results['best_trial']}); train the final model with: ulmfit train-clf --config "
           f"{results['best_config']}", {k: v for k, v in results.items() if k not in ("best_value", "best_trial")})
@@ -210,13 +211,9 @@ def lr_find(
     """Find a learning rate for a stage. fastai's lr_find on the learner the config builds (same data,
     upstream weights, freezing), with fastai's suggestions printed and the loss-against-rate plot written as
     a PNG. Writes no run dir."""
-    from ulmfit_cli.config import STAGES
-    from ulmfit_cli.lr_find import lr_find as sweep
+    api = _api()
     with _user_errors():
-        if stage not in STAGES:
-            raise UlmfitError(f"lr-find: unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
-        _check_output(output, "-", [], folder=False)
-        found = sweep(stage, config or [], set_ or [], output, phase, freeze_to, start_lr, end_lr, iters)
+        found = api.lr_find(stage, config or [], set_ or [], output, phase, freeze_to, start_lr, end_lr, iters)
     typer.echo(f"lr-find: {stage}, phase {found['phase']} ({found['setup']}); the config trains it at "
                f"{found['config_lr']:.2e}")
     for name, lr in found["suggestions"].items():
@@ -237,7 +234,7 @@ def generate(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ):
     """Sample text from a language model run. As fastai's predict: temperature, never xxunk."""
-    from ulmfit_cli import api
+    api = _api()
     with _user_errors():
         texts = api.generate(run_dir, prompt, n_words, temperature, n_samples, seed, device)
     for i, text in enumerate(texts):
@@ -251,13 +248,6 @@ DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 PrecisionOpt = Annotated[str, typer.Option(help="fp32, or fp16/bf16 autocast on a GPU.")]
 BatchOpt = Annotated[int, typer.Option("--bs", min=1, help="Texts per batch.")]
 EncodingOpt = Annotated[str, typer.Option(help="Text encoding of the input file.")]
-
-
-def _classifiers(models: list[Path], device: str, precision: str):
-    from ulmfit_cli import load_classifier
-    from ulmfit_cli.train.device import decide
-    device, precision = decide(device, precision, key="--")  # fp16/bf16 need a GPU
-    return load_classifier(*models, device=device), precision
 
 
 InputFormatOpt = Annotated[Optional[str], typer.Option(
@@ -276,49 +266,6 @@ def _columns(option: str):
     return cols if len(cols) > 1 else cols[0]
 
 
-def _text_col(option: str | None, clf):
-    """--text-col, or the columns the model was trained on."""
-    return clf.text_col if option is None else _columns(option)
-
-
-def _check_output(output: Path, input, models: list[Path], folder: bool) -> None:
-    """An output never replaces the input or a file of a --model, and its parent folder exists after this."""
-    if str(output) == "-":
-        return
-    out = output.resolve()
-    if str(input) != "-" and out == Path(input).resolve():
-        raise UlmfitError(f"--output: {output} is the --input file; write the results to another path")
-    for m in models:
-        if out == m.resolve() or m.resolve() in out.parents:
-            raise UlmfitError(f"--output: {output} is inside --model {m}; write the results elsewhere")
-    if folder and output.exists() and not output.is_dir():
-        raise UlmfitError(f"--output: {output} is a file; evaluate writes a folder (report.json, confusion.png, "
-                          f"probabilities.npy)")
-    if not folder and output.is_dir():
-        raise UlmfitError(f"--output: {output} is a folder; give a file name, e.g. {output / 'preds.csv'}")
-    try:
-        (output if folder else output.parent).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UlmfitError(f"--output: cannot create the folder for {output} ({e.strerror})") from None
-
-
-def _write_table(df, path: Path) -> None:
-    """CSV, TSV or JSON Lines by the file's suffix; `-` is standard output; atomic for files."""
-    from ulmfit_cli.files import atomic_write
-    suffix = path.suffix.lower()
-    if str(path) == "-":
-        df.to_csv(sys.stdout, index=False)
-        return
-    if suffix in (".jsonl", ".ndjson"):
-        text = df.to_json(orient="records", lines=True, force_ascii=False)
-    else:
-        text = df.to_csv(index=False, sep="\t" if suffix == ".tsv" else ",")
-    try:
-        atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-    except OSError as e:
-        raise UlmfitError(f"--output: cannot write {path} ({e.strerror})") from None
-
-
 @command()
 def predict(
     model: ModelOpt,
@@ -332,26 +279,10 @@ def predict(
 ):
     """Classify texts. Writes the input rows plus `prediction` and one `prob_<class>` column per class
     (multi-label: the predicted labels joined by the model's data.label_delim, or ';'; regression: the number)."""
-    from ulmfit_cli.corpus.tables import join_fields, named_columns, read_frame, text_columns
+    api = _api()
     with _user_errors():
-        _check_output(output, input, model, folder=False)
-        clf, precision = _classifiers(model, device, precision)
-        cols = _text_col(text_col, clf)
-        df, fmt = read_frame(input, "--input", encoding, fmt=input_format, columns=named_columns(cols))
-        fields = ["text"] if fmt in ("lines", "fasttext") else text_columns(df, cols, "--text-col", "--input", input)
-        if df.empty:
-            raise UlmfitError(f"--input: {input} has no rows to classify")
-        texts = join_fields(df, fields).tolist()
-        from ulmfit_cli.inference.classifier import decide_outputs
-        from ulmfit_cli.tasks import MULTI, MULTI_DELIM, REGRESSION
-        probs = clf.predict_proba(texts, bs=bs, precision=precision, progress=True)
-        predicted = decide_outputs(clf, probs)
-        delim = clf.spec.label_delim or MULTI_DELIM
-        df["prediction"] = [delim.join(p) for p in predicted] if clf.task == MULTI else predicted
-        if clf.task != REGRESSION:
-            for j, label in enumerate(clf.labels):
-                df[f"prob_{label}"] = probs[:, j]
-        _write_table(df, output)
+        df = api.predict(model, input, output, None if text_col is None else _columns(text_col), input_format, bs,
+                         device, precision, encoding)
     if str(output) != "-":
         typer.echo(f"{len(df):,} predictions written to {output}", err=True)
 
@@ -377,38 +308,12 @@ def evaluate(
     """Score classifiers on a labelled file. Accuracy, macro-F1, per-class figures and confusion matrix;
     multi-label micro/macro-F1, subset accuracy, ROC-AUC, per-label figures; regression MAE, RMSE,
     Pearson, Spearman; beside the TF-IDF baseline refitted on the model's training split."""
-    import numpy as np
-
-    from ulmfit_cli.corpus.tables import read_texts
-    from ulmfit_cli.files import write_json
-    from ulmfit_cli.inference.evaluation import check_labels, plot_confusion, table, task_scores
-    from ulmfit_cli.tasks import MULTI, REGRESSION, SINGLE, encode_targets
+    api = _api()
     with _user_errors():
-        _check_output(output, input, model, folder=True)
-        clf, precision = _classifiers(model, device, precision)
-        labels_in = _columns(label_col) if label_col is not None else clf.spec.label_col
-        if clf.task != MULTI and isinstance(labels_in, list):
-            raise UlmfitError(f"--label-col: {label_col!r} names several columns, but the model is {clf.task}")
-        df = read_texts(input, "--input", _text_col(text_col, clf), labels_in, encoding, fmt=input_format,
-                        task=clf.task, label_delim=clf.spec.label_delim)
-        if clf.task != REGRESSION:
-            check_labels(df["label"].tolist(), clf.labels, f"--input: {input}")
-        probs = clf.predict_proba(df["text"].tolist(), bs=bs, precision=precision, progress=True)
-        targets = encode_targets(clf.task, clf.labels, df)
-        report = task_scores(clf.task, targets, probs, clf.labels, clf.thresholds)
-        report = {"models": [str(m) for m in model], "input": str(input), "task": clf.task, **report}
-        if baseline:
-            from ulmfit_cli.baseline import baseline_of_run
-            base = baseline_of_run(model[0], df["text"].tolist(), targets, clf.labels)
-            if base is not None:
-                report["baseline"] = base
-        write_json(output / "report.json", report)
-        written = [output / "report.json"]
-        if clf.task == SINGLE:
-            plot_confusion(report, output / "confusion.png")
-            written.append(output / "confusion.png")
-        np.save(output / ("predictions.npy" if clf.task == REGRESSION else "probabilities.npy"), probs)
-    typer.echo(table(report))
+        report, written = api.evaluate(model, input, output, None if text_col is None else _columns(text_col),
+                                       None if label_col is None else _columns(label_col), input_format, baseline,
+                                       bs, device, precision, encoding)
+    typer.echo(api.report_text(report))
     typer.echo(f"\nreport: {', '.join(map(str, written))}")
 
 
@@ -426,9 +331,9 @@ def export(
     """Write a self-contained bundle of a classifier or a language model. A classifier bundle is a
     weights-only state dict and vocab/labels/settings as JSON, which `ulmfit predict --model` and
     `ulmfit_cli.load_classifier` accept; a language-model bundle is what `init.from_run` and `generate` take."""
-    from ulmfit_cli.inference.export import export as write_bundle
+    api = _api()
     with _user_errors():
-        out = write_bundle(model, output, force, format)
+        out = api.export(model, output, force, format)
     typer.echo(f"bundle written to {out}")
 
 
@@ -447,18 +352,18 @@ def import_lm(
     dir (config.yaml with the sizes read from the weights, vocab.json, lm.pth, encoder.pth) that
     finetune-lm, train-clf and generate take through init.from_run. Nothing is unpickled except a plain
     list of tokens; weights load weights-only."""
-    from ulmfit_cli.pretrained import import_lm as convert
+    api = _api()
     with _user_errors():
-        results = convert(source, output, backwards, force)
+        results = api.import_lm(source, output, backwards, force)
     _show(f"imported {source}: {output}", results)
 
 
 @command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A training run dir.")]):
     """Print a run's figures. Per-epoch losses, perplexity/accuracy, tokens/s, time, final results."""
-    from ulmfit_cli.report import table
+    api = _api()
     with _user_errors():
-        typer.echo(table(run_dir))
+        typer.echo(api.run_table(run_dir))
 
 
 def _version(value: bool):

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.tasks import MONITORS, MULTI, REGRESSION, SINGLE, task_of
+from ulmfit_cli.classify.task import SINGLE_LABEL, Task, task_of  # the one import back up the layers
 
 META_KEY = "_meta"  # a run's config.yaml keeps stage/version/argv here; ignored when loaded back
 REQUESTED = "requested"  # under _meta: values the user asked for (run.device: auto) before they were resolved
@@ -304,38 +304,18 @@ class ClassifierConfig(StageConfig):
     search: SearchSection = Field(default_factory=SearchSection)
 
     @property
-    def task(self) -> str:
-        """single_label, multi_label or regression (`data.task: auto` decided)."""
+    def task(self) -> Task:
+        """The classifier's task (`data.task: auto` decided)."""
         return task_of(self.data.task, self.data.label_col, self.data.label_delim)
 
     @model_validator(mode="after")
     def _consistent(self):
-        d, t, task = self.data, self.train, self.task
+        d = self.data
         cols = d.text_col if isinstance(d.text_col, list) else [d.text_col]
         label_cols = d.label_col if isinstance(d.label_col, list) else [d.label_col]
         if set(label_cols) & set(cols):
             raise ValueError("data.label_col: names the same column as data.text_col")
-        if task != MULTI and (isinstance(d.label_col, list) or d.label_delim is not None):
-            raise ValueError(f"data.task: {task}, but a list of label columns or data.label_delim means "
-                             f"multi-label (data.task: multi_label, or auto)")
-        if task == MULTI and not isinstance(d.label_col, list) and d.label_delim is None:
-            raise ValueError("data.task: multi_label reads a list of 0/1 columns (data.label_col: [a, b]) or one "
-                             "column of delimited labels (data.label_delim: ';')")
-        if isinstance(d.label_col, list) and d.label_delim is not None:
-            raise ValueError("data.label_delim: data.label_col is a list of 0/1 columns, so there is nothing to split; "
-                             "give one of them")
-        if t.monitor not in MONITORS[task]:
-            raise ValueError(f"train.monitor: {t.monitor} is not a figure of a {task} task; use one of "
-                             f"{', '.join(MONITORS[task])}")
-        if self.model.threshold is not None and task != MULTI:
-            raise ValueError(f"model.threshold: for multi-label tasks, not {task}")
-        if self.model.y_range is not None and task != REGRESSION:
-            raise ValueError(f"model.y_range: for regression tasks, not {task}")
-        if t.sampler == "balanced" and task != SINGLE:
-            raise ValueError(f"train.sampler: balanced draws documents by class; a {task} task has none "
-                             f"(multi-label: train.class_weights weighs each label's positives)")
-        if t.class_weights is not None and task == REGRESSION:
-            raise ValueError("train.class_weights: a regression task has no classes")
+        self.task.check_config(d, self.model, self.train)
         return self
 
 
@@ -357,7 +337,7 @@ class ClassifierSpec(Section):
     max_chars: int = Field(gt=0)
     lang: str = "en"  # bundles written before data.lang existed are English
     text_col: str | int | list[str | int] = "text"  # what predict and evaluate read when not told
-    task: Literal["single_label", "multi_label", "regression"] = SINGLE  # bundles before tasks: single-label
+    task: Literal["single_label", "multi_label", "regression"] = SINGLE_LABEL.name  # bundles before tasks
     label_col: str | list[str] = "label"  # what evaluate reads when not told
     label_delim: str | None = None
     y_range: tuple[float, float] | None = None
@@ -367,15 +347,8 @@ class ClassifierSpec(Section):
         return cls(arch=ArchSizes(**cfg.model.sizes()), drop_mult=cfg.model.drop_mult, lin_ftrs=cfg.model.lin_ftrs,
                    max_len=cfg.model.max_len, bptt=cfg.train.bptt, backwards=cfg.data.backwards,
                    max_chars=cfg.data.max_chars, lang=cfg.data.lang or "en", text_col=cfg.data.text_col,
-                   task=cfg.task, label_col=cfg.data.label_col, label_delim=cfg.data.label_delim,
+                   task=cfg.task.name, label_col=cfg.data.label_col, label_delim=cfg.data.label_delim,
                    y_range=cfg.model.y_range)
-
-
-STAGES: dict[str, type[StageConfig]] = {
-    "pretrain": PretrainConfig,
-    "finetune-lm": FinetuneConfig,
-    "train-clf": ClassifierConfig,
-}
 
 
 # ---------------------------------------------------------------- loading
@@ -471,9 +444,10 @@ def _format_errors(err: ValidationError, origin: dict, cls: type[BaseModel], wha
     return "\n".join(lines)
 
 
-def load_config(stage: str, paths: list[Path], overrides: list[str]) -> StageConfig:
-    """Merge the YAML files and overrides into the stage's validated config."""
-    cls = STAGES[stage]
+def load_config(stage, paths: list[Path], overrides: list[str]) -> StageConfig:
+    """Merge the YAML files and overrides into the validated config of `stage` (a `recipes.Stage`: its
+    `name` and `config` class)."""
+    cls = stage.config
     data: dict = {}
     origin: dict = {}
     for path in paths:
@@ -489,7 +463,7 @@ def load_config(stage: str, paths: list[Path], overrides: list[str]) -> StageCon
         origin[keys] = f"--set {item}"
     for name in cls.model_fields:  # an absent section reports its missing keys, not itself
         data.setdefault(name, {})
-    return validate(cls, data, f"{stage} config", origin)
+    return validate(cls, data, f"{stage.name} config", origin)
 
 
 def validate(cls: type[BaseModel], data: dict, what: str, origin: dict | None = None, source: str = "code defaults"):
@@ -500,6 +474,20 @@ def validate(cls: type[BaseModel], data: dict, what: str, origin: dict | None = 
     except ValidationError as e:
         base = {} if source == "code defaults" else {(): source}
         raise UlmfitError(_format_errors(e, {**base, **(origin or {})}, cls, what)) from None
+
+
+def derive(cfg: StageConfig, changes: dict[str, Any]) -> StageConfig:
+    """`cfg` with the dotted keys of `changes` set (`derive(cfg, {"data.test": None})`) and validated again:
+    how code makes a config from another (tune's trials, a pair's members). Not pydantic's `model_copy(update=)`,
+    which neither reaches nested keys nor validates."""
+    data = cfg.model_dump(mode="json")
+    for dotted, value in changes.items():
+        *sections, key = dotted.split(".")
+        node = data
+        for name in sections:
+            node = node[name]
+        node[key] = value
+    return validate(type(cfg), data, "a config derived from " + ", ".join(changes))
 
 
 def to_yaml(cfg: BaseModel, meta: dict | None = None) -> str:

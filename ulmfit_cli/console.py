@@ -5,6 +5,8 @@ import sys
 
 from tqdm.auto import tqdm
 
+from ulmfit_cli.ranks import is_main
+
 
 def show_bars() -> bool:
     """Progress bars make sense only when a person watches a terminal."""
@@ -18,6 +20,5 @@ def progress(iterable=None, **kwargs):
 
 def info(msg: str) -> None:
     """A status line on stderr."""
-    from ulmfit_cli.train.distributed import is_main  # late: torch
     if is_main():
         print(msg, file=sys.stderr, flush=True)

@@ -1,19 +1,50 @@
 """Files written so that a kill at any moment leaves the old version or the new one, whole, and files
 read without running code: JSON, weights-only tensors, token lists through an unpickler that admits
-plain data only, archives unpacked only below their destination. Run dirs, checkpoints, token stores and export
-bundles all write and publish through here; `exclusive` keeps two processes out of one run dir or cache entry."""
+plain data only, archives unpacked only below their destination; and the input paths configs name.
+
+`staged` is the one protocol for writing a folder as a whole: run dirs, forward+backward pairs, export
+bundles, token stores and tune dirs all take it (the lock, the refusals of --force and --resume, the
+staging folder, publishing); `exclusive` keeps two processes out of one of them."""
 from __future__ import annotations
 
+import errno
+import fcntl
+import importlib.util
 import json
 import os
 import pickle
 import shutil
 import sys
+import tarfile
 import time
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
-from ulmfit_cli.errors import UlmfitError
+import torch
+
+from ulmfit_cli.errors import Abandoned, UlmfitError
+
+PKG_PREFIX = "pkg:"
+
+
+def input_path(value: str, key: str) -> Path:
+    """The file or folder a config value names: a plain path, or `pkg:PACKAGE/sub/path` for a file shipped
+    inside an installed Python package (how the embedded demo reads gensim's test data without a
+    download); raises a `UlmfitError` naming `key` if absent."""
+    if value.startswith(PKG_PREFIX):
+        package, _, rest = value[len(PKG_PREFIX):].partition("/")
+        spec = importlib.util.find_spec(package) if package else None
+        if spec is None or not spec.submodule_search_locations:
+            hint = " (install the demo extra: pip install -e '.[demo]')" if package == "gensim" else ""
+            raise UlmfitError(f"{key}: {value}: Python package '{package}' is not installed{hint}")
+        path = Path(list(spec.submodule_search_locations)[0]) / rest
+    else:
+        path = Path(value).expanduser()
+    if not path.exists():
+        raise UlmfitError(f"{key}: file not found: {path}")
+    return path
 
 
 def fsync_dir(path: Path) -> None:
@@ -70,6 +101,109 @@ def publish(staging: Path, final: Path) -> None:
     shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
+def check_output(output: Path, input, models: list[Path], folder: bool) -> None:
+    """An output never replaces the input or a file of a --model, and its parent folder exists after this
+    (`folder`: the output is a folder, else a file; `-` is standard output)."""
+    if str(output) == "-":
+        return
+    out = Path(output).resolve()
+    if str(input) != "-" and out == Path(input).resolve():
+        raise UlmfitError(f"--output: {output} is the --input file; write the results to another path")
+    for m in models:
+        if out == Path(m).resolve() or Path(m).resolve() in out.parents:
+            raise UlmfitError(f"--output: {output} is inside --model {m}; write the results elsewhere")
+    if folder and output.exists() and not output.is_dir():
+        raise UlmfitError(f"--output: {output} is a file; evaluate writes a folder (report.json, confusion.png, "
+                          f"probabilities.npy)")
+    if not folder and output.is_dir():
+        raise UlmfitError(f"--output: {output} is a folder; give a file name, e.g. {output / 'preds.csv'}")
+    try:
+        (output if folder else output.parent).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UlmfitError(f"--output: cannot create the folder for {output} ({e.strerror})") from None
+
+
+RESUME_AND_FORCE = "--resume and --force contradict each other: --force starts the run afresh"
+
+
+def occupied(path: Path) -> bool:
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
+@contextmanager
+def staged(final: Path, what: str, force: bool = False, resume: bool = False,
+           resumable: Callable[[Path], bool] | None = None, wait: bool = False, in_place: bool = False,
+           locked: bool = False, kept_message: bool = False):
+    """Write the folder `final` as a whole: yield the folder to write into (the staging folder
+    `staging_dir(final)`), and `publish` it as `final` when the block ends without an error.
+
+    `final` is locked for the block (`exclusive`; `wait`: wait for another holder instead of refusing;
+    `locked`: the caller holds the lock). A non-empty `final` is refused without `force` (and is kept until
+    the new folder is published). `resumable(folder)` says whether a folder holds an unfinished write that
+    `resume` can continue: with `resume` the staging folder is continued as it is, or (when only `final` is
+    resumable) a copy of `final`; without it, a resumable staging folder is refused unless `force`. A
+    failure removes the staging folder, except one that `resumable` accepts and was not copied from `final`
+    after an error that is not bad input (`UlmfitError`) or a given-up run (`Abandoned`); `kept_message`
+    says so on stderr. `in_place`: the folder grows where it is (a tune dir, whose storage `--resume`
+    continues): the same lock and refusals, `force` empties it, nothing is staged or published.
+    """
+    if resume and force:
+        raise UlmfitError(RESUME_AND_FORCE)
+    final = Path(final)
+    with (_unlocked() if locked else exclusive(final, what, wait=wait)):
+        if final.exists() and not final.is_dir():
+            raise UlmfitError(f"{what} exists and is not a directory")
+        can_resume = resumable or (lambda folder: False)
+        if in_place:
+            if occupied(final) and not resume:
+                if not force:
+                    raise UlmfitError(f"{what} is not empty: --resume continues it, --force starts afresh")
+                shutil.rmtree(final)
+            final.mkdir(parents=True, exist_ok=True)
+            yield final
+            return
+        staging, copied = staging_dir(final), False
+        if resume:
+            if not can_resume(staging):
+                if not can_resume(final):
+                    raise UlmfitError(f"--resume: nothing to continue in {staging} or {final}")
+                shutil.rmtree(staging, ignore_errors=True)
+                shutil.copytree(final, staging)  # the finished folder stays untouched until this one is done
+                copied = True
+        else:
+            if occupied(final) and not force:
+                raise UlmfitError(f"{what} is not empty: pass --force to replace it (it is kept until the new one "
+                                  f"is finished), or choose another folder")
+            if can_resume(staging) and not force:
+                raise UlmfitError(f"{staging} holds an unfinished run with checkpoints: pass --resume to continue "
+                                  f"it, or --force to discard it")
+            shutil.rmtree(staging, ignore_errors=True)  # left by a crash with nothing to resume (or --force)
+            staging.mkdir(parents=True)
+        try:
+            yield staging
+        except Abandoned:  # given up on purpose (a pruned trial): quietly
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        except UlmfitError:
+            if copied or not can_resume(staging):
+                shutil.rmtree(staging, ignore_errors=True)  # bad input before any training: leave no trace
+            raise
+        except BaseException:
+            if resumable is None:
+                shutil.rmtree(staging, ignore_errors=True)
+            elif kept_message:
+                how = "resume it with --resume" if can_resume(staging) else "it has no checkpoint yet"
+                print(f"ulmfit: the unfinished run is kept in {staging} ({how}); {final} is unchanged",
+                      file=sys.stderr)
+            raise
+        publish(staging, final)
+
+
+@contextmanager
+def _unlocked():
+    yield
+
+
 def lock_path(target: Path) -> Path:
     """The lock file beside `target` (kept outside it, so that publishing `target` never moves it)."""
     return target.parent / f".{target.name}.lock"
@@ -93,8 +227,6 @@ def exclusive(target: Path, what: str, wait: bool = False):
     locked). Not flock(2): its locks are shared with forked children (DataLoader workers), which can
     outlive a killed holder and keep the lock.
     """
-    import errno
-    import fcntl
     lock = lock_path(target)
     told = False
     while True:
@@ -143,7 +275,6 @@ def torch_load_safe(path: Path, refused: str, containers: tuple = ()):
     """`torch.load` with `weights_only=True`. A pickle that would run code becomes an UlmfitError
     `refused (reason)`; a file that is not whole (truncated copy, broken zip) says so instead.
     `containers`: list-like classes to admit too (fastcore's `L` in the optimizer state `learn.save` writes)."""
-    import torch
     try:
         with torch.serialization.safe_globals(list(containers)):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -160,7 +291,6 @@ def _first_line(e: Exception) -> str:
 
 def load_weights(path: Path) -> dict:
     """A plain state dict, loaded with `weights_only=True`: a pickle that would run code is refused."""
-    import torch
     state = torch_load_safe(path, f"{path}: not a weights-only state dict, refused to load it")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UlmfitError(f"{path}: expected a state dict of tensors")
@@ -204,8 +334,6 @@ ARCHIVES = (".tgz", ".tar.gz", ".tar", ".zip")
 def extract_archive(archive: Path, dest: Path, what: str) -> None:
     """Unpack a .tgz/.tar.gz/.tar/.zip into `dest`, refusing any member that would land outside it (an
     absolute path, `..`), links and device files: an archive from the internet writes only below `dest`."""
-    import tarfile
-    import zipfile
 
     def check(name: str) -> None:
         parts = Path(name).parts

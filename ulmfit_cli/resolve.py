@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ulmfit_cli.config import ARCH_KEYS, STAGES, PretrainModel, StageConfig, load_config, validate
+from ulmfit_cli.config import ARCH_KEYS, PretrainModel, StageConfig, load_config, validate
+from ulmfit_cli.corpus.tokenize import check_lang
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.runs import LM_STAGES, UPSTREAM_WEIGHTS, UpstreamRun, read_run, resume_config
+from ulmfit_cli.runs import UpstreamRun, read_run, resume_config
+from ulmfit_cli.train.device import decide
 
 PAPER_ARCH = PretrainModel().sizes()  # the pretrain defaults: the paper's sizes
 
 
 @dataclass(frozen=True)
 class Resolved:
-    stage: str
-    cfg: StageConfig             # frozen; run.dir, sizes, device and precision decided
+    stage: Any                    # the `recipes.Stage` record
+    cfg: StageConfig              # frozen; run.dir, sizes, device and precision decided
     upstream: UpstreamRun | None  # the run init.from_run names, read and checked
     requested: dict               # {dotted key: value as asked} for the values decided here
 
@@ -30,40 +33,50 @@ class Resolved:
         return Path(self.cfg.run.dir)
 
 
-def resolve(stage: str, configs: list[Path] | None = None, overrides: list[str] | None = None,
-            run_dir: Path | None = None, resume: bool = False) -> Resolved:
-    if stage not in STAGES:
-        raise UlmfitError(f"unknown stage {stage!r}; expected one of: {', '.join(STAGES)}")
-    configs = list(configs or [])
+def config_of(stage, configs=(), overrides=(), run_dir: Path | None = None, resume: bool = False) -> StageConfig:
+    """The stage's typed config from YAML files and `--set` overrides (with `--resume` and no file: the
+    run's own config.yaml), not yet resolved: what code derives configs from (`config.derive`)."""
+    configs = list(configs)
     if resume and not configs:
         if run_dir is None:
             raise UlmfitError("--resume needs --run-dir (or the --config of the run)")
         configs = [resume_config(Path(run_dir))]
-    cfg = load_config(stage, configs, list(overrides or []))
+    return load_config(stage, configs, list(overrides))
+
+
+def run_dir_of(cfg: StageConfig, run_dir: Path | None = None, suffix: str = "") -> Path:
+    """Where a run goes: --run-dir, else run.dir, else runs/<run.name><suffix> (`-tune` for a search)."""
+    if run_dir is not None:
+        return Path(run_dir)
+    return Path(cfg.run.dir) if cfg.run.dir is not None else Path("runs") / f"{cfg.run.name}{suffix}"
+
+
+def resolve(stage, configs=(), overrides=(), run_dir: Path | None = None, resume: bool = False,
+            cfg: StageConfig | None = None) -> Resolved:
+    """`stage` (a `recipes.Stage`) resolved from files and overrides, or from `cfg`, a typed config
+    already built (e.g. derived in code with `config.derive`)."""
+    if cfg is None:
+        cfg = config_of(stage, configs, overrides, run_dir, resume)
     upstream = upstream_of(stage, cfg)
     data = cfg.model_dump()
     data["model"].update(inherit_arch(cfg.model, upstream))
     data["data"]["lang"] = inherit_lang(cfg.data, upstream)
-    if run_dir is not None:
-        data["run"]["dir"] = str(run_dir)
-    elif cfg.run.dir is None:
-        data["run"]["dir"] = str(Path("runs") / cfg.run.name)
+    data["run"]["dir"] = str(run_dir_of(cfg, run_dir))
     if upstream is not None and Path(data["run"]["dir"]).resolve() == upstream.path.resolve():
         raise UlmfitError(f"run dir {data['run']['dir']} is init.from_run: a run cannot replace the run it starts "
                           f"from (not even with --force); choose another --run-dir")
-    from ulmfit_cli.train.device import decide  # late: torch
     asked = {"run.device": cfg.run.device, "run.precision": cfg.run.precision}
     data["run"]["device"], data["run"]["precision"] = decide(cfg.run.device, cfg.run.precision)
     requested = {k: v for k, v in asked.items() if data["run"][k.split(".")[1]] != v}
-    return Resolved(stage, validate(STAGES[stage], data, f"{stage} config"), upstream, requested)
+    return Resolved(stage, validate(stage.config, data, f"{stage.name} config"), upstream, requested)
 
 
-def upstream_of(stage: str, cfg: StageConfig) -> UpstreamRun | None:
+def upstream_of(stage, cfg: StageConfig) -> UpstreamRun | None:
     """The run `init.from_run` names (checked to be a finished LM run of the same direction), or None."""
     init = getattr(cfg, "init", None)
     if init is None or not init.from_run:
         return None
-    upstream = read_run(init.from_run, "init.from_run", LM_STAGES, UPSTREAM_WEIGHTS[stage])
+    upstream = read_run(init.from_run, "init.from_run", stage.upstream, stage.upstream_weights)
     if upstream.backwards != cfg.data.backwards:
         direction = lambda b: "backwards (reversed text)" if b else "forwards"  # noqa: E731
         raise UlmfitError(f"init.from_run: {upstream.path} was trained {direction(upstream.backwards)}, but this "
@@ -75,7 +88,6 @@ def upstream_of(stage: str, cfg: StageConfig) -> UpstreamRun | None:
 def inherit_lang(data, upstream: UpstreamRun | None) -> str:
     """The word tokenizer's language: the config's, else the upstream run's (else English); a config that
     contradicts the upstream run is refused, since its vocabulary was made with the other language's rules."""
-    from ulmfit_cli.corpus.tokenize import check_lang  # late: spaCy
     theirs = upstream.lang if upstream is not None else None
     if data.lang and theirs and data.lang != theirs:
         raise UlmfitError(f"data.lang: the config says {data.lang!r}, but init.from_run {upstream.path} was "

@@ -16,16 +16,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 
-from ulmfit_cli.config import ARCH_KEYS, META_KEY, REQUESTED, StageConfig, to_yaml
-from ulmfit_cli.errors import Abandoned, UlmfitError
-from ulmfit_cli.files import (atomic_write, exclusive, load_weights, publish, read_token_json, staging_dir,
-                              write_json)
-from ulmfit_cli.version import __version__
-
-
-PAIR_FILE = "directions.json"  # marks a forward+backward pair (`--directions both`): members fwd/ and bwd/
+from ulmfit_cli.config import ARCH_KEYS, META_KEY, REQUESTED, StageConfig, to_yaml, validate
+from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.files import atomic_write, load_weights, read_token_json, staged, staging_dir, write_json
+from ulmfit_cli.layout import (CHECKPOINTS, CONFIG, LAST_CHECKPOINT, METRICS, PAIR, SP_MODEL, VOCAB,
+                               __version__)
+from ulmfit_cli.ranks import is_main
 
 
 @dataclass
@@ -37,7 +36,6 @@ class Run:
     @property
     def writes(self) -> bool:
         """Rank 0 alone writes the run dir of a multi-process run."""
-        from ulmfit_cli.train.distributed import is_main
         return is_main()
 
     def write_json(self, name: str, obj) -> None:
@@ -47,7 +45,6 @@ class Run:
     def save_weights(self, name: str, state_dict: dict) -> None:
         if not self.writes:
             return
-        import torch  # late: keeps `ulmfit --help` fast
         state = {k: v.detach().cpu() for k, v in state_dict.items()}
         atomic_write(self.path / name, lambda f: torch.save(state, f))
 
@@ -59,20 +56,20 @@ class Run:
     def log_metrics(self, record: dict) -> None:
         if not self.writes:
             return
-        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+        with open(self.path / METRICS, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
 
 def checkpoint_of(folder: Path) -> Path | None:
-    last = folder / "checkpoints" / "last.pt"
+    last = folder / CHECKPOINTS / LAST_CHECKPOINT
     return last if last.is_file() else None
 
 
 def resume_config(final: Path) -> Path:
     """The config.yaml of the run `--resume` continues (the unfinished one first)."""
     for folder in (staging_dir(final), final):
-        if checkpoint_of(folder) and (folder / "config.yaml").is_file():
-            return folder / "config.yaml"
+        if checkpoint_of(folder) and (folder / CONFIG).is_file():
+            return folder / CONFIG
     raise UlmfitError(f"--resume: no checkpoint to resume in {staging_dir(final)} or {final} "
                       f"(checkpoints/last.pt is written at the end of each epoch)")
 
@@ -80,71 +77,29 @@ def resume_config(final: Path) -> Path:
 @contextmanager
 def open_run(stage: str, cfg: StageConfig, requested: dict, force: bool, resume: bool = False,
              meta: dict | None = None):
-    """Yield a `Run` writing into a staging folder; publish it as `final` on success.
+    """Yield a `Run` writing into a staging folder (`files.staged`); publish it as `cfg.run.dir` on success.
 
     The run dir is locked for the whole block: a second command on it is refused, naming this one's PID.
-    With `resume`, the staging folder of a killed run is continued, or a finished run is copied
-    into a new staging folder (so it stays untouched until the resumed run finishes). `requested`: the
-    values the user asked for before they were resolved (run.device: auto), kept in config.yaml's `_meta`
-    with `meta` (e.g. where an imported model came from).
+    With `resume`, the staging folder of a killed run is continued, or a finished run is copied into a new
+    staging folder (so it stays untouched until the resumed run finishes); a failure after a checkpoint
+    keeps the staging folder for `--resume`. config.yaml is written first: the resolved config, with
+    `requested` (the values the user asked for before they were resolved, run.device: auto) and `meta`
+    (e.g. where an imported model came from) under `_meta`.
     """
     final = Path(cfg.run.dir)
-    with exclusive(final, f"run dir {final}"), _staged(stage, cfg, requested, force, resume, final, meta) as run:
+    with staged(final, f"run dir {final}", force, resume, resumable=lambda f: checkpoint_of(f) is not None,
+                kept_message=True) as staging:
+        run = Run(path=staging, resume=resume)
+        meta = {"stage": stage, "version": __version__, "argv": sys.argv,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **({REQUESTED: requested} if requested else {}),
+                **(meta or {})}
+        config = to_yaml(cfg, meta).encode()
+        atomic_write(staging / CONFIG, lambda f: f.write(config))
         yield run
-
-
-@contextmanager
-def _staged(stage: str, cfg: StageConfig, requested: dict, force: bool, resume: bool, final: Path,
-            extra: dict | None):
-    if final.exists() and not final.is_dir():
-        raise UlmfitError(f"run dir {final} exists and is not a directory")
-    staging = staging_dir(final)
-    copied = False  # a finished run copied into staging to be continued
-    if resume:
-        if checkpoint_of(staging) is None:
-            if checkpoint_of(final) is None:
-                resume_config(final)  # raises: nothing to resume
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(final, staging)
-            copied = True
-    else:
-        if final.is_dir() and any(final.iterdir()) and not force:
-            raise UlmfitError(f"run dir {final} is not empty: pass --force to replace it "
-                              f"(it is kept until the new run finishes), or choose another --run-dir")
-        if checkpoint_of(staging) is not None and not force:
-            raise UlmfitError(f"{staging} holds an unfinished run with checkpoints: pass --resume to continue it, "
-                              f"or --force to discard it")
-        if staging.exists():
-            shutil.rmtree(staging)  # left by a crashed run without checkpoints (or --force)
-        staging.mkdir(parents=True)
-    run = Run(path=staging, resume=resume)
-    meta = {"stage": stage, "version": __version__, "argv": sys.argv, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **({REQUESTED: requested} if requested else {}), **(extra or {})}
-    config = to_yaml(cfg, meta).encode()
-    atomic_write(staging / "config.yaml", lambda f: f.write(config))
-    try:
-        yield run
-    except Abandoned:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    except UlmfitError:
-        if copied or checkpoint_of(staging) is None:
-            shutil.rmtree(staging, ignore_errors=True)  # bad input before any training (or a refused
-            # continuation of a finished run, which is still whole): leave no trace
-        raise
-    except BaseException:
-        how = "resume it with --resume" if checkpoint_of(staging) else "it has no checkpoint yet"
-        print(f"ulmfit: the unfinished run is kept in {staging} ({how}); {final} is unchanged", file=sys.stderr)
-        raise
-    publish(staging, final)
     run.path = final
 
 
 # ---------------------------------------------------------------- reading an upstream run
-LM_STAGES = ("pretrain", "finetune-lm")
-UPSTREAM_WEIGHTS = {"finetune-lm": "lm.pth", "train-clf": "encoder.pth"}  # what each stage loads
-
-
 @dataclass
 class UpstreamRun:
     path: Path
@@ -161,8 +116,7 @@ class UpstreamRun:
 
     def typed(self, cls: type[StageConfig]) -> StageConfig:
         """The run's config.yaml as its stage's typed config (checked as a config file is)."""
-        from ulmfit_cli.config import validate
-        where = str(self.path / "config.yaml")
+        where = str(self.path / CONFIG)
         return validate(cls, {k: v for k, v in self.config.items() if k != META_KEY}, where, source=where)
 
     @property
@@ -176,12 +130,16 @@ class UpstreamRun:
 
     @property
     def sp_model(self) -> Path | None:
-        from ulmfit_cli.corpus.tokenize import sp_model_in  # late: fastai
         return sp_model_in(self.path)
 
 
+def sp_model_in(folder: Path) -> Path | None:
+    """The SentencePiece model a token store, run dir or bundle was made with, if any."""
+    return folder / SP_MODEL if (folder / SP_MODEL).is_file() else None
+
+
 def _run_config(path: Path, key: str) -> dict | None:
-    cfg_file = path / "config.yaml"
+    cfg_file = path / CONFIG
     if not cfg_file.is_file():
         return None
     try:
@@ -203,7 +161,7 @@ def read_run(path: Path | str, key: str, stages: tuple[str, ...], weights: str) 
     path = Path(path)
     if not path.is_dir():
         raise UlmfitError(f"{key}: {path} is not a directory")
-    if (path / PAIR_FILE).is_file():
+    if (path / PAIR).is_file():
         raise UlmfitError(f"{key}: {path} is a forward+backward pair ({path / 'fwd'}, {path / 'bwd'}): train both "
                           f"directions from it with --directions both, or name one of them")
     config = _run_config(path, key)
@@ -212,11 +170,11 @@ def read_run(path: Path | str, key: str, stages: tuple[str, ...], weights: str) 
     stage = stage_of(path, key)
     if stage not in stages:
         raise UlmfitError(f"{key}: {path} is a {stage or 'unknown'} run; expected one of: {', '.join(stages)}")
-    for name in ("vocab.json", weights):
+    for name in (VOCAB, weights):
         if not (path / name).is_file():
             raise UlmfitError(f"{key}: {path} has no {name} (an unfinished run?)")
     return UpstreamRun(path=path, stage=stage, config=config, vocab=read_vocab(path, key))
 
 
 def read_vocab(folder: Path, key: str) -> list[str]:
-    return read_token_json(folder / "vocab.json", key)
+    return read_token_json(folder / VOCAB, key)

@@ -31,7 +31,8 @@ from ulmfit_cli.corpus.store import COMPLETE, StoreWriter, TokenStore
 from ulmfit_cli.corpus.tables import iter_text_documents
 from ulmfit_cli.corpus.wikidump import DumpStats, clean_pages, is_dump, iter_pages
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import exclusive
+from ulmfit_cli.files import exclusive, input_path, staged
+from ulmfit_cli.layout import SP_MODEL
 
 STORE_VERSION = 1
 TEXT_SUFFIXES = (".txt", ".tokens", ".raw")
@@ -122,7 +123,7 @@ def _train_sentencepiece(files: list[Path], data: PretrainData, out_dir: Path) -
         raise UlmfitError(f"data.source: SentencePiece could not be trained on {size:,} characters of clean text "
                           f"from {', '.join(map(str, files))} ({why}); give it more text, or set a smaller "
                           f"data.sp_vocab_size") from None
-    return model.rename(out_dir / tok.SP_MODEL)
+    return model.rename(out_dir / SP_MODEL)
 
 
 def _jobs(files: list[Path], data: PretrainData, stats: DumpStats, bar) -> Iterator[tuple]:
@@ -155,8 +156,7 @@ def _jobs(files: list[Path], data: PretrainData, stats: DumpStats, bar) -> Itera
 
 def prepare(data: PretrainData, seed: int, force: bool = False) -> TokenStore:
     """The token store for `data` (built, or reused from the cache)."""
-    from ulmfit_cli.paths import resolve
-    source = resolve(data.source, "data.source")
+    source = input_path(data.source, "data.source")
     files = input_files(source)
     if data.tokenizer == "spacy":
         tok.check_lang(data.lang, "data.lang")
@@ -168,13 +168,23 @@ def prepare(data: PretrainData, seed: int, force: bool = False) -> TokenStore:
             info(f"token store: reusing {path} ({store.stats['train_tokens']:,} train tokens)")
             return store
         info(f"token store: building {path}")
-        return _build(data, seed, files, key, path)
+        with staged(path, f"token store {path}", force=True, locked=True) as partial:
+            _build(data, seed, files, key, partial)  # an interrupted build is started again
+        store = TokenStore.open(path)
+        s = store.stats
+        info(f"token store: {s['train_docs']:,} train / {s['valid_docs']:,} valid documents, "
+             f"{s['train_tokens']:,} / {s['valid_tokens']:,} tokens, vocab {s['vocab_size']:,}, "
+             f"unknown {s['unk_rate']:.2%}, {s['seconds']:.1f} s ({s['tokens_per_s']:,.0f} tokens/s)")
+        if s.get("pages"):
+            info(f"  {s['pages']:,} pages read, {s['articles']:,} articles kept, skipped: "
+                 + ", ".join(f"{k} {v:,}" for k, v in s["skipped"].items()))
+        return store
 
 
-def _build(data: PretrainData, seed: int, files: list[Path], key: dict, path: Path) -> TokenStore:
+def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial: Path) -> None:
     t0 = time.perf_counter()
     workers = (os.cpu_count() or 1) if data.workers is None else data.workers
-    writer = StoreWriter(path)
+    writer = StoreWriter(partial)
     stats = DumpStats()
     stoi: dict[str, int] = {}
     itos: list[str] = []
@@ -251,23 +261,15 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, path: Pa
                 raise UlmfitError(f"data.source: {files[0]} has a single document: need at least 2 to hold "
                                   f"some out for validation")
             writer.move_last_doc("train", "valid")
-        store = _finish(writer, data, key, itos, counts[:len(itos)], stats, t0, total_bytes)
+        _finish(writer, data, key, itos, counts[:len(itos)], stats, t0, total_bytes)
     except BaseException:
         bar.close()
-        writer.abort()
+        writer.close()
         raise
-    s = store.stats
-    info(f"token store: {s['train_docs']:,} train / {s['valid_docs']:,} valid documents, "
-         f"{s['train_tokens']:,} / {s['valid_tokens']:,} tokens, vocab {s['vocab_size']:,}, "
-         f"unknown {s['unk_rate']:.2%}, {s['seconds']:.1f} s ({s['tokens_per_s']:,.0f} tokens/s)")
-    if s.get("pages"):
-        info(f"  {s['pages']:,} pages read, {s['articles']:,} articles kept, skipped: "
-             + ", ".join(f"{k} {v:,}" for k, v in s["skipped"].items()))
-    return store
 
 
 def _finish(writer: StoreWriter, data: PretrainData, key: dict, itos: list[str], counts: np.ndarray,
-            stats: DumpStats, t0: float, n_bytes: int) -> TokenStore:
+            stats: DumpStats, t0: float, n_bytes: int) -> None:
     vocab = tok.make_vocab(Counter(dict(zip(itos, counts.tolist()))), min_freq=data.min_freq,
                            max_vocab=data.max_vocab)
     remap = tok.numericalize([itos], vocab)[0]  # provisional id -> final id
@@ -283,4 +285,4 @@ def _finish(writer: StoreWriter, data: PretrainData, key: dict, itos: list[str],
         "seconds": round(seconds, 2), "input_mb_per_s": round(n_bytes / 1e6 / seconds, 2),
         "tokens_per_s": round(n_tokens / seconds, 1), "truncated_input": stats.truncated,
     }
-    return writer.finish(vocab, remap, out, key)
+    writer.finish(vocab, remap, out, key)

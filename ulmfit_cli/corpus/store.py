@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import publish
+from ulmfit_cli.layout import VOCAB
+from ulmfit_cli.runs import sp_model_in
 
 COMPLETE = "COMPLETE"
 SPLITS = ("train", "valid")
@@ -48,11 +48,10 @@ class TokenStore:
         if not (path / COMPLETE).is_file():
             raise UlmfitError(f"{path} is not a complete token store (no {COMPLETE} marker)")
         read = lambda name: json.loads((path / name).read_text(encoding="utf-8"))  # noqa: E731
-        return cls(path=path, vocab=read("vocab.json"), stats=read("stats.json"))
+        return cls(path=path, vocab=read(VOCAB), stats=read("stats.json"))
 
     @property
     def sp_model(self) -> Path | None:
-        from ulmfit_cli.corpus.tokenize import sp_model_in
         return sp_model_in(self.path)
 
     def tokens(self, split: str) -> np.ndarray:
@@ -71,14 +70,11 @@ class TokenStore:
 
 
 class StoreWriter:
-    """Appends documents as provisional int32 ids, then remaps them to the final vocab on finish()."""
+    """Appends documents as provisional int32 ids into the (staging) folder `partial`, then remaps them to the
+    final vocab on finish(); `files.staged` publishes the folder."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
-        if self.partial.exists():
-            shutil.rmtree(self.partial)  # an interrupted build: start it again
-        self.partial.mkdir(parents=True)
+    def __init__(self, partial: Path):
+        self.partial = Path(partial)
         self.files = {s: open(self.partial / f"{s}.tmp", "wb") for s in SPLITS}
         self.offsets = {s: array("q", [0]) for s in SPLITS}
 
@@ -103,8 +99,8 @@ class StoreWriter:
         self.offsets[src].pop()
         self.add(dst, ids, np.array([end - start]))
 
-    def finish(self, vocab: list[str], remap: np.ndarray, stats: dict, meta: dict) -> TokenStore:
-        """Remap provisional ids to final ids, write the metadata, mark complete, publish."""
+    def finish(self, vocab: list[str], remap: np.ndarray, stats: dict, meta: dict) -> None:
+        """Remap provisional ids to final ids, write the metadata, mark complete."""
         dtype = token_dtype(len(vocab))
         remap = remap.astype(dtype)  # indexing with it then yields final ids with no int64 copy
         for split in SPLITS:
@@ -115,15 +111,13 @@ class StoreWriter:
                     dst.write(remap[np.frombuffer(chunk, dtype=np.int32)].tobytes())
             tmp.unlink()
             np.asarray(self.offsets[split], dtype=np.int64).tofile(self.partial / f"{split}.idx")
-        for name, obj in (("vocab.json", vocab), ("stats.json", stats), ("meta.json", meta)):
+        for name, obj in ((VOCAB, vocab), ("stats.json", stats), ("meta.json", meta)):
             (self.partial / name).write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         with open(self.partial / COMPLETE, "w") as f:
             f.flush()
             os.fsync(f.fileno())
-        publish(self.partial, self.path)
-        return TokenStore.open(self.path)
 
-    def abort(self) -> None:
+    def close(self) -> None:
+        """After a failure (the staging folder is removed by `files.staged`)."""
         for f in self.files.values():
             f.close()
-        shutil.rmtree(self.partial, ignore_errors=True)

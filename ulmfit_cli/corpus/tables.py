@@ -6,14 +6,16 @@ Empty documents are dropped and counted, never silently kept as empty samples.
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+from fastai.text.core import FLD
 
 from ulmfit_cli.console import info
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.tasks import MULTI, REGRESSION, SINGLE
+from ulmfit_cli.files import atomic_write
 
 FASTTEXT_PREFIX = "__label__"
 
@@ -158,7 +160,6 @@ def text_columns(df: pd.DataFrame, text_col, what: str, key: str, path) -> list[
 def join_fields(df: pd.DataFrame, names: list[str]) -> pd.Series:
     """The text of each row: one column as it is; several joined as fastai's `text_cols` joins them, each
     field after its mark (`xxfld 1 the title xxfld 2 the body`), so the model can tell them apart."""
-    from fastai.text.core import FLD
     if len(names) == 1:
         return df[names[0]].astype(str)
     text = f"{FLD} 1 " + df[names[0]].astype(str)
@@ -177,44 +178,13 @@ def _label_columns(label_col) -> list[str]:
     return label_col if isinstance(label_col, list) else [label_col]
 
 
-ZERO_ONE = {"0": False, "1": True, "0.0": False, "1.0": True, "false": False, "true": True}
-
-
-def _labels(df: pd.DataFrame, label_col, task: str, delim: str | None, key: str, path) -> pd.Series:
-    """Each row's label as the task has it: a class name (single_label), a tuple of label names (multi_label:
-    the 0/1 columns that hold 1, or the delimited names) or a float (regression); a bad value names its row."""
-    if task == MULTI and isinstance(label_col, list):
-        values = df[label_col].astype(str).apply(lambda c: c.str.strip().str.lower())
-        bad = ~values.isin(list(ZERO_ONE))
-        if bad.to_numpy().any():
-            rows, cols = bad.to_numpy().nonzero()  # row-major: the first bad row
-            row, col = int(rows[0]), int(cols[0])
-            raise UlmfitError(f"{key}: {path}: row {row + 1}, column '{label_col[col]}' holds "
-                              f"{df[label_col[col]].iloc[row]!r}; a multi-label column holds 0 or 1 (one column "
-                              f"per label), or give one column of delimited labels with data.label_delim")
-        ones = values.replace(ZERO_ONE).to_numpy(dtype=bool)
-        return pd.Series([tuple(c for c, on in zip(label_col, row) if on) for row in ones], index=df.index)
-    col = df[label_col].astype(str).str.strip()
-    if task == MULTI:
-        return col.map(lambda s: tuple(sorted({p.strip() for p in s.split(delim) if p.strip()})))
-    if task == REGRESSION:
-        import numpy as np
-        numbers = pd.to_numeric(col, errors="coerce")
-        bad = ~np.isfinite(numbers.to_numpy(dtype=float))
-        if bad.any():
-            row = int(bad.argmax())
-            raise UlmfitError(f"{key}: {path}: row {row + 1}, column '{label_col}' holds {col.iloc[row]!r}, not a "
-                              f"number; a regression label is a number (data.task: regression)")
-        return numbers.astype("float64")
-    return col
-
-
 def read_texts(path: str | Path, key: str, text_col="text", label_col: str | list[str] | None = None,
-               encoding: str = "utf-8", errors: str = "strict", fmt: str | None = None, task: str = SINGLE,
+               encoding: str = "utf-8", errors: str = "strict", fmt: str | None = None, task=None,
                label_delim: str | None = None) -> pd.DataFrame:
     """A frame with column `text` (and `label` when `label_col` is given), empty texts dropped. `text_col`:
     a column name or position, or a list of them (joined with fastai's field marks: `join_fields`). `label`
-    holds what `task` reads (`_labels`): a class name, a tuple of label names, or a number.
+    holds what `task` (a `classify.task.Task`, given with `label_col`) reads: a class name, a tuple of label
+    names, or a number; a bad value is named by its row and column.
 
     For fastText files the columns are always `text` and `label` (every `__label__` of a line, for a
     multi-label task); for a plain text file (one document per line) there is only `text`.
@@ -227,9 +197,6 @@ def read_texts(path: str | Path, key: str, text_col="text", label_col: str | lis
     names = {"text": text_col, "label": label_col}
     if fmt == "fasttext":
         names = {"text": "text", "label": "label"}
-        if label_col is not None and task != MULTI and df["label"].isna().any():
-            bad = int(df["label"].isna().to_numpy().argmax()) + 1
-            raise UlmfitError(f"{key}: {path}: document {bad} has no {FASTTEXT_PREFIX} label")
     elif fmt == "lines":
         if label_col is not None:
             raise UlmfitError(f"{key}: {path} has no labels: use a CSV/TSV with a '{_label_columns(label_col)[0]}' "
@@ -240,18 +207,13 @@ def read_texts(path: str | Path, key: str, text_col="text", label_col: str | lis
     if names["label"] is not None:
         for col in _label_columns(names["label"]):
             check_column(df, col, "data.label_col", key, path)
-        if fmt == "fasttext":  # a line's labels, space-separated: the first of them, or all for multi-label
-            df["label"] = df["label"].fillna("")
-            out["label"] = _labels(df, "label", task, " ", key, path) if task != SINGLE else \
-                df["label"].str.split().str[0]
+        if fmt == "fasttext":  # a line's labels, space-separated
+            out["label"] = task.parse_fasttext(df["label"], key, path)
         else:
-            out["label"] = _labels(df, names["label"], task, label_delim, key, path)
+            out["label"] = task.parse_labels(df, names["label"], label_delim, key, path)
     out = out[out["text"].str.strip() != ""].reset_index(drop=True)
-    if label_col is not None and task == SINGLE:
-        empty = out["label"] == ""
-        if empty.any():
-            row = int(empty.to_numpy().argmax())
-            raise UlmfitError(f"{key}: {path}: document {row + 1} has an empty label in '{label_col}'")
+    if label_col is not None:
+        task.check_parsed(out["label"], label_col, key, path)
     if out.empty:
         raise UlmfitError(f"{key}: {path} has no non-empty documents")
     out.attrs["dropped_empty"] = len(df) - len(out)
@@ -290,3 +252,19 @@ def iter_text_documents(path: Path, key: str, encoding: str = "utf-8", errors: s
                 cur.append(s)
     if cur:
         yield "\n".join(cur)
+
+
+def write_table(df: pd.DataFrame, path: Path) -> None:
+    """CSV, TSV or JSON Lines by the file's suffix; `-` is standard output; atomic for files."""
+    suffix = path.suffix.lower()
+    if str(path) == "-":
+        df.to_csv(sys.stdout, index=False)
+        return
+    if suffix in (".jsonl", ".ndjson"):
+        text = df.to_json(orient="records", lines=True, force_ascii=False)
+    else:
+        text = df.to_csv(index=False, sep="\t" if suffix == ".tsv" else ",")
+    try:
+        atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    except OSError as e:
+        raise UlmfitError(f"--output: cannot write {path} ({e.strerror})") from None

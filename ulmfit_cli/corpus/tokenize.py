@@ -23,7 +23,6 @@ from ulmfit_cli.console import progress
 from ulmfit_cli.errors import UlmfitError
 
 UNK, PAD = "xxunk", "xxpad"
-SP_MODEL = "tokenizer.model"  # a SentencePiece model, in a token store or run dir that uses one
 _BATCH_CHARS = 200_000     # text per task sent to a worker
 _IN_PROCESS_CHARS = 1_000_000  # below this, starting workers costs more than it saves
 _RUNS = re.compile(r"\s+|\S+")  # `\s` is str.isspace(), the test spaCy's tokenizer loop uses
@@ -104,11 +103,6 @@ def train_sentencepiece(text_file: Path, out_dir: Path, vocab_size: int | None) 
     model = SentencePieceTokenizer(vocab_sz=vocab_size, cache_dir=out_dir).train(text_file)  # removes text_file
     (out_dir / "spm.vocab").unlink(missing_ok=True)  # the model file alone is used
     return Path(model)
-
-
-def sp_model_in(folder: Path) -> Path | None:
-    """The SentencePiece model a token store or run dir was made with, if any."""
-    return folder / SP_MODEL if (folder / SP_MODEL).is_file() else None
 
 
 def make_tokenizer(sp_model: Path | None = None, lang: str = "en"):

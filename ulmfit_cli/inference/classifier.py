@@ -21,12 +21,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ulmfit_cli.config import ClassifierConfig, ClassifierSpec
+from ulmfit_cli.classify.pairs import members as pair_members
+from ulmfit_cli.classify.task import TASKS
+from ulmfit_cli.config import ClassifierConfig, ClassifierSpec, validate
+from ulmfit_cli.console import progress as bar
+from ulmfit_cli.corpus.direction import orient_docs
+from ulmfit_cli.corpus.tokenize import numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.tasks import MULTI, REGRESSION, SINGLE
-
-BUNDLE_FILE = "classifier.json"  # marks an `ulmfit export` bundle
-BUNDLE_FORMAT = 1
+from ulmfit_cli.files import load_weights, read_json
+from ulmfit_cli.layout import BUNDLE, BUNDLE_FORMAT, CLASSIFIER, CLASSIFIER_STAGE, LABELS, THRESHOLDS, VOCAB
+from ulmfit_cli.runs import read_run, read_vocab, sp_model_in
+from ulmfit_cli.train.device import decide, torch_device
+from ulmfit_cli.train.learners import clf_model
+from ulmfit_cli.train.loaders import clf_dl
 
 
 class Classifier:
@@ -34,47 +41,40 @@ class Classifier:
 
     def __init__(self, path: Path, spec: ClassifierSpec, vocab: list[str], labels: list[str], weights: dict,
                  sp_model: Path | None, device: torch.device, thresholds: np.ndarray | None = None):
-        from ulmfit_cli.train.learners import clf_model
         self.path, self.spec, self.vocab, self.labels, self.sp_model, self.device = \
             path, spec, vocab, labels, sp_model, device
-        self.task, self.thresholds = spec.task, thresholds
+        self.task, self.thresholds = TASKS[spec.task], thresholds
         self.model = clf_model(len(vocab), len(labels), spec.arch.model_dump(), spec.drop_mult, spec.lin_ftrs,
-                               spec.max_len, spec.bptt, weights, str(path / "model.pth"), spec.y_range)
+                               spec.max_len, spec.bptt, weights, str(path / CLASSIFIER), spec.y_range)
         self.model.to(device).eval()
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", key: str = "--model") -> "Classifier":
-        from ulmfit_cli.config import validate
-        from ulmfit_cli.corpus.tokenize import sp_model_in
-        from ulmfit_cli.files import load_weights, read_json
-        from ulmfit_cli.runs import read_run, read_vocab
-        from ulmfit_cli.train.device import decide, torch_device
         path = Path(path)
-        if (path / BUNDLE_FILE).is_file():
-            meta = read_json(path / BUNDLE_FILE, key)
+        if (path / BUNDLE).is_file():
+            meta = read_json(path / BUNDLE, key)
             if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
-                raise UlmfitError(f"{key}: {path / BUNDLE_FILE} is not an ulmfit bundle (format {BUNDLE_FORMAT})")
+                raise UlmfitError(f"{key}: {path / BUNDLE} is not an ulmfit bundle (format {BUNDLE_FORMAT})")
             spec = meta.get("spec")
             spec = validate(ClassifierSpec, spec if isinstance(spec, dict) else {},
-                            f"classifier settings (spec) in {path / BUNDLE_FILE}", source=str(path / BUNDLE_FILE))
-            for name in ("vocab.json", "labels.json", "model.pth"):
+                            f"classifier settings (spec) in {path / BUNDLE}", source=str(path / BUNDLE))
+            for name in (VOCAB, LABELS, CLASSIFIER):
                 if not (path / name).is_file():
                     raise UlmfitError(f"{key}: bundle {path} has no {name}")
             vocab = read_vocab(path, key)
         else:
-            run = read_run(path, key, ("train-clf",), "model.pth")
+            run = read_run(path, key, (CLASSIFIER_STAGE,), CLASSIFIER)
             spec, vocab = ClassifierSpec.of(run.typed(ClassifierConfig)), run.vocab
-        labels = read_json(path / "labels.json", key)
-        least = 2 if spec.task == SINGLE else 1  # a multi-label model may have one label, regression has one
-        if not (isinstance(labels, list) and len(labels) >= least and all(isinstance(x, str) for x in labels)):
-            raise UlmfitError(f"{key}: {path / 'labels.json'} is not a JSON list of class names")
-        thresholds = _thresholds(path, labels, key) if spec.task == MULTI else None
+        task = TASKS[spec.task]
+        labels = read_json(path / LABELS, key)
+        if not (isinstance(labels, list) and len(labels) >= task.least_labels and all(isinstance(x, str) for x in labels)):
+            raise UlmfitError(f"{key}: {path / LABELS} is not a JSON list of class names")
+        thresholds = _thresholds(path, labels, key) if task.thresholded else None
         dev = torch_device(decide(device, "fp32", key="--")[0])
-        return cls(path, spec, vocab, labels, load_weights(path / "model.pth"), sp_model_in(path), dev, thresholds)
+        return cls(path, spec, vocab, labels, load_weights(path / CLASSIFIER), sp_model_in(path), dev, thresholds)
 
     def token_ids(self, texts: list[str], workers: int | None = 0) -> list[np.ndarray]:
         """Token ids per text, in reading order (truncated as train-clf's data.max_chars)."""
-        from ulmfit_cli.corpus.tokenize import numericalize, tokenize
         texts = [t[-self.spec.max_chars:] for t in texts]
         return numericalize(tokenize(texts, workers=workers, sp_model=self.sp_model, lang=self.spec.lang),
                             self.vocab)
@@ -88,10 +88,6 @@ class Classifier:
     def proba_of_ids(self, ids: list[np.ndarray], bs: int = 64, precision: str = "fp32",
                      progress: bool = False) -> np.ndarray:
         """`predict_proba` for texts already turned into token ids (by `token_ids`)."""
-        activation = {MULTI: torch.sigmoid, REGRESSION: lambda t: t}.get(self.task, lambda t: t.softmax(-1))
-        from ulmfit_cli.console import progress as bar
-        from ulmfit_cli.corpus.direction import orient_docs
-        from ulmfit_cli.train.loaders import clf_dl
         dl = clf_dl(orient_docs(ids, self.spec.backwards), np.zeros(len(ids), dtype=np.int64), self.vocab, bs,
                     self.spec.bptt, self.device)
         order = np.asarray(dl.get_idxs())  # SortedDL's longest-first order, undone below as get_preds does
@@ -102,7 +98,7 @@ class Classifier:
             self.model.reset()
             with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 logits = self.model(x)[0]
-            out[order[done:done + len(x)]] = activation(logits.float()).cpu().numpy()
+            out[order[done:done + len(x)]] = self.task.activation(logits.float()).cpu().numpy()
             done += len(x)
         return out
 
@@ -133,7 +129,7 @@ class Ensemble:
                                   f"ensemble members must be trained for the same task")
         self.members, self.labels, self.text_col, self.task = members, first.labels, first.text_col, first.task
         self.spec = first.spec
-        self.thresholds = np.mean([m.thresholds for m in members], axis=0) if self.task == MULTI else None
+        self.thresholds = np.mean([m.thresholds for m in members], axis=0) if self.task.thresholded else None
 
     def predict_proba(self, texts: list[str], workers: int | None = 0, **kwargs) -> np.ndarray:
         ids = self.members[0].token_ids(list(texts), workers)  # one vocab: the texts are tokenized once
@@ -144,23 +140,15 @@ class Ensemble:
 
 
 def decide_outputs(model, outputs: np.ndarray) -> list:
-    """What `model` predicts from its outputs: the likeliest class, the tuple of labels at or above their
-    thresholds (multi-label), or the number (regression)."""
-    if model.task == REGRESSION:
-        return outputs[:, 0].tolist()
-    if model.task == MULTI:
-        on = outputs >= model.thresholds[None, :]
-        return [tuple(lbl for lbl, o in zip(model.labels, row) if o) for row in on]
-    return [model.labels[i] for i in outputs.argmax(1)]
+    """What `model` (a Classifier or Ensemble) predicts from its outputs (`Task.decide`)."""
+    return model.task.decide(outputs, model.labels, model.thresholds)
 
 
 def _thresholds(path: Path, labels: list[str], key: str) -> np.ndarray:
     """A multi-label model's decision thresholds, one per label, from its thresholds.json."""
-    from ulmfit_cli.files import read_json
-    from ulmfit_cli.inference.evaluation import THRESHOLDS_FILE
-    file = path / THRESHOLDS_FILE
+    file = path / THRESHOLDS
     if not file.is_file():
-        raise UlmfitError(f"{key}: {path} is a multi-label model without {THRESHOLDS_FILE}")
+        raise UlmfitError(f"{key}: {path} is a multi-label model without {THRESHOLDS}")
     cuts = read_json(file, key)
     if not (isinstance(cuts, dict) and set(cuts) == set(labels)
             and all(isinstance(v, (int, float)) and 0 < v < 1 for v in cuts.values())):
@@ -171,7 +159,6 @@ def _thresholds(path: Path, labels: list[str], key: str) -> np.ndarray:
 def load_classifier(*paths: str | Path, device: str = "auto") -> Classifier | Ensemble:
     """A classifier from a train-clf run dir or an `ulmfit export` bundle; several paths, or a forward+backward
     pair (`--directions both`): their ensemble."""
-    from ulmfit_cli.directions import members as pair_members
     if not paths:
         raise UlmfitError("load_classifier: give at least one run dir or bundle")
     members = [Classifier.load(m, device) for p in paths for m in (pair_members(p) or [p])]

@@ -16,7 +16,8 @@ from ulmfit_cli.console import progress
 from ulmfit_cli.corpus.direction import orient_prompt, orient_sample
 from ulmfit_cli.corpus.tokenize import UNK, detokenize, numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.runs import LM_STAGES, read_run
+from ulmfit_cli.layout import LM_STAGES, LM_WEIGHTS
+from ulmfit_cli.runs import read_run
 from ulmfit_cli.train.device import decide, torch_device
 from ulmfit_cli.train.learners import lm_model
 
@@ -29,9 +30,9 @@ def generate(run_dir, prompt: str, n_words: int = 40, temperature: float = 1.0, 
     if not 1 <= n_words <= MAX_WORDS:
         raise UlmfitError(f"--n-words: {n_words:,} is outside 1..{MAX_WORDS:,} (tokens per sample; generation "
                           f"takes one model step per token)")
-    up = read_run(run_dir, "--run-dir", LM_STAGES, "lm.pth")
+    up = read_run(run_dir, "--run-dir", LM_STAGES, LM_WEIGHTS)
     dev = torch_device(decide(device, "fp32", key="--")[0])
-    model = lm_model(up.vocab, up.arch(), up.weights("lm.pth")).to(dev).eval()
+    model = lm_model(up.vocab, up.arch(), up.weights(LM_WEIGHTS)).to(dev).eval()
     sp_model = up.sp_model  # a file lookup: once
     prompt_ids = torch.from_numpy(numericalize(tokenize([prompt], workers=0, sp_model=sp_model, lang=up.lang),
                                                up.vocab)[0]).to(dev)

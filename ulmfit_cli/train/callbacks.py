@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from fastai.callback.core import Callback
@@ -13,7 +15,8 @@ from fastai.callback.schedule import ParamScheduler
 from fastai.learner import Recorder
 
 from ulmfit_cli.console import info, show_bars
-from ulmfit_cli.errors import TrainingFailed
+from ulmfit_cli.errors import TrainingFailed, UlmfitError
+from ulmfit_cli.layout import TENSORBOARD
 from ulmfit_cli.train import distributed
 
 NAN_CHECK_EVERY = 100  # steps between reads of the on-device NaN flag (each read waits for the GPU)
@@ -30,7 +33,28 @@ def epoch_figures(recorder) -> dict:
     return dict(zip(recorder.metric_names[1:-1], recorder.values[-1]))  # without 'epoch' and 'time'
 
 
-class MetricsLog(Callback):
+@dataclass
+class Position:
+    """Where a stage is in its schedule, shared by what needs it (given to each, never looked up): the phase
+    runner sets the phase, the Checkpointer counts (and restores) the steps, NanWatch names them."""
+    phase: int = 0            # index into the stage's phases
+    label: str = ""           # the phase's label (e.g. "freeze_to -1")
+    step: int = 0             # training steps of the stage so far
+    epochs_before: int = 0    # epochs of the stage's earlier phases
+
+
+class TrainingEpochs(Callback):
+    """Knows whether the epoch that ends trained (`trained`): `learn.validate()` also fires before_epoch and
+    after_epoch, and so does an epoch skipped on resume."""
+
+    def before_epoch(self):
+        self.trained = False
+
+    def before_train(self):
+        self.trained = True
+
+
+class MetricsLog(TrainingEpochs):
     """Appends one JSON line per epoch to metrics.jsonl (and prints it when bars are off).
 
     The epoch's figures are the Recorder's; its per-step rates and smoothed losses (`recorder.lrs`,
@@ -45,10 +69,11 @@ class MetricsLog(Callback):
         self.phase, self.epoch_total = "", 0
 
     def before_epoch(self):
-        self.t0, self.tokens, self.trained = time.perf_counter(), 0, False
+        super().before_epoch()
+        self.t0, self.tokens = time.perf_counter(), 0
 
     def before_train(self):
-        self.trained = True  # `learn.validate()` also fires after_epoch: log training epochs only
+        super().before_train()  # training epochs only are logged
         self.first = len(self.recorder.lrs)  # where this epoch's steps start in the Recorder
         self.ranks = distributed.world().size  # each rank trains its share of every batch
 
@@ -89,11 +114,11 @@ class ProgressLines(Callback):
     minutes: a line every ULMFIT_PROGRESS_SECONDS (default 30) with the step, the share of the epoch,
     the smoothed loss, tokens/s and the epoch's ETA, as Hugging Face's Trainer logs every
     `logging_steps`. The loss is read only when a line is printed (one GPU wait per line); tokens and the
-    epoch's start are MetricsLog's, which counts them anyway."""
+    epoch's start are those of the MetricsLog it is given, which counts them anyway."""
     order = MetricsLog.order + 1
 
-    def __init__(self, stage: str):
-        self.stage, self.every = stage, float(os.environ.get("ULMFIT_PROGRESS_SECONDS", 30))
+    def __init__(self, log: MetricsLog):
+        self.log, self.stage, self.every = log, log.stage, float(os.environ.get("ULMFIT_PROGRESS_SECONDS", 30))
 
     def before_epoch(self):
         self.last = time.perf_counter()
@@ -102,7 +127,7 @@ class ProgressLines(Callback):
         now = time.perf_counter()
         if not self.training or now - self.last < self.every:
             return
-        log = self.learn.metrics_log
+        log = self.log
         self.last, done, total, elapsed = now, self.iter + 1, self.n_iter, now - log.t0
         info(f"[{self.stage}] epoch {self.epoch + 1}/{self.n_epoch}  step {done:,}/{total:,} ({done / total:.0%})  "
              f"loss {float(self.smooth_loss):.4f}  {log.tokens / elapsed:,.0f} tokens/s  "
@@ -129,9 +154,13 @@ class NanWatch(Callback):
 
     Not fastai's TerminateOnNaNCallback: that reads the loss on the host every batch (a GPU wait) and
     ends the fit quietly. Here the check is a flag on the device, read every NAN_CHECK_EVERY steps and
-    by the Checkpointer before it writes, so no checkpoint ever holds a NaN step.
+    by the Checkpointer before it writes, so no checkpoint ever holds a NaN step. The stage's `position`
+    names the step and phase; `folder` is where the last good checkpoint is.
     """
     order = 54  # before the Checkpointer (55) may save at the end of the same batch
+
+    def __init__(self, position: Position, folder: Path):
+        self.position, self.folder = position, folder
 
     def before_fit(self):
         self.bad_step = None
@@ -139,7 +168,7 @@ class NanWatch(Callback):
     def after_batch(self):
         if not self.training:
             return
-        step = self.learn.checkpointer.step  # the stage's step count (counted at before_batch, kept on resume)
+        step = self.position.step  # the stage's step count (counted at before_batch, kept on resume)
         finite = torch.isfinite(self.loss.detach()).all()
         self.bad_step = (torch.where(finite, -1, step) if self.bad_step is None
                          else torch.where((self.bad_step < 0) & ~finite, step, self.bad_step))
@@ -148,11 +177,10 @@ class NanWatch(Callback):
 
     def check(self) -> None:
         if self.bad_step is not None and int(self.bad_step) >= 0:  # one read of a device flag
-            ckpt = self.learn.checkpointer
             raise TrainingFailed(
                 f"the training loss became NaN or infinite at step {int(self.bad_step)} "
-                f"(epoch {self.epoch + 1}, {ckpt.phase_label or 'training'}); the last good checkpoint is kept in "
-                f"{ckpt.folder}. Lower train.lr (or use run.precision=fp32) and rerun with --resume.")
+                f"(epoch {self.epoch + 1}, {self.position.label or 'training'}); the last good checkpoint is kept "
+                f"in {self.folder}. Lower train.lr (or use run.precision=fp32) and rerun with --resume.")
 
 
 def logger_callbacks(run_cfg, run) -> list[Callback]:
@@ -160,9 +188,8 @@ def logger_callbacks(run_cfg, run) -> list[Callback]:
     if "tensorboard" not in run_cfg.loggers or not distributed.is_main():
         return []
     try:
-        from fastai.callback.tensorboard import TensorBoardCallback
+        from fastai.callback.tensorboard import TensorBoardCallback  # late: the tensorboard extra is optional
     except ImportError as e:
-        from ulmfit_cli.errors import UlmfitError
         raise UlmfitError(f"run.loggers: tensorboard needs the tensorboard package ({e}); "
                           f"pip install 'ulmfit-cli[tensorboard]'") from None
 
@@ -179,4 +206,4 @@ def logger_callbacks(run_cfg, run) -> list[Callback]:
 
     # no model graph (fastai cannot trace it under mixed precision) and no sample predictions (they need
     # fastai's decoding transforms, which these loaders do not carry)
-    return [TensorBoard(log_dir=str(run.path / "tensorboard"), trace_model=False, log_preds=False)]
+    return [TensorBoard(log_dir=str(run.path / TENSORBOARD), trace_model=False, log_preds=False)]

@@ -1,29 +1,33 @@
-"""Checkpoints during training, and resuming from them on the same schedule.
+"""Training a stage's plan: the phases run by `fit_phases` (a plain function), and the callbacks it composes,
+one concern each, as fastai's `tracker.py` splits `TrackerCallback`, `EarlyStoppingCallback` and
+`SaveModelCallback`:
 
-`checkpoints/last.pt` is rewritten at the end of every training epoch and, within long epochs,
-every `train.checkpoint_every` steps or `train.checkpoint_minutes`; `checkpoints/best.pt` is the
-epoch-end checkpoint with the best `train.monitor` (the lowest validation loss by default), which
-`load_best` puts back for `train.keep: best`; `train.patience` ends the stage after that many epochs
-without a better one. As accelerate's checkpointing does, the
-Checkpointer only collects `state_dict()`s: of the model, the optimizer, the fp16 GradScaler, the
-training loader, the global random generators (`GlobalRNG`) and the Recorder's running figures;
-plus the position in the stage's schedule (phase, epoch, batches done, one-cycle fraction) and the
-AWD-LSTM hidden state. Random and loader states are kept both at the start of the epoch and at the
-step, so that a resumed run draws the same data order, skips the batches already trained and goes
-on exactly as the uninterrupted run would (bit for bit on the CPU).
+- `BestTracker`: the best `train.monitor` figure over every phase of the stage, and its epoch;
+- `EarlyStopping`: `train.patience` epochs without a better one end the stage;
+- `Checkpointer`: `checkpoints/last.pt` at the end of every training epoch and, within long epochs, every
+  `train.checkpoint_every` steps or `train.checkpoint_minutes` (`checkpoints/best.pt` is the epoch-end one
+  with the best figure), and a resumed run restored from it.
+
+They share state only through what they are given: the stage's `Position` (phase, step), and the
+Checkpointer saves the other two through their `state_dict`s. As accelerate's checkpointing does, the
+Checkpointer only collects `state_dict()`s: of the model, the optimizer, the fp16 GradScaler, the training
+loader, the global random generators (`GlobalRNG`), the Recorder's running figures, `BestTracker` and
+`EarlyStopping`; plus the position in the schedule (phase, epoch, batches done, one-cycle fraction) and the
+AWD-LSTM hidden state. Random and loader states are kept both at the start of the epoch and at the step,
+so that a resumed run draws the same data order, skips the batches already trained and goes on exactly as
+the uninterrupted run would (bit for bit on the CPU).
 
 Why not fastai's SaveModelCallback for `best.pt`: it saves the model alone (and through `torch.save`
 of the learner's own objects), where a resumable checkpoint needs all of the above, written atomically.
 Why not fastai's EarlyStoppingCallback for `train.patience`: it starts counting afresh at every
 `fit_one_cycle`, and a stage with gradual unfreezing is several; here the count spans the stage and
-survives `--resume`.
-Why our own mid-epoch resume: fastai's `fit_one_cycle(start_epoch=)` resumes only at epoch boundaries
-and restores no random state.
+survives `--resume`. Why our own mid-epoch resume: fastai's `fit_one_cycle(start_epoch=)` resumes only at
+epoch boundaries and restores no random state.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,15 +35,14 @@ import torch
 from fastai.callback.core import Callback, CancelFitException
 
 from ulmfit_cli.console import info
-from ulmfit_cli.tasks import LOWER_IS_BETTER, SINGLE, monitor_column
+from ulmfit_cli.layout import BEST_CHECKPOINT, CHECKPOINTS, LAST_CHECKPOINT, METRICS
 from ulmfit_cli.train import distributed
-from ulmfit_cli.train.callbacks import NanWatch, epoch_figures, stacked
+from ulmfit_cli.train.callbacks import MetricsLog, NanWatch, Position, TrainingEpochs, epoch_figures, stacked
 from ulmfit_cli.train.checkpoint_files import (FORMAT, clean_partial_writes, count_lines, link_checkpoint,
                                                read_checkpoint, truncate_lines, write_checkpoint)
 from ulmfit_cli.train.distributed import unwrap
 from ulmfit_cli.train.fingerprint import check_fingerprint, fingerprint
 from ulmfit_cli.train.rng import GlobalRNG
-
 
 
 @dataclass
@@ -51,21 +54,166 @@ class Phase:
     setup: Callable = lambda learn: None
 
 
+@dataclass(frozen=True)
+class Monitor:
+    """The validation figure that picks a stage's best epoch: its name (`train.monitor`), the Recorder's
+    column for it (the metric's name), and whether lower is better."""
+    name: str = "valid_loss"
+    column: str = "valid_loss"
+    lower_is_better: bool = True
+
+
 @dataclass
 class Plan:
     """A stage ready to train (what `ulmfit lr-find` also takes): its learner, its phases, the digest of its
-    data that a resume must match, and what it writes once trained (`finish(checkpointer) -> results`)."""
+    data that a resume must match, what it writes once trained (`finish(outcome) -> results`), and the
+    figure that picks its best epoch."""
     learn: Any
     phases: list[Phase]
     data_sig: str
     finish: Callable
+    monitor: Monitor = field(default_factory=Monitor)
+
+
+@dataclass
+class Outcome:
+    """How a stage's training went, for its `finish`: the last epoch trained, the best one by the monitor (and
+    `load_best()`, which puts its weights back), and whether `train.patience` stopped it."""
+    last_epoch: int
+    best: float | None
+    best_epoch: int | None
+    stopped: bool
+    load_best: Callable[[], int | None]
 
 
 def fit_plan(plan: Plan, run, cfg) -> dict:
     """Train a stage's plan with checkpoints (and `--resume`) into `run`; return its results."""
-    ckpt = add_checkpointing(plan.learn, run, cfg, plan.data_sig)
-    ckpt.fit_phases(plan.phases)
-    return plan.finish(ckpt)
+    learn, log, position = plan.learn, plan.learn.metrics_log, Position()
+    folder, fp = run.path / CHECKPOINTS, fingerprint(cfg, plan.data_sig)
+    resume = _read_resume(run, folder, fp)
+    best = BestTracker(plan.monitor, position)
+    patience = EarlyStopping(getattr(cfg.train, "patience", None), best)
+    if resume is not None:
+        best.load_state_dict(resume)
+        patience.load_state_dict(resume)
+    nan_watch = NanWatch(position, folder)
+    ckpt = Checkpointer(folder, fp, cfg.train, run.path / METRICS, position, log,
+                        {"best": best, "patience": patience}, nan_watch.check, resume)
+    learn.add_cbs([best, patience, nan_watch, ckpt])
+    fit_phases(learn, plan.phases, position, log, ckpt, patience, resume)
+
+    def load_best() -> int | None:
+        """Put the model of checkpoints/best.pt back (`train.keep: best`); returns its epoch in the stage."""
+        if best.best_epoch is None:
+            return None
+        state = distributed.from_main(lambda: read_checkpoint(folder / BEST_CHECKPOINT)["model"])
+        unwrap(learn.model).load_state_dict(state)
+        return best.best_epoch
+    return plan.finish(Outcome(best.last_epoch, best.best, best.best_epoch, patience.stopped, load_best))
+
+
+def _read_resume(run, folder: Path, fp: dict) -> dict | None:
+    """With `--resume`: checkpoints/last.pt, checked against the config, and metrics.jsonl cut back to it."""
+    if not run.resume:
+        return None
+    path = folder / LAST_CHECKPOINT
+    resume = read_checkpoint(path)
+    check_fingerprint(resume["fingerprint"], fp, path)
+    if distributed.is_main():  # rank 0 alone writes the run dir
+        truncate_lines(run.path / METRICS, resume["metrics_lines"])
+        clean_partial_writes(folder)
+    where = (f"after {resume['batches_done']} batches of epoch {resume['epoch'] + 1}" if resume["batches_done"]
+             else f"at the start of epoch {resume['epoch'] + 1}")
+    info(f"--resume: {path}: step {resume['step']}, phase {resume['phase'] + 1}, {where}")
+    return resume
+
+
+def fit_phases(learn, phases: list[Phase], position: Position, log: MetricsLog, ckpt: "Checkpointer",
+               patience: "EarlyStopping", resume: dict | None = None) -> None:
+    """`fit_one_cycle` for each phase; on resume, skip what the checkpoint had finished."""
+    for i, ph in enumerate(phases):
+        if patience.stopped:
+            break
+        ph.setup(learn)
+        log.phase = position.label = ph.label
+        position.phase, position.epochs_before = i, sum(p.epochs for p in phases[:i])
+        if not ph.epochs or (resume is not None and i < resume["phase"]):
+            continue
+        if resume is not None and i == resume["phase"]:
+            if resume["epoch"] >= ph.epochs:  # this phase was complete at the checkpoint
+                ckpt.skip_phase(resume)
+                continue
+            learn.fit_one_cycle(ph.epochs, ph.lr, start_epoch=resume["epoch"])
+            continue
+        learn.fit_one_cycle(ph.epochs, ph.lr)
+
+
+class BestTracker(TrainingEpochs):
+    """The best figure of `monitor` over a stage's epochs (every phase), and its epoch (fastai's
+    TrackerCallback, kept across phases and in checkpoints)."""
+    order = 53  # after the Recorder (50) has the epoch's figures; before the Checkpointer (55) saves them
+
+    def __init__(self, monitor: Monitor, position: Position):
+        self.monitor, self.position = monitor, position
+        self.best, self.best_epoch, self.value, self.new_best = None, None, None, False
+        self.last_epoch = 0  # the stage's last trained epoch (1-based)
+
+    def after_epoch(self):
+        if not self.trained:
+            return  # a `validate()` call, or an epoch skipped on resume
+        self.last_epoch = self.position.epochs_before + self.epoch + 1
+        value = epoch_figures(self.recorder).get(self.monitor.column)
+        self.value = None if value is None else float(value)
+        self.new_best = self.value is not None and self._better(self.value)
+        if self.new_best:
+            self.best, self.best_epoch = self.value, self.last_epoch
+        # rank 0's score (it alone writes checkpoints) for every rank: a rank that thinks there is no best epoch,
+        # or no reason to stop, would wait forever for the others
+        self.best, self.best_epoch, self.new_best = distributed.from_main(
+            lambda: (self.best, self.best_epoch, self.new_best))
+
+    def _better(self, value: float) -> bool:
+        if value != value:  # NaN (a correlation of constant predictions) is never the best
+            return False
+        return self.best is None or (value < self.best if self.monitor.lower_is_better else value > self.best)
+
+    def state_dict(self) -> dict:
+        return {"monitor": self.monitor.name, "best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch = state.get("best", state.get("best_valid_loss")), state.get("best_epoch")
+
+
+class EarlyStopping(TrainingEpochs):
+    """`train.patience` epochs without a better figure (`best`'s) end the stage: the fit is cancelled before
+    its next epoch trains, and `fit_phases` runs no further phase (fastai's EarlyStoppingCallback, counted
+    across the phases and kept in checkpoints). Cancelled there, not at the epoch's end, so that the
+    epoch's checkpoint is written first."""
+    order = 54  # after BestTracker (53) knows whether the epoch was the best
+
+    def __init__(self, patience: int | None, best: BestTracker):
+        self.patience, self.best = patience, best
+        self.since_best, self.stopped = 0, False
+
+    def before_train(self):
+        super().before_train()
+        if self.stopped:
+            raise CancelFitException()  # as fastai's EarlyStoppingCallback ends a fit
+
+    def after_epoch(self):
+        if not self.trained:
+            return
+        self.since_best = 0 if self.best.new_best else self.since_best + 1
+        if self.patience and self.since_best >= self.patience:
+            self.stopped = True
+            info(f"train.patience: no better {self.best.monitor.name} for {self.since_best} epochs; the stage ends "
+                 f"after epoch {self.best.last_epoch} (best: epoch {self.best.best_epoch})")
+
+    def state_dict(self) -> dict:
+        return {"since_best": self.since_best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.since_best = state.get("since_best", 0)
 
 
 class _SkipFirst:
@@ -91,13 +239,13 @@ class _SkipFirst:
 
 class _RecorderState:
     """fastai's Recorder has no state_dict: its smoothed loss and this epoch's per-step rates and losses
-    (which MetricsLog logs at the epoch's end)."""
+    (which MetricsLog logs at the epoch's end, from its own `first` step of the epoch)."""
 
-    def __init__(self, learn):
-        self.learn = learn
+    def __init__(self, learn, log: MetricsLog):
+        self.learn, self.log = learn, log
 
     def state_dict(self) -> dict:
-        rec, first = self.learn.recorder, self.learn.metrics_log.first
+        rec, first = self.learn.recorder, self.log.first
         smooth = rec.smooth_loss
         losses = rec.losses[first:]
         return {"smooth_loss": (torch.as_tensor(smooth.val).detach().cpu(), smooth.count),
@@ -111,24 +259,16 @@ class _RecorderState:
         rec.losses = [] if state["losses"] is None else list(state["losses"].to(device))
 
 
-class Checkpointer(Callback):
-    """Writes checkpoints and restores a resumed run; `fit_phases` runs a stage's schedule through it."""
-    order = 55  # after TrainEvalCallback counted the step, the Recorder (50) and MetricsLog (51) logged it
+class Checkpointer(TrainingEpochs):
+    """Writes checkpoints (the state_dict protocol) and restores a resumed run from one."""
+    order = 55  # after TrainEvalCallback counted the step, the Recorder (50), MetricsLog (51) and BestTracker (53)
 
-    def __init__(self, folder: Path, fingerprint: dict, train_cfg, metrics_file: Path, resume: dict | None = None,
-                 task: str = SINGLE):
+    def __init__(self, folder: Path, fingerprint: dict, train_cfg, metrics_file: Path, position: Position,
+                 log: MetricsLog, tracked: dict, before_save: Callable[[], None], resume: dict | None = None):
         self.folder, self.fingerprint, self.metrics_file = folder, fingerprint, metrics_file
         self.every, self.minutes = train_cfg.checkpoint_every, train_cfg.checkpoint_minutes
-        self.resume, self.phase, self.phase_label, self.step = resume, 0, "", 0
-        self.monitor = getattr(train_cfg, "monitor", "valid_loss")
-        self.column = monitor_column(task, self.monitor)  # the Recorder's name for it
-        self.patience = getattr(train_cfg, "patience", None)
-        self.best = resume.get("best", resume.get("best_valid_loss")) if resume else None
-        self.best_epoch = resume.get("best_epoch") if resume else None
-        self.since_best = resume.get("since_best", 0) if resume else 0
-        self.stopped = False                    # train.patience ended the stage
-        self.epochs_before = 0                  # epochs of the stage's earlier phases
-        self.last_epoch = 0                     # the stage's last trained epoch (1-based)
+        self.position, self.log, self.tracked, self.before_save = position, log, tracked, before_save
+        self.resume = resume                    # restored at the start of its phase's fit
         self.saves = 0                          # checkpoints written by this process
         self.write_file = write_checkpoint      # (state, path): a test may slow it down to kill a write
         self._restoring = None
@@ -136,45 +276,28 @@ class Checkpointer(Callback):
     def stateful(self) -> dict:
         """What is saved and restored through `state_dict`/`load_state_dict` (None: absent in this run)."""
         return {"model": unwrap(self.learn.model), "opt": self.learn.opt,
-                "grad_scaler": getattr(self.learn, "scaler", None), "recorder": _RecorderState(self.learn)}
+                "grad_scaler": getattr(self.learn, "scaler", None), "recorder": _RecorderState(self.learn, self.log)}
 
-    # -- the stage's schedule
-    def fit_phases(self, phases: list[Phase]) -> None:
-        """`fit_one_cycle` for each phase; on resume, skip what the checkpoint had finished."""
-        learn, resume = self.learn, self.resume
-        for i, ph in enumerate(phases):
-            if self.stopped:
-                break
-            ph.setup(learn)
-            learn.metrics_log.phase = self.phase_label = ph.label
-            self.phase, self.epochs_before = i, sum(p.epochs for p in phases[:i])
-            if not ph.epochs or (resume is not None and i < resume["phase"]):
-                continue
-            if resume is not None and i == resume["phase"]:
-                if resume["epoch"] >= ph.epochs:  # this phase was complete at the checkpoint
-                    unwrap(learn.model).load_state_dict(resume["model"])
-                    self.restore_epoch_start(resume)  # the next phase's first epoch, as if never stopped
-                    self.step, self.resume = resume["step"], None
-                    continue
-                learn.fit_one_cycle(ph.epochs, ph.lr, start_epoch=resume["epoch"])
-                continue
-            learn.fit_one_cycle(ph.epochs, ph.lr)
+    def skip_phase(self, r: dict) -> None:
+        """The checkpoint's phase was complete: its weights, and the random and loader state of the next
+        phase's first epoch, as if never stopped."""
+        unwrap(self.learn.model).load_state_dict(r["model"])
+        self.restore_epoch_start(r)
+        self.position.step, self.resume = r["step"], None
 
     # -- fit and epoch bookkeeping
     def before_fit(self):
         self.saved_at = time.monotonic()
-        if self.resume is not None and self.resume["phase"] == self.phase:
+        if self.resume is not None and self.resume["phase"] == self.position.phase:
             self._restoring, self.resume = self.resume, None
             for name, obj in self.stateful().items():
                 if name != "recorder" and obj is not None and self._restoring.get(name) is not None:
                     obj.load_state_dict(self._restoring[name])
-            self.step = self._restoring["step"]
-
-    def before_epoch(self):
-        self.trained = False
+            self.position.step = self._restoring["step"]
 
     def before_train(self):
-        self.trained, self.batches_done = True, 0
+        super().before_train()
+        self.batches_done = 0
         r = self._restoring
         if r is not None and self.epoch == r["epoch"]:
             self._restoring = None
@@ -184,7 +307,7 @@ class Checkpointer(Callback):
                 self.learn.dl = _SkipFirst(self.dl, r["batches_done"], lambda: self._restore_step(r))
             else:
                 GlobalRNG.load_state_dict(r["step_rng"])
-                _RecorderState(self.learn).load_state_dict(r["recorder"])
+                _RecorderState(self.learn, self.log).load_state_dict(r["recorder"])
             return
         self.epoch_start = {"rng": GlobalRNG.state_dict(), "loader": self.dls.train.state_dict()}
 
@@ -199,7 +322,7 @@ class Checkpointer(Callback):
         the LSTM state at the step."""
         GlobalRNG.load_state_dict(r["step_rng"])
         self.learn.pct_train, self.learn.train_iter = r["pct_train"], r["train_iter"]
-        _RecorderState(self.learn).load_state_dict(r["recorder"])
+        _RecorderState(self.learn, self.log).load_state_dict(r["recorder"])
         encoder = unwrap(self.learn.model)[0]
         if r.get("hidden") is not None and hasattr(encoder, "hidden"):
             rows = distributed.local_rows(r["hidden"][0][0].shape[1])  # all rows were saved; this rank's share
@@ -209,7 +332,7 @@ class Checkpointer(Callback):
     # -- per step
     def before_batch(self):
         if self.training:
-            self.step += 1
+            self.position.step += 1
 
     def after_batch(self):
         if not self.training:
@@ -217,43 +340,19 @@ class Checkpointer(Callback):
         self.batches_done += 1
         if self.batches_done >= len(self.dl):
             return  # the epoch-end checkpoint follows validation
-        due = (self.every and self.step % self.every == 0) or (
+        step = self.position.step
+        due = (self.every and step % self.every == 0) or (
             self.minutes and time.monotonic() - self.saved_at >= self.minutes * 60)
         if due:
             self._save(epoch_end=False)
 
     def after_epoch(self):
-        if not self.trained:
-            return  # a `validate()` call, or an epoch skipped on resume
-        self.last_epoch = self.epochs_before + self.epoch + 1
-        value = epoch_figures(self.recorder).get(self.column)
-        self._save(epoch_end=True, value=None if value is None else float(value))
-        # rank 0 keeps the score (only it writes checkpoints): every rank follows it, or a rank that thinks
-        # there is no best epoch, or no reason to stop, waits forever for the others
-        self.best, self.best_epoch, self.since_best = distributed.from_main(
-            lambda: (self.best, self.best_epoch, self.since_best))
-        if self.patience and self.since_best >= self.patience:
-            self.stopped = True
-            info(f"train.patience: no better {self.monitor} for {self.since_best} epochs; the stage ends after "
-                 f"epoch {self.last_epoch} (best: epoch {self.best_epoch})")
-            raise CancelFitException()  # as fastai's EarlyStoppingCallback ends a fit
-
-    def load_best(self) -> int | None:
-        """Put the model of checkpoints/best.pt back (`train.keep: best`); returns its epoch in the stage."""
-        if self.best_epoch is None:
-            return None
-        state = distributed.from_main(lambda: read_checkpoint(self.folder / "best.pt")["model"])
-        unwrap(self.learn.model).load_state_dict(state)
-        return self.best_epoch
+        if self.trained:  # not a `validate()` call, or an epoch skipped on resume
+            self._save(epoch_end=True)
 
     # -- the file
-    def _better(self, value: float) -> bool:
-        if value != value:  # NaN (a correlation of constant predictions) is never the best
-            return False
-        return self.best is None or (value < self.best if self.monitor in LOWER_IS_BETTER else value > self.best)
-
-    def _save(self, epoch_end: bool, value: float | None = None) -> None:
-        self.learn.nan_watch.check()
+    def _save(self, epoch_end: bool) -> None:
+        self.before_save()
         model = unwrap(self.learn.model)
         hidden = None if epoch_end else getattr(model[0], "hidden", None)
         if hidden is not None:  # every rank's rows (a collective: all ranks save together)
@@ -264,9 +363,10 @@ class Checkpointer(Callback):
         state = {name: None if obj is None else obj.state_dict() for name, obj in self.stateful().items()}
         if epoch_end:  # the next epoch starts with no steps of its own
             state["recorder"].update(lrs=[], losses=None)
+        best = self.tracked["best"]
         state.update({
-            "format": FORMAT, "fingerprint": self.fingerprint, "phase": self.phase, "step": self.step,
-            "epoch": self.epoch + 1 if epoch_end else self.epoch,
+            "format": FORMAT, "fingerprint": self.fingerprint, "phase": self.position.phase,
+            "step": self.position.step, "epoch": self.epoch + 1 if epoch_end else self.epoch,
             "batches_done": 0 if epoch_end else self.batches_done,
             "train_iter": self.learn.train_iter, "pct_train": float(self.learn.pct_train),
             "hidden": hidden,
@@ -275,39 +375,13 @@ class Checkpointer(Callback):
                             else self.epoch_start),
             "step_rng": step_rng,
             "metrics_lines": count_lines(self.metrics_file),
-            "monitored": value,
+            "monitored": best.value if epoch_end else None,
         })
-        is_best = epoch_end and value is not None and self._better(value)
-        if is_best:
-            self.best, self.best_epoch, self.since_best = value, self.last_epoch, 0
-        elif epoch_end:
-            self.since_best += 1
-        state.update({"monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch,
-                      "since_best": self.since_best})
-        last = self.folder / "last.pt"
+        for tracker in self.tracked.values():  # BestTracker's and EarlyStopping's figures, at the top level
+            state.update(tracker.state_dict())
+        last = self.folder / LAST_CHECKPOINT
         self.write_file(state, last)
-        if is_best:
-            link_checkpoint(last, self.folder / "best.pt")
+        if epoch_end and best.new_best:
+            link_checkpoint(last, self.folder / BEST_CHECKPOINT)
         self.saved_at = time.monotonic()
         self.saves += 1
-
-
-def add_checkpointing(learn, run, cfg, data_sig: str) -> Checkpointer:
-    """Give `learn` the run's Checkpointer and NaN watch; with `--resume`, the checkpoint is read from
-    checkpoints/last.pt and checked against the config."""
-    fp = fingerprint(cfg, data_sig)
-    folder, metrics = run.path / "checkpoints", run.path / "metrics.jsonl"
-    resume = None
-    if run.resume:
-        path = folder / "last.pt"
-        resume = read_checkpoint(path)
-        check_fingerprint(resume["fingerprint"], fp, path)
-        if distributed.is_main():  # rank 0 alone writes the run dir
-            truncate_lines(metrics, resume["metrics_lines"])
-            clean_partial_writes(folder)
-        where = (f"after {resume['batches_done']} batches of epoch {resume['epoch'] + 1}" if resume["batches_done"]
-                 else f"at the start of epoch {resume['epoch'] + 1}")
-        info(f"--resume: {path}: step {resume['step']}, phase {resume['phase'] + 1}, {where}")
-    ckpt = Checkpointer(folder, fp, cfg.train, metrics, resume, getattr(cfg, "task", SINGLE))
-    learn.add_cbs([NanWatch(), ckpt])
-    return ckpt

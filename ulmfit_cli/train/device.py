@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 
 import torch
+from fastai.torch_core import set_seed
 
+from ulmfit_cli.console import info
 from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.ranks import world
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -39,7 +42,6 @@ def decide(device: str, precision: str, key: str = "run") -> tuple[str, str]:
 
 def torch_device(device: str) -> torch.device:
     """The torch device of a decided `device`: this process's GPU in a multi-process run."""
-    from ulmfit_cli.train.distributed import world
     if device == "cuda" and world().active:
         return torch.device("cuda", world().local_rank)
     return torch.device(device)
@@ -52,9 +54,6 @@ def start(run) -> torch.device:
     `run.deterministic` turns on PyTorch's deterministic algorithms; cuBLAS needs its workspace
     setting before the first CUDA call, so it is set here first.
     """
-    from fastai.torch_core import set_seed
-
-    from ulmfit_cli.console import info
     if run.threads is not None:
         torch.set_num_threads(run.threads)
     if run.device == "cpu":  # oversubscribed cores spin instead of working: say how many threads run

@@ -16,42 +16,15 @@ process dies the others fail instead of waiting forever (torchrun also stops the
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from ulmfit_cli.console import info
 from ulmfit_cli.errors import UlmfitError
-
-
-@dataclass(frozen=True)
-class World:
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.size > 1
-
-
-_world = World()
-
-
-def world() -> World:
-    return _world
-
-
-def is_main() -> bool:
-    """Whether this process is rank 0, which alone writes run dirs and prints (always, outside a
-    multi-process run)."""
-    return _world.main
+from ulmfit_cli.ranks import World, is_main, set_world, world  # noqa: F401  (is_main: the engine asks here too)
 
 
 def launched() -> bool:
@@ -61,27 +34,22 @@ def launched() -> bool:
 
 def setup(run_cfg) -> World:
     """Join the process group the launcher describes (once per process)."""
-    global _world
-    if run_cfg.distributed == "off" or not launched():
-        return _world
-    if _world.active:
-        return _world
+    if run_cfg.distributed == "off" or not launched() or world().active:
+        return world()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() and run_cfg.device != "cpu"
     if cuda:
         torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=run_cfg.dist_timeout))
-    _world = World(dist.get_rank(), dist.get_world_size(), local_rank)
-    from ulmfit_cli.console import info  # late: console asks this module who speaks
-    info(f"distributed: {_world.size} processes ({dist.get_backend()}); train.bs is the global batch")
-    return _world
+    set_world(World(dist.get_rank(), dist.get_world_size(), local_rank))
+    info(f"distributed: {world().size} processes ({dist.get_backend()}); train.bs is the global batch")
+    return world()
 
 
 def teardown() -> None:
-    global _world
-    if _world.active and dist.is_initialized():
+    if world().active and dist.is_initialized():
         dist.destroy_process_group()
-    _world = World()
+    set_world(World())
 
 
 def from_main(compute):
@@ -89,10 +57,10 @@ def from_main(compute):
 
     An error on rank 0 (bad input) is raised on every rank with the same message.
     """
-    if not _world.active:
+    if not world().active:
         return compute()
     box = [None]
-    if _world.main:
+    if world().main:
         try:
             box = [("ok", compute())]
         except UlmfitError as e:
@@ -106,18 +74,18 @@ def from_main(compute):
 
 def local_rows(bs: int, what: str = "train.bs") -> slice:
     """The rows of a global batch of `bs` that this process trains."""
-    if bs % _world.size:
+    if bs % world().size:
         raise UlmfitError(f"{what}={bs} is the global batch size and must divide evenly between the "
-                          f"{_world.size} processes (e.g. {bs - bs % _world.size or _world.size})")
-    n = bs // _world.size
-    return slice(_world.rank * n, (_world.rank + 1) * n)
+                          f"{world().size} processes (e.g. {bs - bs % world().size or world().size})")
+    n = bs // world().size
+    return slice(world().rank * n, (world().rank + 1) * n)
 
 
 def gather_rows(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Concatenate each rank's `t` along `dim` in rank order (all ranks get the result)."""
-    if not _world.active:
+    if not world().active:
         return t
-    parts = [torch.empty_like(t) for _ in range(_world.size)]
+    parts = [torch.empty_like(t) for _ in range(world().size)]
     dist.all_gather(parts, t.contiguous())
     return torch.cat(parts, dim)
 
@@ -145,7 +113,7 @@ class ShardedDL:
         self.dl, self.seed, self.epochs_done = dl, seed, 0
 
     def __len__(self) -> int:
-        return len(self.dl) // _world.size
+        return len(self.dl) // world().size
 
     def __iter__(self):
         import numpy as np
@@ -153,9 +121,9 @@ class ShardedDL:
         self.dl.rng.seed(self.seed + self.epochs_done)
         n = len(self)
         for i, batch in enumerate(self.dl):
-            if i >= n * _world.size:
+            if i >= n * world().size:
                 break
-            if i % _world.size == _world.rank:
+            if i % world().size == world().rank:
                 yield batch
         self.epochs_done += 1
 

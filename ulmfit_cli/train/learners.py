@@ -10,9 +10,8 @@ from __future__ import annotations
 import fastai.callback.all  # noqa: F401  (patches fit_one_cycle, freeze_to, to_fp16 onto Learner)
 import torch
 from fastai.callback.progress import ProgressCallback
-from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, MSELossFlat
-from fastai.metrics import (AccumMetric, ActivationType, F1Score, PearsonCorrCoef, SpearmanCorrCoef, accuracy,
-                            accuracy_multi, mae, skm_to_fastai)
+from fastai.metrics import accuracy
+from fastai.optimizer import Adam
 from fastai.text.learner import language_model_learner, match_embeds, text_classifier_learner
 from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_clas_config, awd_lstm_lm_config
 from fastai.text.models.core import get_language_model, get_text_classifier
@@ -20,11 +19,12 @@ from fastai.text.models.core import get_language_model, get_text_classifier
 from ulmfit_cli.config import ARCH_KEYS
 from ulmfit_cli.console import info, show_bars
 from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.layout import ENCODER, LM_WEIGHTS
 from ulmfit_cli.runs import Run, UpstreamRun
-from ulmfit_cli.tasks import MULTI, REGRESSION
 from ulmfit_cli.train import distributed
 from ulmfit_cli.train.callbacks import MetricsLog, ProgressLines, ScaleLrBySeqLen
 from ulmfit_cli.train.device_metrics import DeviceAvgMetric, DevicePerplexity, keep_on_device
+from ulmfit_cli.train.optim import torch_adamw
 from ulmfit_cli.train.precision import LossScaledMixedPrecision
 from ulmfit_cli.train.weight_dropout import flatten_weight_dropout
 
@@ -48,14 +48,10 @@ def awd_config(arch: dict, classifier: bool = False) -> dict:
 
 # ---------------------------------------------------------------- learners
 def _opt_func(train):
-    if train.optimizer == "torch":
-        from ulmfit_cli.train.optim import torch_adamw
-        return torch_adamw
-    from fastai.optimizer import Adam
-    return Adam
+    return torch_adamw if train.optimizer == "torch" else Adam
 
 
-def _finish(learn):
+def _finish(learn, log: MetricsLog):
     """What every learner gets: DDP in a multi-process run; off a terminal (or off rank 0), MetricsLog's
     one line per epoch instead of fastai's bars and table; statistics kept on the device; the LSTM
     weights in one cuDNN buffer in fp32 on a GPU; the model on the device before fit builds the optimizer
@@ -67,63 +63,42 @@ def _finish(learn):
         learn.remove_cb(ProgressCallback)
         learn.logger = lambda *_: None
         if distributed.is_main():
-            learn.add_cb(ProgressLines(learn.metrics_log.stage))
+            learn.add_cb(ProgressLines(log))
     return keep_on_device(learn)
 
 
 def lm_learner(dls, arch: dict, drop_mult: float, train, precision: str, run: Run, stage: str, cbs=()):
     """fastai's AWD-LSTM language-model learner; `cbs`: more callbacks (the API's `callbacks`)."""
+    log = MetricsLog(run, stage)
     learn = language_model_learner(dls, AWD_LSTM, config=awd_config(arch), drop_mult=drop_mult,
                                    pretrained=False, metrics=[DeviceAvgMetric(accuracy), DevicePerplexity()],
                                    wd=train.wd, moms=train.moms, opt_func=_opt_func(train),
-                                   cbs=[MetricsLog(run, stage), *cbs]
+                                   cbs=[log, *cbs]
                                    + ([ScaleLrBySeqLen(train.bptt)] if getattr(train, "random_bptt", False) else []))
-    return _finish(_set_precision(learn, precision))
-
-
-def _rmse(inp, targ):
-    return torch.sqrt(torch.nn.functional.mse_loss(inp, targ))
-
-
-def _multi_f1(average: str):
-    """fastai's F1ScoreMulti at 0.5, named for train.monitor (tasks.MONITORS), quiet about absent labels."""
-    from sklearn.metrics import f1_score
-    return skm_to_fastai(f1_score, thresh=0.5, activation=ActivationType.Sigmoid, flatten=False, average=average,
-                         zero_division=0, name=f"f1_{average}")
-
-
-def loss_and_metrics(task: str, weights: torch.Tensor | None) -> tuple:
-    """The task's loss (with `train.class_weights`: cross-entropy's `weight`, or BCE's `pos_weight` per label)
-    and the metrics of each epoch, as fastai's blocks would pick them (CategoryBlock, MultiCategoryBlock,
-    RegressionBlock); their names are the columns train.monitor reads."""
-    if task == MULTI:
-        return (BCEWithLogitsLossFlat(pos_weight=weights),
-                [DeviceAvgMetric(accuracy_multi), _multi_f1("macro"), _multi_f1("micro")])
-    if task == REGRESSION:
-        return MSELossFlat(), [DeviceAvgMetric(mae), AccumMetric(_rmse, name="rmse"),
-                               PearsonCorrCoef(name="pearson"), SpearmanCorrCoef(name="spearman")]
-    return CrossEntropyLossFlat(weight=weights), [DeviceAvgMetric(accuracy), F1Score(average="macro")]
+    return _finish(_set_precision(learn, precision), log)
 
 
 def clf_learner(dls, arch: dict, n_out: int, model_cfg, train, precision: str, run: Run, stage: str, cbs=(),
-                class_weights: list[float] | None = None, task: str = "single_label"):
-    """fastai's AWD-LSTM classifier learner (concat pooling, head `model_cfg.lin_ftrs`) for `task`, with
+                class_weights: list[float] | None = None, loss_and_metrics=None):
+    """fastai's AWD-LSTM classifier learner (concat pooling, head `model_cfg.lin_ftrs`), with the task's
+    `loss_and_metrics(weights)` (`classify.task.Task`'s, given `train.class_weights` as a tensor) and
     `model_cfg.y_range` (fastai's sigmoid range) for regression."""
     weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32, device=dls.device)
-    loss, metrics = loss_and_metrics(task, weight)
+    loss, metrics = loss_and_metrics(weight)
+    log = MetricsLog(run, stage)
     learn = text_classifier_learner(dls, AWD_LSTM, seq_len=train.bptt, config=awd_config(arch, classifier=True),
                                     pretrained=False, drop_mult=model_cfg.drop_mult, n_out=n_out,
                                     lin_ftrs=model_cfg.lin_ftrs, max_len=model_cfg.max_len,
                                     y_range=getattr(model_cfg, "y_range", None), loss_func=loss, metrics=metrics,
                                     wd=train.wd, moms=train.moms,
-                                    opt_func=_opt_func(train), cbs=[MetricsLog(run, stage), *cbs])
-    return _finish(_set_precision(learn, precision))
+                                    opt_func=_opt_func(train), cbs=[log, *cbs])
+    return _finish(_set_precision(learn, precision), log)
 
 
 def lm_model(vocab: list[str], arch: dict, weights: dict) -> torch.nn.Module:
     """A bare AWD-LSTM language model with an LM run's weights (for generation)."""
     model = get_language_model(AWD_LSTM, len(vocab), config=awd_config(arch))
-    _load(model, weights, "lm.pth")
+    _load(model, weights, LM_WEIGHTS)
     return model
 
 
@@ -146,14 +121,14 @@ def _load(module: torch.nn.Module, weights: dict, what: str) -> None:
 
 def transfer_lm(learn, upstream: UpstreamRun, vocab: list[str]) -> float:
     """Load an upstream LM into `learn`, remapping embeddings to the new vocab; return vocab overlap."""
-    weights = match_embeds(upstream.weights("lm.pth"), upstream.vocab, vocab)
-    _load(learn.model, weights, f"{upstream.path / 'lm.pth'}")
+    weights = match_embeds(upstream.weights(LM_WEIGHTS), upstream.vocab, vocab)
+    _load(learn.model, weights, f"{upstream.path / LM_WEIGHTS}")
     known = set(upstream.vocab)
     return sum(w in known for w in vocab) / len(vocab)
 
 
 def load_encoder(learn, upstream: UpstreamRun) -> None:
-    _load(learn.model[0].module, upstream.weights("encoder.pth"), f"{upstream.path / 'encoder.pth'}")
+    _load(learn.model[0].module, upstream.weights(ENCODER), f"{upstream.path / ENCODER}")
 
 
 def encoder_state(learn) -> dict:

@@ -1,6 +1,7 @@
-"""`ulmfit import-lm`: a published AWD-LSTM language model becomes a pretrain-style run dir that
-`init.from_run` takes (finetune-lm, train-clf, generate), and `export_fastai` writes one of ours back in
-the files fastai's `pretrained_fnames` loads.
+"""fastai's language-model files, read and written: a published AWD-LSTM LM found in a folder (`find`), its
+weights under fastai v2's names (`lm_state`, `sizes`, `to_model`), and `export_fastai`, which writes one of
+ours back as the files fastai's `pretrained_fnames` loads. `ulmfit import-lm` (`recipes/import_lm.py`) makes
+a run dir of what is read here.
 
 Sources:
 - `wt103-fwd` / `wt103-bwd`: fastai's WikiText-103 models, fetched with fastai's own `untar_data` (and
@@ -18,13 +19,22 @@ here each shape is checked too, which fastai's `load_ignore_keys` does not.
 """
 from __future__ import annotations
 
+import pickle
 import re
-import tempfile
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from fastai.data.external import URLs, fastai_path, untar_data
+from fastai.text.learner import clean_raw_keys
+from fastai.text.models import AWD_LSTM, get_language_model
+from fastcore.foundation import L
+
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import ARCHIVES, extract_archive, load_token_list, read_json, read_token_json
+from ulmfit_cli.files import atomic_write, load_token_list, read_json, read_token_json, torch_load_safe, write_json
+from ulmfit_cli.layout import LM_WEIGHTS
+from ulmfit_cli.train.learners import awd_config
 
 KEY = "SOURCE"
 NAMED = {"wt103-fwd": ("WT103_FWD", False), "wt103-bwd": ("WT103_BWD", True)}
@@ -40,8 +50,8 @@ class Found:
     lang: str | None = None  # a word-tokenized fastai_ulmfit model's spaCy language
 
 
-def _fetch(name: str) -> Path:
-    from fastai.data.external import URLs, fastai_path, untar_data
+def fetch(name: str) -> Path:
+    """fastai's WT103 model `name` (a key of NAMED), through fastai's own download cache."""
     url = getattr(URLs, NAMED[name][0])
     try:
         return untar_data(url, c_key="model")
@@ -93,11 +103,7 @@ def read_vocab_file(path: Path) -> list[str]:
 
 def lm_state(path: Path) -> dict:
     """The LM's tensors under fastai v2's names, in fastai's order (v1 names cleaned as fastai does)."""
-    import torch
-    from fastai.text.learner import clean_raw_keys
-
-    from ulmfit_cli.files import torch_load_safe
-    from fastcore.foundation import L  # a list: fastai's optimizer state holds its hypers in one
+    # L admitted: a list, in which fastai's optimizer state (learn.save with_opt) holds its hypers
     state = torch_load_safe(path, f"{KEY}: {path}: not a weights-only state dict, refused to load it", (L,))
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # learn.save(..., with_opt=True)
@@ -120,9 +126,6 @@ def sizes(state: dict, path: Path) -> dict:
 
 def to_model(state: dict, vocab: list[str], arch: dict, path: Path):
     """fastai's AWD-LSTM LM with `state` loaded by position (as `load_ignore_keys`), each shape checked."""
-    from fastai.text.models import AWD_LSTM, get_language_model
-
-    from ulmfit_cli.train.learners import awd_config
     if len(vocab) != state["0.encoder.weight"].shape[0]:
         raise UlmfitError(f"{KEY}: the vocabulary has {len(vocab):,} tokens but {path} has "
                           f"{state['0.encoder.weight'].shape[0]:,} embedding rows: not the model's vocabulary")
@@ -141,63 +144,13 @@ def to_model(state: dict, vocab: list[str], arch: dict, path: Path):
     return model
 
 
-def import_lm(source: str, out: Path, backwards: bool | None = None, force: bool = False) -> dict:
-    """Convert `source` into a pretrain-style run dir at `out`; returns its results."""
-    from ulmfit_cli.config import PretrainConfig, validate
-    from ulmfit_cli.corpus.tokenize import SP_MODEL
-    from ulmfit_cli.runs import open_run
-    with tempfile.TemporaryDirectory(prefix="ulmfit-import-") as tmp:
-        if source in NAMED:
-            named_backwards = NAMED[source][1]
-            if backwards is not None and backwards != named_backwards:
-                raise UlmfitError(f"--backwards: {source} is a {'backward' if named_backwards else 'forward'} model")
-            folder, backwards = _fetch(source), named_backwards
-        else:
-            path = Path(source)
-            if not path.exists():
-                raise UlmfitError(f"{KEY}: {source} is neither a file, a folder nor one of: {', '.join(NAMED)}")
-            if path.is_file():
-                if not path.name.lower().endswith(ARCHIVES):
-                    raise UlmfitError(f"{KEY}: {path} is not a folder or an archive ({', '.join(ARCHIVES)})")
-                folder = Path(tmp) / "unpacked"
-                extract_archive(path, folder, KEY)
-            else:
-                folder = path
-        found = find(folder, backwards)
-        vocab = read_vocab_file(found.vocab)
-        state = lm_state(found.weights)
-        arch = sizes(state, found.weights)
-        model = to_model(state, vocab, arch, found.weights)
-        data = {"source": str(source), "backwards": found.backwards,
-                "tokenizer": "sentencepiece" if found.sp_model else "spacy"}
-        if found.lang:
-            data["lang"] = found.lang
-        cfg = validate(PretrainConfig, {"data": data, "model": arch, "run": {"dir": str(out), "name": out.name}},
-                       "imported model's config")
-        results = {"imported_from": str(source), "weights": found.weights.name, "vocab": found.vocab.name,
-                   "vocab_size": len(vocab), **arch, "backwards": found.backwards}
-        with open_run("pretrain", cfg, {}, force, meta={"imported_from": str(source)}) as run:
-            run.write_json("vocab.json", vocab)
-            run.save_weights("lm.pth", model.state_dict())
-            run.save_weights("encoder.pth", model[0].state_dict())
-            run.copy_in(found.sp_model, SP_MODEL)
-            run.write_json("results.json", results)
-    return results
-
-
 def export_fastai(up, out: Path) -> None:
     """Write an LM run as fastai's `language_model_learner(..., pretrained_fnames=['lm', 'lm_vocab'])` reads it
     from `out`: `lm.pth` (the state dict, as `learn.save(with_opt=False)` writes it), `lm_vocab.pkl` (the
     token list, pickled) and, for a subword model, `spm.model`; `model.json` holds the sizes to pass as
     `config=` (fastai's defaults are the paper's, which a smaller model does not have)."""
-    import pickle
-    import shutil
-
-    import torch
-
-    from ulmfit_cli.files import atomic_write, write_json
-    weights = up.weights("lm.pth")
-    atomic_write(out / "lm.pth", lambda f: torch.save(weights, f))
+    weights = up.weights(LM_WEIGHTS)
+    atomic_write(out / "lm.pth", lambda f: torch.save(weights, f))  # fastai's names, not ours
     data = pickle.dumps(list(up.vocab), protocol=4)
     atomic_write(out / "lm_vocab.pkl", lambda f: f.write(data))
     if up.sp_model is not None:

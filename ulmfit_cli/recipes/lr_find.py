@@ -10,11 +10,22 @@ layer group the same rate: the suggestion is for the last group (the `lr` of `sl
 """
 from __future__ import annotations
 
-import importlib
 import tempfile
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+import torch
+from fastai.callback.schedule import minimum, slide, steep, valley
+
+from ulmfit_cli.console import info
 from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.files import atomic_write, check_output
+from ulmfit_cli.recipes import stage_named
+from ulmfit_cli.resolve import resolve
+from ulmfit_cli.runs import Run
+from ulmfit_cli.train.callbacks import MetricsLog, ProgressLines
+from ulmfit_cli.train.learners import check_freeze_to
 
 SUGGESTIONS = ("minimum", "steep", "valley", "slide")
 
@@ -34,26 +45,15 @@ def _phase(plan, stage: str, index: int | None):
 def lr_find(stage: str, configs: list[Path], overrides: list[str], output: Path, phase: int | None = None,
             freeze_to: int | None = None, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100) -> dict:
     """Sweep the rate for `stage`'s config; write the plot to `output`; return {phase, suggestions}."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from fastai.callback.schedule import minimum, slide, steep, valley
-
-    from ulmfit_cli.api import STAGE_MODULES
-    from ulmfit_cli.console import info
-    from ulmfit_cli.files import atomic_write
-    from ulmfit_cli.resolve import resolve
-    from ulmfit_cli.runs import Run
-    from ulmfit_cli.train.callbacks import MetricsLog, ProgressLines
-    from ulmfit_cli.train.learners import check_freeze_to
+    recipe = stage_named(stage, "lr-find")
+    check_output(output, "-", [], folder=False)
     if not 0 < start_lr < end_lr:
         raise UlmfitError(f"--start-lr {start_lr} and --end-lr {end_lr}: need 0 < start < end")
     if num_it < 20:
         raise UlmfitError(f"--iters {num_it}: fastai's suggestions need at least 20 steps")
-    resolved = resolve(stage, configs, overrides, None, False)
-    module = importlib.import_module(f"ulmfit_cli.stages.{STAGE_MODULES[stage]}")
+    resolved = resolve(recipe, configs, overrides)
     with tempfile.TemporaryDirectory(prefix="ulmfit-lr-find-") as tmp:
-        plan = module.plan(resolved, Run(Path(tmp)), ())
+        plan = recipe.plan(resolved, Run(Path(tmp)), ())
         learn = plan.learn
         learn.path, learn.model_dir = Path(tmp), "models"  # fastai's LRFinder saves and restores the model here
         index, ph = _phase(plan, stage, phase)
@@ -68,6 +68,7 @@ def lr_find(stage: str, configs: list[Path], overrides: list[str], output: Path,
         with learn.no_bar():
             learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, show_plot=False, suggest_funcs=None)
         found = _suggestions(learn.recorder, num_it, (minimum, steep, valley, slide))
+        matplotlib.use("Agg")  # fastai's plot_lr_find draws with pyplot: into a file, never a window
         learn.recorder.plot_lr_find(suggestions=[p for _, p in found.values()], nms=list(found))
         fig = plt.gcf()
         fig.suptitle(f"lr-find: {stage}, {label}")
@@ -82,7 +83,6 @@ def _suggestions(recorder, num_it: int, funcs) -> dict:
     """{name: (rate, (rate, loss) point)} of each of fastai's suggestion functions, on the points fastai's
     `lr_find` gives them. Ours because fastai's fails as a whole on a short sweep whose loss diverged (a
     suggestion with too few points raises, a NaN cut indexes with a tensor): here such a suggestion is left out."""
-    import torch
     lrs = torch.tensor([float(v) for v in recorder.lrs[num_it // 10:-5]])
     losses = torch.tensor([float(v) for v in recorder.losses[num_it // 10:-5]])
     finite = torch.isfinite(losses)

@@ -19,15 +19,25 @@ import shutil
 import time
 from pathlib import Path
 
-from ulmfit_cli.errors import Abandoned, UlmfitError
+import pandas as pd
+from matplotlib.figure import Figure
 
-STUDY = "ulmfit-tune"
-DEFAULT_METRIC = {"single_label": "accuracy", "multi_label": "micro_f1", "regression": "rmse"}
+from ulmfit_cli.config import derive, to_yaml
+from ulmfit_cli.console import info
+from ulmfit_cli.errors import Abandoned, UlmfitError
+from ulmfit_cli.files import atomic_write, staged
+from ulmfit_cli.layout import BEST_CONFIG, SEARCH, STUDY, TRIALS, TRIALS_PLOT, TRIALS_TABLE
+from ulmfit_cli.recipes import STAGES, run_stage
+from ulmfit_cli.resolve import config_of, resolve, run_dir_of
+from ulmfit_cli.train.callbacks import TrainingEpochs, epoch_figures
+
+STUDY_NAME = "ulmfit-tune"
+STAGE = STAGES["train-clf"]
 
 
 def _import_optuna():
     try:
-        import optuna
+        import optuna  # late: the tune extra is optional
     except ImportError:
         raise UlmfitError("ulmfit tune needs Optuna: pip install 'ulmfit-cli[tune]'") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours
@@ -75,70 +85,52 @@ def apply(cfg, values: dict, metric: str | None = None):
     return type(cfg).model_validate(data)
 
 
-def _reporter(trial, column: str):
-    """A fastai callback that reports each epoch's validation figure to Optuna and gives the trial up
-    (`Abandoned`) when Optuna prunes it. Ours, not optuna-integration's FastAIPruningCallback (another
-    dependency): that one counts epochs afresh in every fit, and a stage of gradual unfreezing is several."""
-    from fastai.callback.core import Callback
+class ReportToOptuna(TrainingEpochs):
+    """Reports each epoch's validation figure (the Recorder's `column`) to Optuna's `trial` and gives the
+    trial up (`Abandoned`) when Optuna prunes it. Ours, not optuna-integration's FastAIPruningCallback
+    (another dependency): that one counts epochs afresh in every fit, and a stage of gradual unfreezing is
+    several."""
+    order = 60  # after the Recorder has the epoch's figures
 
-    from ulmfit_cli.train.callbacks import epoch_figures
+    def __init__(self, trial, column: str):
+        self.trial, self.column, self.epochs = trial, column, 0
 
-    class ReportToOptuna(Callback):
-        order = 60  # after the Recorder has the epoch's figures
-
-        def __init__(self):
-            self.epochs = 0
-
-        def before_train(self):
-            self.trained = True
-
-        def before_epoch(self):
-            self.trained = False
-
-        def after_epoch(self):
-            value = epoch_figures(self.recorder).get(column)
-            if not self.trained or value is None:
-                return
-            self.epochs += 1
-            trial.report(float(value), self.epochs)
-            if trial.should_prune():
-                raise Abandoned(f"pruned by Optuna after epoch {self.epochs}")
-    return ReportToOptuna()
+    def after_epoch(self):
+        value = epoch_figures(self.recorder).get(self.column)
+        if not self.trained or value is None:
+            return
+        self.epochs += 1
+        self.trial.report(float(value), self.epochs)
+        if self.trial.should_prune():
+            raise Abandoned(f"pruned by Optuna after epoch {self.epochs}")
 
 
 def tune(configs: list[Path], overrides: list[str], run_dir: Path | None = None, trials: int | None = None,
          force: bool = False, resume: bool = False) -> dict:
     """Run (or continue) the search; return the best trial's {value, params, best_config}."""
-    from ulmfit_cli import api
-    from ulmfit_cli.config import load_config, to_yaml
-    from ulmfit_cli.console import info
-    from ulmfit_cli.files import atomic_write, exclusive
-    from ulmfit_cli.tasks import LOWER_IS_BETTER, MONITORS
     optuna = _import_optuna()
     if resume and not configs:
-        if run_dir is None or not (Path(run_dir) / "search.yaml").is_file():
+        if run_dir is None or not (Path(run_dir) / SEARCH).is_file():
             raise UlmfitError(f"--resume: {run_dir} is not a tune dir (no search.yaml); give --run-dir of a search")
-        configs = [Path(run_dir) / "search.yaml"]
-    cfg = load_config("train-clf", configs, [*overrides, *([f"search.trials={trials}"] if trials else [])])
-    metric = DEFAULT_METRIC[cfg.task] if cfg.search.metric == "auto" else cfg.search.metric
-    if metric not in MONITORS[cfg.task]:
-        raise UlmfitError(f"search.metric: {metric} is not a figure of a {cfg.task} task; use one of "
-                          f"{', '.join(m for m in MONITORS[cfg.task] if m != 'valid_loss')}")
+        configs = [Path(run_dir) / SEARCH]
+    cfg = config_of(STAGE, configs, overrides)
+    if trials:
+        cfg = derive(cfg, {"search.trials": trials})
+    task = cfg.task
+    metric = task.selection if cfg.search.metric == "auto" else cfg.search.metric
+    if metric not in task.monitors:
+        raise UlmfitError(f"search.metric: {metric} is not a figure of a {task} task; use one of "
+                          f"{', '.join(m for m in task.monitors if m != 'valid_loss')}")
     n_trials = cfg.search.trials  # --trials is in it, and so in search.yaml for --resume
-    out = Path(run_dir or Path("runs") / f"{cfg.run.name}-tune")
-    with exclusive(out, f"tune dir {out}"):
-        if out.exists() and any(out.iterdir()) and not resume:
-            if not force:
-                raise UlmfitError(f"tune dir {out} exists and is not empty; --resume continues its search, --force "
-                                  f"starts afresh")
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "search.yaml", lambda f: f.write(to_yaml(cfg).encode("utf-8")))  # what --resume reads
-        storage = f"sqlite:///{(out / 'study.db').resolve()}"
-        direction = "minimize" if metric in LOWER_IS_BETTER else "maximize"
+    out = run_dir_of(cfg, run_dir, suffix="-tune")
+    # grows in place, trial by trial: its Optuna storage is what --resume continues
+    with staged(out, f"tune dir {out}", force, resume, in_place=True):
+        atomic_write(out / SEARCH, lambda f: f.write(to_yaml(cfg).encode("utf-8")))  # what --resume reads
+        storage = f"sqlite:///{(out / STUDY).resolve()}"
+        direction = "minimize" if task.lower_is_better(metric) else "maximize"
         pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2) if cfg.search.prune else \
             optuna.pruners.NopPruner()
-        study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True, direction=direction,
+        study = optuna.create_study(study_name=STUDY_NAME, storage=storage, load_if_exists=True, direction=direction,
                                     pruner=pruner)
         # seeded, and moved on by the trials stored, so that a resumed search does not draw its first values again
         study.sampler = optuna.samplers.TPESampler(seed=cfg.run.seed + len(study.trials))
@@ -148,18 +140,19 @@ def tune(configs: list[Path], overrides: list[str], run_dir: Path | None = None,
         done = len(study.get_trials(deepcopy=False, states=ended))
         if done:
             info(f"tune: {out}: {done} of {n_trials} trial(s) already done")
-        column = MONITORS[cfg.task][metric]
+        column = task.monitors[metric]
         while done < n_trials:
             trial = study.ask()
             values = _draw(trial, cfg)
-            trial_dir = out / "trials" / f"{trial.number:03d}"
+            trial_dir = out / TRIALS / f"{trial.number:03d}"
             t0 = time.perf_counter()
             try:
-                sets = ["data.test=null", "data.baseline=false", f"run.dir={trial_dir}",
-                        f"run.name={cfg.run.name}-trial-{trial.number:03d}"]
-                reporter = _reporter(trial, column)
-                results = api.train("train-clf", [_write_config(apply(cfg, values, metric), out / "trials")], sets,
-                                    force=True, callbacks=[reporter])
+                # never the test set (nor the baseline, which would score it): the search sees valid only
+                trial_cfg = derive(apply(cfg, values, metric), {
+                    "data.test": None, "data.baseline": False, "run.dir": str(trial_dir),
+                    "run.name": f"{cfg.run.name}-trial-{trial.number:03d}"})
+                reporter = ReportToOptuna(trial, column)
+                results = run_stage(resolve(STAGE, cfg=trial_cfg), force=True, callbacks=[reporter])
             except Abandoned:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 outcome = f"pruned after epoch {reporter.epochs}"
@@ -170,7 +163,7 @@ def tune(configs: list[Path], overrides: list[str], run_dir: Path | None = None,
                 study.tell(trial, results[f"valid_{metric}"])
                 outcome = f"valid {metric} {results[f'valid_{metric}']:.4f}"
             finally:
-                shutil.rmtree(out / "trials", ignore_errors=True)
+                shutil.rmtree(out / TRIALS, ignore_errors=True)
             done += 1
             best = _best(study)
             shown = " ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
@@ -183,41 +176,27 @@ def tune(configs: list[Path], overrides: list[str], run_dir: Path | None = None,
             raise UlmfitError("tune: every trial was pruned; run more trials (--resume --trials N), or "
                               "search.prune=false")
         best_cfg = apply(cfg, best.params, metric)
-        atomic_write(out / "best.yaml", lambda f: f.write(to_yaml(best_cfg).encode("utf-8")))
+        atomic_write(out / BEST_CONFIG, lambda f: f.write(to_yaml(best_cfg).encode("utf-8")))
     return {"best_value": best.value, "metric": metric, "best_trial": best.number + 1, "trials": done,
-            **best.params, "best_config": str(out / "best.yaml")}
+            **best.params, "best_config": str(out / BEST_CONFIG)}
 
 
 def _best(study):
     """The best complete trial, or None while every trial was pruned or failed (Optuna raises then)."""
-    import optuna
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    done = study.get_trials(deepcopy=False, states=(_import_optuna().trial.TrialState.COMPLETE,))
     return study.best_trial if done else None
-
-
-def _write_config(cfg, folder: Path) -> Path:
-    from ulmfit_cli.config import to_yaml
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "trial.yaml"
-    path.write_text(to_yaml(cfg), encoding="utf-8")
-    return path
 
 
 def _write_tables(study, out: Path, metric: str) -> None:
     """trials.csv (one row per trial: state, values, figure, seconds) and trials.png."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    from ulmfit_cli.files import atomic_write
     rows = [{"trial": t.number + 1, "state": t.state.name.lower(), f"valid_{metric}": t.value,
              "seconds": round(t.duration.total_seconds(), 1) if t.duration else None, **t.params}
             for t in study.trials]
     frame = pd.DataFrame(rows)
-    atomic_write(out / "trials.csv", lambda f: f.write(frame.to_csv(index=False).encode("utf-8")))
+    atomic_write(out / TRIALS_TABLE, lambda f: f.write(frame.to_csv(index=False).encode("utf-8")))
     done = frame[frame["state"] == "complete"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))  # not pyplot: no backend, no window
+    ax = fig.subplots()
     ax.plot(done["trial"], done[f"valid_{metric}"], "o", label="trial")
     if len(done):
         best = done[f"valid_{metric}"].cummin() if study.direction.name == "MINIMIZE" else \
@@ -227,5 +206,4 @@ def _write_tables(study, out: Path, metric: str) -> None:
     ax.set_ylabel(f"valid {metric}")
     ax.legend()
     fig.tight_layout()
-    atomic_write(out / "trials.png", lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
+    atomic_write(out / TRIALS_PLOT, lambda f: fig.savefig(f, format="png", dpi=100))

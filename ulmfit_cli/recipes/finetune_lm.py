@@ -7,14 +7,14 @@ Without `init.from_run` the LM is trained from scratch (the paper's no-pretraini
 """
 from __future__ import annotations
 
-from ulmfit_cli import paths
 from ulmfit_cli.config import FinetuneConfig
 from ulmfit_cli.console import info
+from ulmfit_cli.files import input_path
 from ulmfit_cli.corpus.tables import read_texts
-from ulmfit_cli.corpus.tokenize import SP_MODEL
+from ulmfit_cli.layout import SP_MODEL, VOCAB
 from ulmfit_cli.resolve import Resolved
 from ulmfit_cli.runs import Run
-from ulmfit_cli.stages.lm_common import lm_data, save_lm, split_docs
+from ulmfit_cli.recipes.lm_common import lm_data, save_lm, split_docs
 from ulmfit_cli.train.callbacks import logger_callbacks
 from ulmfit_cli.train.checkpoints import Phase, Plan
 from ulmfit_cli.train.device import start
@@ -26,23 +26,23 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
     upstream = resolved.upstream
     device = start(cfg.run)
     d = cfg.data
-    train_path = paths.resolve(d.train, "data.train")
+    train_path = input_path(d.train, "data.train")
     texts = read_texts(train_path, "data.train", d.text_col, encoding=d.encoding, errors=d.encoding_errors)
     if d.valid:
-        valid = read_texts(paths.resolve(d.valid, "data.valid"), "data.valid", d.text_col, encoding=d.encoding,
+        valid = read_texts(input_path(d.valid, "data.valid"), "data.valid", d.text_col, encoding=d.encoding,
                            errors=d.encoding_errors)
         train, valid = texts["text"].tolist(), valid["text"].tolist()
     else:
         train, valid = split_docs(texts["text"].tolist(), d.valid_pct, cfg.run.seed, f"data.train: {train_path}")
     extra = [t for i, f in enumerate(d.extra_text) for t in read_texts(
-        paths.resolve(f, f"data.extra_text[{i}]"), f"data.extra_text[{i}]", d.text_col, encoding=d.encoding,
+        input_path(f, f"data.extra_text[{i}]"), f"data.extra_text[{i}]", d.text_col, encoding=d.encoding,
         errors=d.encoding_errors)["text"]]
     if extra:  # the paper fine-tunes on all the target task's text; held out from nothing, validated on nothing
         info(f"data.extra_text: {len(extra):,} more document(s) in the training split (their labels unused)")
         train = train + extra
     sp_model = upstream.sp_model if upstream is not None else None  # subword runs keep their tokenizer
     dls, vocab, sig, stats = lm_data(train, valid, cfg, device, train_path.name, sp_model)
-    run.write_json("vocab.json", vocab)
+    run.write_json(VOCAB, vocab)
     run.copy_in(sp_model, SP_MODEL)
     cbs = (*cbs, *logger_callbacks(cfg.run, run))
     learn = lm_learner(dls, cfg.model.sizes(), cfg.model.drop_mult, cfg.train, cfg.run.precision, run,
@@ -54,4 +54,4 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
     return Plan(learn, [
         Phase("frozen", t.frozen_epochs if upstream is not None else 0, t.frozen_lr, lambda lrn: lrn.freeze()),
         Phase("unfrozen", t.epochs, slice(t.lr / t.lr_div, t.lr), lambda lrn: lrn.unfreeze()),
-    ], sig, lambda ckpt: save_lm(run, learn, stats))
+    ], sig, lambda outcome: save_lm(run, learn, stats))

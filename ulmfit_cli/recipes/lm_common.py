@@ -9,6 +9,7 @@ import numpy as np
 from ulmfit_cli.console import info
 from ulmfit_cli.corpus.tokenize import build_vocab, numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.layout import ENCODER, LM_WEIGHTS, RESULTS
 from ulmfit_cli.runs import Run
 from ulmfit_cli.train import distributed
 from ulmfit_cli.train.fingerprint import data_signature
@@ -49,8 +50,8 @@ def save_lm(run: Run, learn, stats: dict) -> dict:
         loss, acc, ppl = (float(v) for v in learn.validate())
     if not math.isfinite(loss):
         raise UlmfitError(f"training diverged: the validation loss is {loss}; lower train.lr")
-    run.save_weights("lm.pth", learn.model.state_dict())
-    run.save_weights("encoder.pth", encoder_state(learn))
+    run.save_weights(LM_WEIGHTS, learn.model.state_dict())
+    run.save_weights(ENCODER, encoder_state(learn))
     results = {"valid_loss": loss, "valid_accuracy": acc, "valid_perplexity": ppl, **stats}
-    run.write_json("results.json", results)
+    run.write_json(RESULTS, results)
     return results

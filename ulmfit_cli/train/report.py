@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.files import read_json
+from ulmfit_cli.layout import LOSS_PLOT, LR_PLOT, METRICS, PLOTS, RESULTS
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS
     if not path.is_file():
         return []
     try:
@@ -28,12 +32,10 @@ def write_plots(run_dir: Path, title: str) -> list[Path]:
     records = read_metrics(run_dir)
     if not records:
         return []
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    out = run_dir / "plots"
+    out = run_dir / PLOTS
     out.mkdir(exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))  # not pyplot: no backend, no window, a notebook's own left alone
+    ax = fig.subplots()
     xs, ys = [], []
     for epoch, r in enumerate(records):  # steps as fractions of their epoch
         steps = r.get("loss_steps") or []
@@ -53,30 +55,28 @@ def write_plots(run_dir: Path, title: str) -> list[Path]:
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=100)
-    plt.close(fig)
+    fig.savefig(out / LOSS_PLOT, dpi=100)
     lrs = [lr for r in records for lr in r.get("lr_steps", [])]
-    paths = [out / "loss.png"]
+    paths = [out / LOSS_PLOT]
     if lrs:
-        fig, ax = plt.subplots(figsize=(7, 3))
+        fig = Figure(figsize=(7, 3))
+        ax = fig.subplots()
         ax.plot(range(len(lrs)), lrs)
         ax.set_xlabel("step (sampled)")
         ax.set_ylabel("learning rate (last layer group)")
         ax.set_title(title)
         fig.tight_layout()
-        fig.savefig(out / "lr.png", dpi=100)
-        plt.close(fig)
-        paths.append(out / "lr.png")
+        fig.savefig(out / LR_PLOT, dpi=100)
+        paths.append(out / LR_PLOT)
     return paths
 
 
-def table(run_dir: Path) -> str:
+def run_table(run_dir: Path) -> str:
     """`ulmfit report`: the figures people look at first, as a table: per epoch, then the final results."""
-    from ulmfit_cli.files import read_json
     if not run_dir.is_dir():
         raise UlmfitError(f"{run_dir} is not a directory")
     records = read_metrics(run_dir)
-    results = read_json(run_dir / "results.json", "report") if (run_dir / "results.json").is_file() else {}
+    results = read_json(run_dir / RESULTS, "report") if (run_dir / RESULTS).is_file() else {}
     if not records and not results:
         raise UlmfitError(f"{run_dir} has neither metrics.jsonl nor results.json: not a ulmfit training run")
     cols = [c for c in ("train_loss", "valid_loss", "perplexity", "accuracy", "f1_score", "accuracy_multi",

@@ -7,11 +7,11 @@ on its memory-mapped tokens with `fit_one_cycle`.
 from __future__ import annotations
 
 from ulmfit_cli.config import PretrainConfig
+from ulmfit_cli.layout import SP_MODEL, VOCAB
 from ulmfit_cli.resolve import Resolved
 from ulmfit_cli.corpus.prepare import prepare
-from ulmfit_cli.corpus.tokenize import SP_MODEL
 from ulmfit_cli.runs import Run
-from ulmfit_cli.stages.lm_common import save_lm
+from ulmfit_cli.recipes.lm_common import save_lm
 from ulmfit_cli.train import distributed
 from ulmfit_cli.train.callbacks import logger_callbacks
 from ulmfit_cli.train.checkpoints import Phase, Plan
@@ -30,11 +30,11 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
     store = distributed.from_main(lambda: prepare(cfg.data, cfg.run.seed))  # rank 0 builds (or finds) the store
     dls = lm_loaders(store.split("train"), store.split("valid"), store.vocab, cfg.train, device, cfg.run.seed,
                      cfg.data.backwards, piece_tokens=STORE_PIECE_TOKENS)
-    run.write_json("vocab.json", store.vocab)
+    run.write_json(VOCAB, store.vocab)
     run.copy_in(store.sp_model, SP_MODEL)
     cbs = (*cbs, *logger_callbacks(cfg.run, run))
     learn = lm_learner(dls, cfg.model.sizes(), cfg.model.drop_mult, cfg.train, cfg.run.precision, run, "pretrain",
                        cbs)
     stats = {"token_store": str(store.path), **{k: store.stats[k] for k in STORE_STATS}}
     return Plan(learn, [Phase("", cfg.train.epochs, cfg.train.lr)], data_signature(store.vocab, store.path.name),
-                lambda ckpt: save_lm(run, learn, stats))
+                lambda outcome: save_lm(run, learn, stats))
