@@ -32,7 +32,7 @@ from ulmfit_cli.layout import CONFUSION_PLOT, REPORT
 from ulmfit_cli.recipes import STAGES, run_stage, stage_named  # noqa: F401  (STAGES: the stage names)
 from ulmfit_cli.recipes.import_lm import import_lm  # noqa: F401  (`ulmfit import-lm`)
 from ulmfit_cli.recipes.lr_find import lr_find  # noqa: F401  (`ulmfit lr-find`)
-from ulmfit_cli.recipes.pairs import check_directions, train_both
+from ulmfit_cli.recipes.forward_backward import check_directions, train_both
 from ulmfit_cli.recipes.tune import tune  # noqa: F401  (`ulmfit tune`)
 from ulmfit_cli.resolve import Resolved, config_of, resolve
 from ulmfit_cli.train.device import decide
@@ -65,7 +65,7 @@ def train(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence[st
     `configs` are YAML files merged in order, `overrides` "key=value" strings (`--set`); `callbacks` are
     fastai callbacks added to the stage's learner (e.g. to watch or interrupt training). With `resume`
     and no `configs`, the run's own config.yaml is used. `directions="both"`: a forward and a backward
-    model in one pair run dir (`ulmfit_cli.recipes.pairs`). None on the other processes of a multi-process
+    model in one pair run dir (`ulmfit_cli.recipes.forward_backward`). None on the other processes of a multi-process
     run (rank 0 reports).
     """
     if directions == "both":

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.classify.task import SINGLE_LABEL, Task, task_of  # the one import back up the layers
+from ulmfit_cli.classify.task import SINGLE_LABEL, TASKS, Task, task_of  # the one import back up the layers
 
 META_KEY = "_meta"  # a run's config.yaml keeps stage/version/argv here; ignored when loaded back
 REQUESTED = "requested"  # under _meta: values the user asked for (run.device: auto) before they were resolved
@@ -181,7 +181,7 @@ class ClassifierData(VocabData, TextData):
     train: str
     valid: str | None = None
     test: str | None = None
-    task: Literal["auto", "single_label", "multi_label", "regression"] = Field(
+    task: Literal[("auto", *TASKS)] = Field(
         "auto", description="auto: multi_label when data.label_col is a list or data.label_delim is set, else "
                             "single_label; regression: a numeric data.label_col")
     label_col: str | list[str] = Field("label", min_length=1, description="the label column; multi-label: a list "
@@ -337,7 +337,7 @@ class ClassifierSpec(Section):
     max_chars: int = Field(gt=0)
     lang: str = "en"  # bundles written before data.lang existed are English
     text_col: str | int | list[str | int] = "text"  # what predict and evaluate read when not told
-    task: Literal["single_label", "multi_label", "regression"] = SINGLE_LABEL.name  # bundles before tasks
+    task: Literal[tuple(TASKS)] = SINGLE_LABEL.name  # bundles written before tasks existed: single-label
     label_col: str | list[str] = "label"  # what evaluate reads when not told
     label_delim: str | None = None
     y_range: tuple[float, float] | None = None

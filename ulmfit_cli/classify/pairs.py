@@ -1,6 +1,6 @@
 """The forward+backward pair format (`--directions both`): a run dir or bundle holding a forward and a
 backward model (`fwd/`, `bwd/`) and `directions.json`, which inference takes as one ensemble. Training a
-pair is `ulmfit_cli.recipes.pairs`; reading one is here, below both."""
+pair is `ulmfit_cli.recipes.forward_backward`; reading one is here, below both."""
 from __future__ import annotations
 
 from pathlib import Path

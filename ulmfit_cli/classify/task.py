@@ -40,6 +40,10 @@ MULTI_DELIM = ";"  # how `ulmfit predict` writes a predicted label set when the 
 ZERO_ONE = {"0": False, "1": True, "0.0": False, "1.0": True, "false": False, "true": True}
 
 
+def _positions(labels: list[str]) -> dict[str, int]:
+    return {lbl: i for i, lbl in enumerate(labels)}
+
+
 @dataclass(frozen=True)
 class Task:
     """What a kind of classifier task decides; one instance per kind (`TASKS`)."""
@@ -184,8 +188,9 @@ class Task:
         raise NotImplementedError
 
     def linear_outputs(self, model, x, n_labels: int) -> np.ndarray:
-        """The linear model's outputs, shaped as the classifier's (what `figures` reads)."""
-        return model.predict(x)
+        """The linear model's outputs, shaped as the classifier's (what `figures` reads): probabilities per
+        label when thresholds decide, else the predicted numbers."""
+        return model.predict_proba(x) if self.thresholded else model.predict(x)
 
 
 class SingleLabel(Task):
@@ -210,8 +215,7 @@ class SingleLabel(Task):
         return labels
 
     def targets(self, labels, frame) -> np.ndarray:
-        index = {lbl: i for i, lbl in enumerate(labels)}
-        return frame["label"].map(index).to_numpy()
+        return frame["label"].map(_positions(labels)).to_numpy()
 
     def describe(self, labels) -> str:
         return f"{len(labels)} classes"
@@ -273,15 +277,14 @@ class MultiLabel(Task):
         return self.parse_labels(pd.DataFrame({"label": labels.fillna("")}), "label", " ", key, path)
 
     def label_names(self, train, data) -> list[str]:
-        labels = data.label_col if isinstance(data.label_col, list) else sorted({x for s in train["label"] for x in s})
         if not any(len(s) for s in train["label"]):
             raise UlmfitError(f"data.train: {data.train}: every document has an empty label set (no 1 in "
                               f"data.label_col, or nothing between the data.label_delim marks); a multi-label "
                               f"classifier needs documents with labels")
-        return labels
+        return data.label_col if isinstance(data.label_col, list) else sorted({x for s in train["label"] for x in s})
 
     def targets(self, labels, frame) -> np.ndarray:
-        index = {lbl: i for i, lbl in enumerate(labels)}
+        index = _positions(labels)
         y = np.zeros((len(frame), len(labels)), dtype=np.float32)
         for row, names in enumerate(frame["label"]):
             y[row, [index[n] for n in names]] = 1
@@ -324,9 +327,6 @@ class MultiLabel(Task):
     def linear_fits(self, x, y):
         for c in self.baseline_grid:
             yield c, OneVsRestClassifier(LogisticRegression(C=c, max_iter=3000)).fit(x, y)
-
-    def linear_outputs(self, model, x, n_labels: int) -> np.ndarray:
-        return model.predict_proba(x)
 
 
 class Regression(Task):

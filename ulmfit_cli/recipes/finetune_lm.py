@@ -23,9 +23,7 @@ from ulmfit_cli.train.learners import lm_learner, transfer_lm
 
 def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
     cfg: FinetuneConfig = resolved.cfg
-    upstream = resolved.upstream
-    device = start(cfg.run)
-    d = cfg.data
+    upstream, device, d = resolved.upstream, start(cfg.run), cfg.data
     train_path = input_path(d.train, "data.train")
     texts = read_texts(train_path, "data.train", d.text_col, encoding=d.encoding, errors=d.encoding_errors)
     if d.valid:

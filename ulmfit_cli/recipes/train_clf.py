@@ -39,9 +39,7 @@ def _outputs(learn, dl) -> np.ndarray:
 
 def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
     cfg: ClassifierConfig = resolved.cfg
-    upstream = resolved.upstream
-    device = start(cfg.run)
-    task = cfg.task
+    upstream, device, task = resolved.upstream, start(cfg.run), cfg.task
     labels, train, valid, test = read_splits(cfg)
     parts = [train, valid] + ([test] if test is not None else [])
     ys = [task.targets(labels, p) for p in parts]

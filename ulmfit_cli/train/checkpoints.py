@@ -8,11 +8,11 @@ one concern each, as fastai's `tracker.py` splits `TrackerCallback`, `EarlyStopp
   `train.checkpoint_every` steps or `train.checkpoint_minutes` (`checkpoints/best.pt` is the epoch-end one
   with the best figure), and a resumed run restored from it.
 
-They share state only through what they are given: the stage's `Position` (phase, step), and the
-Checkpointer saves the other two through their `state_dict`s. As accelerate's checkpointing does, the
-Checkpointer only collects `state_dict()`s: of the model, the optimizer, the fp16 GradScaler, the training
-loader, the global random generators (`GlobalRNG`), the Recorder's running figures, `BestTracker` and
-`EarlyStopping`; plus the position in the schedule (phase, epoch, batches done, one-cycle fraction) and the
+They share state only through what they are given: the stage's `Position` (phase, step); EarlyStopping
+reads the tracker it is given, and the Checkpointer saves that tracker's `state_dict`. As accelerate's
+checkpointing does, the Checkpointer only collects `state_dict()`s: of the model, the optimizer, the fp16 GradScaler, the training
+loader, the global random generators (`GlobalRNG`), the Recorder's running figures and `BestTracker`'s;
+plus the position in the schedule (phase, epoch, batches done, one-cycle fraction) and the
 AWD-LSTM hidden state. Random and loader states are kept both at the start of the epoch and at the step,
 so that a resumed run draws the same data order, skips the batches already trained and goes on exactly as
 the uninterrupted run would (bit for bit on the CPU).
@@ -95,10 +95,9 @@ def fit_plan(plan: Plan, run, cfg) -> dict:
     patience = EarlyStopping(getattr(cfg.train, "patience", None), best)
     if resume is not None:
         best.load_state_dict(resume)
-        patience.load_state_dict(resume)
     nan_watch = NanWatch(position, folder)
     ckpt = Checkpointer(folder, fp, cfg.train, run.path / METRICS, position, log,
-                        {"best": best, "patience": patience}, nan_watch.check, resume)
+                        best, nan_watch.check, resume)
     learn.add_cbs([best, patience, nan_watch, ckpt])
     fit_phases(learn, plan.phases, position, log, ckpt, patience, resume)
 
@@ -149,13 +148,13 @@ def fit_phases(learn, phases: list[Phase], position: Position, log: MetricsLog, 
 
 
 class BestTracker(TrainingEpochs):
-    """The best figure of `monitor` over a stage's epochs (every phase), and its epoch (fastai's
-    TrackerCallback, kept across phases and in checkpoints)."""
+    """The best figure of `monitor` over a stage's epochs (every phase), its epoch, and the epochs since
+    (fastai's TrackerCallback, kept across phases and in checkpoints)."""
     order = 53  # after the Recorder (50) has the epoch's figures; before the Checkpointer (55) saves them
 
     def __init__(self, monitor: Monitor, position: Position):
         self.monitor, self.position = monitor, position
-        self.best, self.best_epoch, self.value, self.new_best = None, None, None, False
+        self.best, self.best_epoch, self.since_best, self.value, self.new_best = None, None, 0, None, False
         self.last_epoch = 0  # the stage's last trained epoch (1-based)
 
     def after_epoch(self):
@@ -167,10 +166,11 @@ class BestTracker(TrainingEpochs):
         self.new_best = self.value is not None and self._better(self.value)
         if self.new_best:
             self.best, self.best_epoch = self.value, self.last_epoch
+        self.since_best = 0 if self.new_best else self.since_best + 1
         # rank 0's score (it alone writes checkpoints) for every rank: a rank that thinks there is no best epoch,
         # or no reason to stop, would wait forever for the others
-        self.best, self.best_epoch, self.new_best = distributed.from_main(
-            lambda: (self.best, self.best_epoch, self.new_best))
+        self.best, self.best_epoch, self.since_best, self.new_best = distributed.from_main(
+            lambda: (self.best, self.best_epoch, self.since_best, self.new_best))
 
     def _better(self, value: float) -> bool:
         if value != value:  # NaN (a correlation of constant predictions) is never the best
@@ -178,22 +178,23 @@ class BestTracker(TrainingEpochs):
         return self.best is None or (value < self.best if self.monitor.lower_is_better else value > self.best)
 
     def state_dict(self) -> dict:
-        return {"monitor": self.monitor.name, "best": self.best, "best_epoch": self.best_epoch}
+        return {"monitor": self.monitor.name, "best": self.best, "best_epoch": self.best_epoch,
+                "since_best": self.since_best}
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch = state.get("best", state.get("best_valid_loss")), state.get("best_epoch")
+        self.since_best = state.get("since_best", 0)
 
 
 class EarlyStopping(TrainingEpochs):
-    """`train.patience` epochs without a better figure (`best`'s) end the stage: the fit is cancelled before
-    its next epoch trains, and `fit_phases` runs no further phase (fastai's EarlyStoppingCallback, counted
-    across the phases and kept in checkpoints). Cancelled there, not at the epoch's end, so that the
+    """`train.patience` epochs without a better figure (the `best` tracker's count) end the stage: the fit is
+    cancelled before its next epoch trains, and `fit_phases` runs no further phase (fastai's
+    EarlyStoppingCallback, counted across the phases). Cancelled there, not at the epoch's end, so that the
     epoch's checkpoint is written first."""
-    order = 54  # after BestTracker (53) knows whether the epoch was the best
+    order = 54  # after BestTracker (53) has counted the epoch
 
     def __init__(self, patience: int | None, best: BestTracker):
-        self.patience, self.best = patience, best
-        self.since_best, self.stopped = 0, False
+        self.patience, self.best, self.stopped = patience, best, False
 
     def before_train(self):
         super().before_train()
@@ -201,19 +202,10 @@ class EarlyStopping(TrainingEpochs):
             raise CancelFitException()  # as fastai's EarlyStoppingCallback ends a fit
 
     def after_epoch(self):
-        if not self.trained:
-            return
-        self.since_best = 0 if self.best.new_best else self.since_best + 1
-        if self.patience and self.since_best >= self.patience:
+        if self.trained and self.patience and self.best.since_best >= self.patience:
             self.stopped = True
-            info(f"train.patience: no better {self.best.monitor.name} for {self.since_best} epochs; the stage ends "
-                 f"after epoch {self.best.last_epoch} (best: epoch {self.best.best_epoch})")
-
-    def state_dict(self) -> dict:
-        return {"since_best": self.since_best}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.since_best = state.get("since_best", 0)
+            info(f"train.patience: no better {self.best.monitor.name} for {self.best.since_best} epochs; the stage "
+                 f"ends after epoch {self.best.last_epoch} (best: epoch {self.best.best_epoch})")
 
 
 class _SkipFirst:
@@ -264,10 +256,10 @@ class Checkpointer(TrainingEpochs):
     order = 55  # after TrainEvalCallback counted the step, the Recorder (50), MetricsLog (51) and BestTracker (53)
 
     def __init__(self, folder: Path, fingerprint: dict, train_cfg, metrics_file: Path, position: Position,
-                 log: MetricsLog, tracked: dict, before_save: Callable[[], None], resume: dict | None = None):
+                 log: MetricsLog, best: BestTracker, before_save: Callable[[], None], resume: dict | None = None):
         self.folder, self.fingerprint, self.metrics_file = folder, fingerprint, metrics_file
         self.every, self.minutes = train_cfg.checkpoint_every, train_cfg.checkpoint_minutes
-        self.position, self.log, self.tracked, self.before_save = position, log, tracked, before_save
+        self.position, self.log, self.best, self.before_save = position, log, best, before_save
         self.resume = resume                    # restored at the start of its phase's fit
         self.saves = 0                          # checkpoints written by this process
         self.write_file = write_checkpoint      # (state, path): a test may slow it down to kill a write
@@ -363,7 +355,7 @@ class Checkpointer(TrainingEpochs):
         state = {name: None if obj is None else obj.state_dict() for name, obj in self.stateful().items()}
         if epoch_end:  # the next epoch starts with no steps of its own
             state["recorder"].update(lrs=[], losses=None)
-        best = self.tracked["best"]
+        best = self.best
         state.update({
             "format": FORMAT, "fingerprint": self.fingerprint, "phase": self.position.phase,
             "step": self.position.step, "epoch": self.epoch + 1 if epoch_end else self.epoch,
@@ -377,8 +369,7 @@ class Checkpointer(TrainingEpochs):
             "metrics_lines": count_lines(self.metrics_file),
             "monitored": best.value if epoch_end else None,
         })
-        for tracker in self.tracked.values():  # BestTracker's and EarlyStopping's figures, at the top level
-            state.update(tracker.state_dict())
+        state.update(best.state_dict())  # the best figure, its epoch and the epochs since, at the top level
         last = self.folder / LAST_CHECKPOINT
         self.write_file(state, last)
         if epoch_end and best.new_best:
