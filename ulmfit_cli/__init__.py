@@ -13,5 +13,6 @@ def load_classifier(*paths, device: str = "auto"):
 
     See `ulmfit_cli.inference.classifier` for the API (`predict`, `predict_proba`, `labels`).
     """
-    from ulmfit_cli.inference.classifier import load_classifier as load  # late: `import ulmfit_cli` (and --help) stay light
+    # late: `import ulmfit_cli` (and --help) stay light
+    from ulmfit_cli.inference.classifier import load_classifier as load
     return load(*paths, device=device)

@@ -21,7 +21,8 @@ from ulmfit_cli.classify.scoring import score
 from ulmfit_cli.config import derive, to_yaml
 from ulmfit_cli.corpus.prepare import prepare as build_store
 from ulmfit_cli.corpus.store import TokenStore
-from ulmfit_cli.corpus.tables import join_fields, named_columns, read_frame, read_texts, text_columns, write_table
+from ulmfit_cli.corpus.tables import (join_fields, named_columns, read_frame, read_texts, text_columns,
+                                      write_table)
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import check_output, write_json
 from ulmfit_cli.inference.classifier import load_classifier
@@ -45,7 +46,8 @@ def _listed(values) -> list:
 
 
 def resolved(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence[str] = (),
-             run_dir: Path | str | None = None, resume: bool = False, directions: str | None = None) -> Resolved:
+             run_dir: Path | str | None = None, resume: bool = False,
+             directions: str | None = None) -> Resolved:
     """The stage's config resolved as `train` would run it (what `--print-config` prints); `directions`
     forward or backward sets `data.backwards`."""
     check_directions(directions)
@@ -65,17 +67,19 @@ def train(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence[st
     `configs` are YAML files merged in order, `overrides` "key=value" strings (`--set`); `callbacks` are
     fastai callbacks added to the stage's learner (e.g. to watch or interrupt training). With `resume`
     and no `configs`, the run's own config.yaml is used. `directions="both"`: a forward and a backward
-    model in one pair run dir (`ulmfit_cli.recipes.forward_backward`). None on the other processes of a multi-process
-    run (rank 0 reports).
+    model in one pair run dir (`ulmfit_cli.recipes.forward_backward`). None on the other processes of a
+    multi-process run (rank 0 reports).
     """
     if directions == "both":
         return train_both(stage_named(stage), [Path(c) for c in _listed(configs)], _listed(overrides),
                           None if run_dir is None else Path(run_dir), force, resume, callbacks)
-    return run_stage(resolved(stage, configs, overrides, run_dir, resume, directions), force, resume, callbacks)
+    return run_stage(resolved(stage, configs, overrides, run_dir, resume, directions), force, resume,
+                     callbacks)
 
 
 def config_yaml(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence[str] = (),
-                run_dir: Path | str | None = None, resume: bool = False, directions: str | None = None) -> str:
+                run_dir: Path | str | None = None, resume: bool = False,
+                directions: str | None = None) -> str:
     """`--print-config`: the resolved config as YAML (`prepare`'s: the pretrain config as loaded)."""
     if stage == "prepare":
         return to_yaml(config_of(STAGES["pretrain"], [Path(c) for c in _listed(configs)], _listed(overrides)))
@@ -83,7 +87,8 @@ def config_yaml(stage: str, configs: Sequence[Path | str] = (), overrides: Seque
                             directions).cfg)
 
 
-def prepare(configs: Sequence[Path | str] = (), overrides: Sequence[str] = (), force: bool = False) -> TokenStore:
+def prepare(configs: Sequence[Path | str] = (), overrides: Sequence[str] = (),
+            force: bool = False) -> TokenStore:
     """Build (or find in the cache) the token store of a pretrain config's data; returns the `TokenStore`."""
     cfg = config_of(STAGES["pretrain"], [Path(c) for c in _listed(configs)], _listed(overrides))
     return build_store(cfg.data, cfg.run.seed, force=force)
@@ -111,7 +116,8 @@ def predict(models: Sequence[Path | str], input: str | Path, output: Path, text_
     clf, precision = _classifiers(models, device, precision)
     cols = clf.text_col if text_col is None else text_col
     df, fmt = read_frame(input, "--input", encoding, fmt=input_format, columns=named_columns(cols))
-    fields = ["text"] if fmt in ("lines", "fasttext") else text_columns(df, cols, "--text-col", "--input", input)
+    fields = (["text"] if fmt in ("lines", "fasttext")
+              else text_columns(df, cols, "--text-col", "--input", input))
     if df.empty:
         raise UlmfitError(f"--input: {input} has no rows to classify")
     probs = clf.predict_proba(join_fields(df, fields).tolist(), bs=bs, precision=precision, progress=True)
@@ -137,7 +143,8 @@ def evaluate(models: Sequence[Path | str], input: str | Path, output: Path, text
     task = clf.task
     labels_in = clf.spec.label_col if label_col is None else label_col
     if not task.label_lists and isinstance(labels_in, list):
-        raise UlmfitError(f"--label-col: {','.join(labels_in)!r} names several columns, but the model is {task}")
+        raise UlmfitError(f"--label-col: {','.join(labels_in)!r} names several columns, "
+                          f"but the model is {task}")
     df = read_texts(input, "--input", clf.text_col if text_col is None else text_col, labels_in, encoding,
                     fmt=input_format, task=task, label_delim=clf.spec.label_delim)
     task.check_known(df["label"].tolist(), clf.labels, f"--input: {input}")

@@ -53,7 +53,8 @@ def command(name: str | None = None):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler, `kill`, a container stop): unwinds as Ctrl-C does, so the run says what it kept."""
+    """SIGTERM (a scheduler, `kill`, a container stop): unwinds as Ctrl-C does, so the run says what it
+    kept."""
 
 
 _MAIN_PID = os.getpid()
@@ -113,10 +114,12 @@ def _run_stage(stage: str, configs: list[Path], overrides: list[str], run_dir: P
     api = _api()
     with _user_errors():
         if print_config:
-            typer.echo(api.config_yaml(stage, configs or [], overrides or [], run_dir, resume, directions), nl=False)
+            typer.echo(api.config_yaml(stage, configs or [], overrides or [], run_dir, resume, directions),
+                       nl=False)
             return
         if directions == "both":  # a pair run dir: its own results name it
-            results = api.train(stage, configs or [], overrides or [], run_dir, force, resume, directions="both")
+            results = api.train(stage, configs or [], overrides or [], run_dir, force, resume,
+                                directions="both")
             _show(f"{stage} finished (forward + backward): {results.pop('run_dir')}", results)
             return
         resolved = api.resolved(stage, configs or [], overrides or [], run_dir, resume, directions)
@@ -126,17 +129,18 @@ def _run_stage(stage: str, configs: list[Path], overrides: list[str], run_dir: P
 
 
 @command()
-def pretrain(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False,
-             resume: ResumeOpt = False, print_config: PrintOpt = False):
+def pretrain(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+             force: ForceOpt = False, resume: ResumeOpt = False, print_config: PrintOpt = False):
     """Pretrain an AWD-LSTM language model on a Wikipedia dump or text files. data.source is a dump
-    (*.xml.bz2 / *.xml), a text file, or a folder of text files (WikiText-103 style). Writes vocab.json, lm.pth,
-    encoder.pth, metrics.jsonl and results.json into the run dir."""
+    (*.xml.bz2 / *.xml), a text file, or a folder of text files (WikiText-103 style). Writes vocab.json,
+    lm.pth, encoder.pth, metrics.jsonl and results.json into the run dir."""
     _run_stage("pretrain", config, set_, run_dir, force, print_config, resume)
 
 
 @command()
 def prepare(config: ConfigOpt = None, set_: SetOpt = None,
-            force: Annotated[bool, typer.Option("--force", help="Rebuild the token store even if it is cached.")] = False,
+            force: Annotated[bool, typer.Option(
+                "--force", help="Rebuild the token store even if it is cached.")] = False,
             print_config: PrintOpt = False):
     """Tokenize a pretrain config's data into a cached token store. data.source (dump, dump parts, text
     files) is read as a stream, in parallel (data.workers), into data.cache_dir; `pretrain` reuses it."""
@@ -152,7 +156,8 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None,
 DirectionsOpt = Annotated[Optional[str], typer.Option(
     "--directions", help="forward, backward (data.backwards), or both: a forward and a backward model in one "
                          "pair run dir (fwd/, bwd/), from a pair init.from_run or init.from_run + "
-                         "init.from_run_backward; predict, evaluate and export take the pair as one ensemble.")]
+                         "init.from_run_backward; predict, evaluate and export take the pair as one "
+                         "ensemble.")]
 
 
 @command("finetune-lm")
@@ -179,9 +184,10 @@ def train_clf(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt 
 @command()
 def tune(config: ConfigOpt = None, set_: SetOpt = None, run_dir: Annotated[Optional[Path], typer.Option(
             "--run-dir", help="The tune dir (default runs/<run.name>-tune).")] = None,
-         trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Trials (default search.trials).")]
-         = None,
-         force: Annotated[bool, typer.Option("--force", help="Discard a previous search in the tune dir.")] = False,
+         trials: Annotated[Optional[int], typer.Option(
+             "--trials", min=1, help="Trials (default search.trials).")] = None,
+         force: Annotated[bool, typer.Option(
+             "--force", help="Discard a previous search in the tune dir.")] = False,
          resume: Annotated[bool, typer.Option("--resume", help="Continue the search in --run-dir.")] = False):
     """Search the classifier's recipe on the validation set. Optuna trials of a train-clf config (rates,
     lr_div, drop_mult, epochs, bs: the search section's ranges), pruned early, never reading data.test;
@@ -191,7 +197,8 @@ def tune(config: ConfigOpt = None, set_: SetOpt = None, run_dir: Annotated[Optio
         results = api.tune(config or [], set_ or [], run_dir, trials, force, resume)
     _show(f"tune finished: best valid {results['metric']} {results['best_value']:.4f} (trial "
           f"{results['best_trial']}); train the final model with: ulmfit train-clf --config "
-          f"{results['best_config']}", {k: v for k, v in results.items() if k not in ("best_value", "best_trial")})
+          f"{results['best_config']}",
+          {k: v for k, v in results.items() if k not in ("best_value", "best_trial")})
 
 
 @command("lr-find")
@@ -203,7 +210,8 @@ def lr_find(
         "--phase", help="The phase to sweep, from 0: a train.stages entry (train-clf), 0 frozen / 1 unfrozen "
                         "(finetune-lm). Default: the first that trains.")] = None,
     freeze_to: Annotated[Optional[int], typer.Option(
-        "--freeze-to", help="Freeze the classifier's layer groups before this one instead of the phase's own.")] = None,
+        "--freeze-to",
+        help="Freeze the classifier's layer groups before this one instead of the phase's own.")] = None,
     start_lr: Annotated[float, typer.Option("--start-lr")] = 1e-7,
     end_lr: Annotated[float, typer.Option("--end-lr")] = 10.0,
     iters: Annotated[int, typer.Option("--iters", help="Steps of the sweep (fastai's num_it).")] = 100,
@@ -213,7 +221,8 @@ def lr_find(
     a PNG. Writes no run dir."""
     api = _api()
     with _user_errors():
-        found = api.lr_find(stage, config or [], set_ or [], output, phase, freeze_to, start_lr, end_lr, iters)
+        found = api.lr_find(stage, config or [], set_ or [], output, phase, freeze_to, start_lr, end_lr,
+                            iters)
     typer.echo(f"lr-find: {stage}, phase {found['phase']} ({found['setup']}); the config trains it at "
                f"{found['config_lr']:.2e}")
     for name, lr in found["suggestions"].items():
@@ -228,9 +237,11 @@ def generate(
     run_dir: Annotated[Path, typer.Option("--run-dir", help="A pretrain or finetune-lm run dir.")],
     prompt: Annotated[str, typer.Option(help="Text the samples start with.")] = "",
     n_words: Annotated[int, typer.Option(help="Tokens to generate per sample (at most 10,000).")] = 40,
-    temperature: Annotated[float, typer.Option(min=0.01, help="Below 1: safer words; above 1: wilder.")] = 1.0,
+    temperature: Annotated[float, typer.Option(
+        min=0.01, help="Below 1: safer words; above 1: wilder.")] = 1.0,
     n_samples: Annotated[int, typer.Option(min=1, help="How many samples to print.")] = 1,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed; the same seed gives the same text.")] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        help="Random seed; the same seed gives the same text.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ):
     """Sample text from a language model run. As fastai's predict: temperature, never xxunk."""
@@ -275,14 +286,16 @@ def predict(
     = Path("preds.csv"),
     text_col: TextColOpt = None,
     input_format: InputFormatOpt = None,
-    bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32", encoding: EncodingOpt = "utf-8",
+    bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32",
+    encoding: EncodingOpt = "utf-8",
 ):
     """Classify texts. Writes the input rows plus `prediction` and one `prob_<class>` column per class
-    (multi-label: the predicted labels joined by the model's data.label_delim, or ';'; regression: the number)."""
+    (multi-label: the predicted labels joined by the model's data.label_delim, or ';'; regression: the
+    number)."""
     api = _api()
     with _user_errors():
-        df = api.predict(model, input, output, None if text_col is None else _columns(text_col), input_format, bs,
-                         device, precision, encoding)
+        df = api.predict(model, input, output, None if text_col is None else _columns(text_col), input_format,
+                         bs, device, precision, encoding)
     if str(output) != "-":
         typer.echo(f"{len(df):,} predictions written to {output}", err=True)
 
@@ -290,8 +303,8 @@ def predict(
 @command()
 def evaluate(
     model: ModelOpt,
-    input: Annotated[str, typer.Option("--input", "-i", help="A labelled CSV/TSV/JSONL table or fastText file; "
-                                                             "- reads stdin.")],
+    input: Annotated[str, typer.Option("--input", "-i", help="A labelled CSV/TSV/JSONL table or fastText "
+                                                             "file; - reads stdin.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for report.json and confusion.png.")]
     = Path("evaluation"),
     text_col: TextColOpt = None,
@@ -300,10 +313,11 @@ def evaluate(
              "model's data.label_col).")] = None,
     input_format: InputFormatOpt = None,
     baseline: Annotated[bool, typer.Option(
-        "--baseline/--no-baseline", help="Also refit the TF-IDF baseline on the (first) model's training split "
-                                         "and score it on the same input (a run dir whose data is still there; "
-                                         "not a bundle).")] = True,
-    bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32", encoding: EncodingOpt = "utf-8",
+        "--baseline/--no-baseline", help="Also refit the TF-IDF baseline on the (first) model's training "
+                                         "split and score it on the same input (a run dir whose data is "
+                                         "still there; not a bundle).")] = True,
+    bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32",
+    encoding: EncodingOpt = "utf-8",
 ):
     """Score classifiers on a labelled file. Accuracy, macro-F1, per-class figures and confusion matrix;
     multi-label micro/macro-F1, subset accuracy, ROC-AUC, per-label figures; regression MAE, RMSE,
@@ -311,8 +325,8 @@ def evaluate(
     api = _api()
     with _user_errors():
         report, written = api.evaluate(model, input, output, None if text_col is None else _columns(text_col),
-                                       None if label_col is None else _columns(label_col), input_format, baseline,
-                                       bs, device, precision, encoding)
+                                       None if label_col is None else _columns(label_col), input_format,
+                                       baseline, bs, device, precision, encoding)
     typer.echo(api.report_text(report))
     typer.echo(f"\nreport: {', '.join(map(str, written))}")
 
@@ -324,13 +338,14 @@ def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the bundle.")],
     format: Annotated[str, typer.Option("--format", help="ulmfit: a pickle-free bundle that predict, "
                                                          "load_classifier or init.from_run take; fastai: a "
-                                                         "language model as fastai's pretrained_fnames loads it "
-                                                         "(lm.pth, lm_vocab.pkl).")] = "ulmfit",
+                                                         "language model as fastai's pretrained_fnames "
+                                                         "loads it (lm.pth, lm_vocab.pkl).")] = "ulmfit",
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --output.")] = False,
 ):
     """Write a self-contained bundle of a classifier or a language model. A classifier bundle is a
     weights-only state dict and vocab/labels/settings as JSON, which `ulmfit predict --model` and
-    `ulmfit_cli.load_classifier` accept; a language-model bundle is what `init.from_run` and `generate` take."""
+    `ulmfit_cli.load_classifier` accept; a language-model bundle is what `init.from_run` and `generate`
+    take."""
     api = _api()
     with _user_errors():
         out = api.export(model, output, force, format)
@@ -339,13 +354,15 @@ def export(
 
 @command("import-lm")
 def import_lm(
-    source: Annotated[str, typer.Argument(help="wt103-fwd, wt103-bwd (fetched with fastai, online), or a folder "
-                                               "or .tgz/.tar.gz/.zip with a fastai *.pth and its vocabulary "
-                                               "(*.pkl or JSON), or a fastai_ulmfit archive (fwd/, bwd/, spm/).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The run dir to write (e.g. runs/wt103-fwd).")],
+    source: Annotated[str, typer.Argument(help="wt103-fwd, wt103-bwd (fetched with fastai, online), or a "
+                                               "folder or .tgz/.tar.gz/.zip with a fastai *.pth and its "
+                                               "vocabulary (*.pkl or JSON), or a fastai_ulmfit archive "
+                                               "(fwd/, bwd/, spm/).")],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="The run dir to write (e.g. runs/wt103-fwd).")],
     backwards: Annotated[Optional[bool], typer.Option(
-        "--backwards/--forwards", help="The model's direction (fastai_ulmfit: which of fwd/ and bwd/; a plain "
-                                       "folder: how it was trained; default forwards).")] = None,
+        "--backwards/--forwards", help="The model's direction (fastai_ulmfit: which of fwd/ and bwd/; a "
+                                       "plain folder: how it was trained; default forwards).")] = None,
     force: ForceOpt = False,
 ):
     """Import a published AWD-LSTM language model. fastai's WT103 or any fastai-format LM becomes a run

@@ -46,25 +46,29 @@ class RunSection(Section):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     distributed: Literal["auto", "off"] = Field(
-        "auto", description="auto: one process of a multi-process run when started by torchrun/accelerate launch")
+        "auto", description="auto: one process of a multi-process run when started by "
+                            "torchrun/accelerate launch")
     dist_timeout: int = Field(300, gt=0, description="seconds a process waits for the others before failing")
     loggers: list[Literal["tensorboard"]] = Field(
         default_factory=list, description="tensorboard: fastai's TensorBoardCallback writes event files into "
                                           "<run dir>/tensorboard (pip install 'ulmfit-cli[tensorboard]')")
-    threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch (default: its own choice, "
-                                                         "printed at start); 1 on a machine shared with other jobs")
-    deterministic: bool = Field(False, description="PyTorch's deterministic algorithms (and cuBLAS workspace) on "
-                                                   "GPU: reproducible, slower; CPU runs are deterministic anyway")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for PyTorch (default: its own choice, printed at start); 1 on a "
+                                "machine shared with other jobs")
+    deterministic: bool = Field(
+        False, description="PyTorch's deterministic algorithms (and cuBLAS workspace) on GPU: reproducible, "
+                           "slower; CPU runs are deterministic anyway")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="auto: fp16 autocast with loss scaling on a GPU, fp32 on CPU; bf16 leaves the LSTM's "
-                           "fp16 gradients unscaled")
+        "auto", description="auto: fp16 autocast with loss scaling on a GPU, fp32 on CPU; bf16 leaves the "
+                           "LSTM's fp16 gradients unscaled")
 
 
 class InitSection(Section):
-    from_run: str | None = Field(None, description="upstream run directory whose weights and vocab to start from")
-    from_run_backward: str | None = Field(None, description="with --directions both: the backward upstream run "
-                                                            "(default: the bwd member of a forward+backward "
-                                                            "init.from_run)")
+    from_run: str | None = Field(
+        None, description="upstream run directory whose weights and vocab to start from")
+    from_run_backward: str | None = Field(
+        None, description="with --directions both: the backward upstream run (default: the bwd member of a "
+                          "forward+backward init.from_run)")
 
 
 ARCH_KEYS = ("emb_sz", "n_hid", "n_layers")
@@ -94,13 +98,16 @@ class FinetuneModel(Arch):
 
 class ClassifierModel(Arch):
     drop_mult: float = Field(0.5, ge=0)  # scales fastai's classifier dropouts (0.4, 0.3, 0.4, 0.05, 0.5)
-    lin_ftrs: list[int] = Field(default_factory=lambda: [50], description="hidden sizes of the concat-pooling head")
-    max_len: int = Field(72 * 20, gt=0, description="tokens of each document the classifier reads (the last ones)")
-    threshold: float | None = Field(None, gt=0, lt=1, description="multi-label: the probability above which a "
-                                                                  "label is predicted, for every label (default: "
-                                                                  "one per label, chosen on the validation set)")
-    y_range: tuple[float, float] | None = Field(None, description="regression: outputs squashed into (low, high) "
-                                                                  "by fastai's sigmoid_range, e.g. [0, 5.5]")
+    lin_ftrs: list[int] = Field(
+        default_factory=lambda: [50], description="hidden sizes of the concat-pooling head")
+    max_len: int = Field(
+        72 * 20, gt=0, description="tokens of each document the classifier reads (the last ones)")
+    threshold: float | None = Field(
+        None, gt=0, lt=1, description="multi-label: the probability above which a label is predicted, for "
+                                      "every label (default: one per label, chosen on the validation set)")
+    y_range: tuple[float, float] | None = Field(
+        None, description="regression: outputs squashed into (low, high) by fastai's "
+                          "sigmoid_range, e.g. [0, 5.5]")
 
     @field_validator("y_range")
     @classmethod
@@ -113,8 +120,8 @@ class ClassifierModel(Arch):
 class Encoded(Section):
     encoding: str = Field("utf-8", description="text encoding of the input files, e.g. cp1252 or latin-1")
     encoding_errors: Literal["strict", "replace"] = Field(
-        "strict", description="strict: bytes that are not valid in data.encoding stop the run (naming file and "
-                              "byte offset); replace: they become U+FFFD and are counted")
+        "strict", description="strict: bytes that are not valid in data.encoding stop the run (naming file "
+                              "and byte offset); replace: they become U+FFFD and are counted")
 
     @field_validator("encoding")
     @classmethod
@@ -134,15 +141,17 @@ LANG_HELP = ("spaCy language of the word tokenizer (fastai's SpacyTokenizer(lang
 class TextData(Encoded):
     lang: str | None = Field(None, description=LANG_HELP + "; without init.from_run: en")
     text_col: str | int | list[str | int] = Field(
-        "text", min_length=1, description="the text column: a name, a position (from 0), or a list of them, joined "
-                                          "with fastai's field marks (xxfld 1 ... xxfld 2 ...)")
+        "text", min_length=1, description="the text column: a name, a position (from 0), or a list of them, "
+                                          "joined with fastai's field marks (xxfld 1 ... xxfld 2 ...)")
     valid_pct: float = Field(0.1, gt=0, lt=1)
-    workers: int | None = Field(None, ge=0, description="tokenizer processes (default: all cores; 0 = in-process)")
+    workers: int | None = Field(
+        None, ge=0, description="tokenizer processes (default: all cores; 0 = in-process)")
 
 
 class Direction(Section):
-    backwards: bool = Field(False, description="train on reversed token streams (the backward model of ULMFiT's "
-                                               "forward+backward ensemble); every stage of a chain must agree")
+    backwards: bool = Field(
+        False, description="train on reversed token streams (the backward model of ULMFiT's forward+backward "
+                           "ensemble); every stage of a chain must agree")
 
 
 class VocabData(Direction):
@@ -152,17 +161,22 @@ class VocabData(Direction):
 
 class PretrainData(VocabData, Encoded):
     lang: str = Field("en", description=LANG_HELP)
-    source: str = Field(description="Wikipedia pages-articles dump (.xml/.xml.bz2), a text file or a folder of text files")
+    source: str = Field(
+        description="Wikipedia pages-articles dump (.xml/.xml.bz2), a text file or a folder of text files")
     valid_pct: float = Field(0.1, gt=0, lt=1, description="share of articles held out for validation")
     max_docs: int | None = Field(None, gt=0, description="use only the first N articles/documents")
     min_doc_chars: int = Field(0, ge=0, description="drop dump articles with less clean text than this")
-    workers: int | None = Field(None, ge=0, description="worker processes (default: all cores; 0 = in-process)")
+    workers: int | None = Field(
+        None, ge=0, description="worker processes (default: all cores; 0 = in-process)")
     cache_dir: str | None = Field(None, description="where token stores are kept and reused "
                                                     "(default: $ULMFIT_CACHE, else ~/.cache/ulmfit)")
-    keep_truncated: bool = Field(False, description="keep the complete pages of a truncated dump instead of failing")
+    keep_truncated: bool = Field(
+        False, description="keep the complete pages of a truncated dump instead of failing")
     tokenizer: Literal["spacy", "sentencepiece"] = Field(
-        "spacy", description="spacy: fastai's word tokenizer; sentencepiece: fastai's subword tokenizer, trained here")
-    sp_vocab_size: int | None = Field(None, gt=8, description="SentencePiece vocab (default: fastai's rule of thumb)")
+        "spacy", description="spacy: fastai's word tokenizer; sentencepiece: fastai's subword "
+                             "tokenizer, trained here")
+    sp_vocab_size: int | None = Field(
+        None, gt=8, description="SentencePiece vocab (default: fastai's rule of thumb)")
     sp_train_chars: int = Field(50_000_000, gt=0, description="text the SentencePiece model is trained on")
 
 
@@ -170,26 +184,30 @@ class FinetuneData(VocabData, TextData):
     train: str
     valid: str | None = None
     extra_text: list[str] = Field(
-        default_factory=list, description="more files of target-domain text for the LM's training split, labels "
-                                          "unused (e.g. a classifier's unlabelled or test texts: transductive)")
+        default_factory=list, description="more files of target-domain text for the LM's training split, "
+                                          "labels unused (e.g. a classifier's unlabelled or test "
+                                          "texts: transductive)")
 
 
 class ClassifierData(VocabData, TextData):
-    """max_vocab/min_freq apply only without init.from_run (the classifier otherwise uses that run's vocab)."""
-    max_chars: int = Field(100_000, gt=0, description="longer documents keep only their last max_chars "
-                                                      "characters (the classifier reads the end: model.max_len)")
+    """max_vocab/min_freq apply only without init.from_run (the classifier otherwise uses that run's
+    vocab)."""
+    max_chars: int = Field(
+        100_000, gt=0, description="longer documents keep only their last max_chars characters (the "
+                                   "classifier reads the end: model.max_len)")
     train: str
     valid: str | None = None
     test: str | None = None
     task: Literal[("auto", *TASKS)] = Field(
-        "auto", description="auto: multi_label when data.label_col is a list or data.label_delim is set, else "
-                            "single_label; regression: a numeric data.label_col")
-    label_col: str | list[str] = Field("label", min_length=1, description="the label column; multi-label: a list "
-                                                                         "of 0/1 columns, one per label")
-    label_delim: str | None = Field(None, min_length=1, description="multi-label: data.label_col holds each "
-                                                                     "document's labels joined by this, e.g. ';'")
-    baseline: bool = Field(True, description="also fit TF-IDF + logistic regression on the same splits and report "
-                                             "it beside the classifier (baseline_* in results.json)")
+        "auto", description="auto: multi_label when data.label_col is a list or data.label_delim is set, "
+                            "else single_label; regression: a numeric data.label_col")
+    label_col: str | list[str] = Field("label", min_length=1, description="the label column; multi-label: a "
+                                                                         "list of 0/1 columns, one per label")
+    label_delim: str | None = Field(
+        None, min_length=1, description="multi-label: data.label_col holds each document's labels "
+                                        "joined by this, e.g. ';'")
+    baseline: bool = Field(True, description="also fit TF-IDF + logistic regression on the same splits and "
+                                             "report it beside the classifier (baseline_* in results.json)")
 
 
 class TrainSection(Section):
@@ -199,11 +217,13 @@ class TrainSection(Section):
     wd: float = Field(0.01, ge=0)
     moms: tuple[float, float, float] = (0.8, 0.7, 0.8)
     optimizer: Literal["fastai", "torch"] = Field(
-        "torch", description="torch: PyTorch's AdamW kernels; fastai: fastai's Adam (same update rule, slower)")
-    checkpoint_every: int | None = Field(None, gt=0, description="also checkpoint every N training steps "
-                                                                 "(checkpoints are always written at epoch ends)")
-    checkpoint_minutes: float | None = Field(30.0, gt=0, description="also checkpoint after this many minutes "
-                                                                     "without one")
+        "torch", description="torch: PyTorch's AdamW kernels; fastai: fastai's Adam (same "
+                             "update rule, slower)")
+    checkpoint_every: int | None = Field(
+        None, gt=0, description="also checkpoint every N training steps (checkpoints are always "
+                                "written at epoch ends)")
+    checkpoint_minutes: float | None = Field(
+        30.0, gt=0, description="also checkpoint after this many minutes without one")
 
 
 class LMTrain(TrainSection):
@@ -212,8 +232,9 @@ class LMTrain(TrainSection):
     loader: Literal["fastai", "stream"] = Field(
         "stream", description="stream: the AWD-LSTM batchify, kept on the device; "
                               "fastai: fastai's LMDataLoader (documents shuffled each epoch)")
-    random_bptt: bool = Field(False, description="AWD-LSTM's random window lengths (stream loader): bptt, or "
-                                                 "bptt/2 one time in 20, plus N(0, 5); lr scaled by length/bptt")
+    random_bptt: bool = Field(
+        False, description="AWD-LSTM's random window lengths (stream loader): bptt, or bptt/2 one time in "
+                           "20, plus N(0, 5); lr scaled by length/bptt")
 
 
 class FinetuneTrain(LMTrain):
@@ -224,7 +245,8 @@ class FinetuneTrain(LMTrain):
 
 
 class UnfreezeStage(Section):
-    freeze_to: int = Field(description="layer groups before this index stay frozen (-1: head only, 0: all trainable)")
+    freeze_to: int = Field(
+        description="layer groups before this index stay frozen (-1: head only, 0: all trainable)")
     epochs: int | None = Field(None, ge=1, description="default: train.epochs")
     lr: float | None = Field(None, gt=0, description="default: train.lr")
 
@@ -242,37 +264,39 @@ class ClassifierTrain(TrainSection):
     bs: int = Field(32, ge=2, description="the head's BatchNorm needs at least 2 documents per batch")
     epochs: int = Field(1, ge=1, description="epochs of a stage that names none")
     lr: float = Field(2e-2, gt=0, description="rate of a stage that names none")
-    lr_div: float = Field(2.6, ge=1, description="each stage trains with slice(lr / lr_div, lr) (fastai's recipe: "
-                                                 "2.6**4)")
+    lr_div: float = Field(
+        2.6, ge=1, description="each stage trains with slice(lr / lr_div, lr) (fastai's recipe: 2.6**4)")
     stages: list[UnfreezeStage] = Field(default_factory=_small_data_unfreezing, min_length=1)
     class_weights: Literal["balanced"] | dict[str, float] | None = Field(
         None, description="weighted cross-entropy: balanced (n / (classes * count), as scikit-learn's), or "
                           "{label: weight} (labels not named weigh 1)")
     sampler: Literal["shuffle", "balanced"] = Field(
-        "shuffle", description="balanced: each epoch draws its training documents with replacement, every class "
-                               "equally often (fastai's weighted_dataloaders)")
-    monitor: Literal["valid_loss", "accuracy", "macro_f1", "micro_f1", "mae", "rmse", "pearson", "spearman"] = Field(
+        "shuffle", description="balanced: each epoch draws its training documents with replacement, every "
+                               "class equally often (fastai's weighted_dataloaders)")
+    monitor: Literal["valid_loss", "accuracy", "macro_f1", "micro_f1", "mae", "rmse", "pearson",
+                     "spearman"] = Field(
         "valid_loss", description="the validation figure that picks the best epoch (checkpoints/best.pt): "
-                                  "valid_loss; single-label accuracy, macro_f1; multi-label macro_f1, micro_f1; "
-                                  "regression mae, rmse, pearson, spearman")
+                                  "valid_loss; single-label accuracy, macro_f1; multi-label macro_f1, "
+                                  "micro_f1; regression mae, rmse, pearson, spearman")
     keep: Literal["last", "best"] = Field("best", description="the epoch model.pth holds: the best by "
                                                              "train.monitor, or the last one")
-    patience: int | None = Field(None, ge=1, description="stop the stage after this many epochs without a better "
-                                                         "train.monitor (counted across train.stages)")
+    patience: int | None = Field(None, ge=1, description="stop the stage after this many epochs without a "
+                                                         "better train.monitor (counted across train.stages)")
 
 
 class SearchSection(Section):
     """`ulmfit tune`: the ranges searched on the validation set (null: keep the config's value)."""
     trials: int = Field(20, ge=1, description="trials of the search (--trials overrides)")
     metric: Literal["auto", "accuracy", "macro_f1", "micro_f1", "mae", "rmse", "pearson", "spearman"] = Field(
-        "auto", description="the validation figure a trial is scored by (auto: accuracy, micro_f1 for multi-label, "
-                            "rmse for regression)")
+        "auto", description="the validation figure a trial is scored by (auto: accuracy, micro_f1 for "
+                            "multi-label, rmse for regression)")
     lr_scale: tuple[float, float] | None = Field(
         (0.25, 4.0), description="every stage's rate multiplied by a factor from this range (log scale)")
     lr_div: tuple[float, float] | None = Field((1.0, 2.6 ** 4), description="train.lr_div (log scale)")
     drop_mult: tuple[float, float] | None = Field((0.1, 1.0), description="model.drop_mult")
     epochs: tuple[int, int] | None = Field((2, 8), description="epochs of the last train.stages entry")
-    early_epochs: tuple[int, int] | None = Field((1, 2), description="epochs of each earlier train.stages entry")
+    early_epochs: tuple[int, int] | None = Field(
+        (1, 2), description="epochs of each earlier train.stages entry")
     bs: list[int] | None = Field(default_factory=lambda: [16, 32, 64], description="train.bs, one of these")
     prune: bool = Field(True, description="stop trials whose validation figure lags the median of earlier "
                                           "trials at the same epoch (Optuna's MedianPruner)")
@@ -344,11 +368,11 @@ class ClassifierSpec(Section):
 
     @classmethod
     def of(cls, cfg: "ClassifierConfig") -> "ClassifierSpec":
-        return cls(arch=ArchSizes(**cfg.model.sizes()), drop_mult=cfg.model.drop_mult, lin_ftrs=cfg.model.lin_ftrs,
-                   max_len=cfg.model.max_len, bptt=cfg.train.bptt, backwards=cfg.data.backwards,
-                   max_chars=cfg.data.max_chars, lang=cfg.data.lang or "en", text_col=cfg.data.text_col,
-                   task=cfg.task.name, label_col=cfg.data.label_col, label_delim=cfg.data.label_delim,
-                   y_range=cfg.model.y_range)
+        return cls(arch=ArchSizes(**cfg.model.sizes()), drop_mult=cfg.model.drop_mult,
+                   lin_ftrs=cfg.model.lin_ftrs, max_len=cfg.model.max_len, bptt=cfg.train.bptt,
+                   backwards=cfg.data.backwards, max_chars=cfg.data.max_chars, lang=cfg.data.lang or "en",
+                   text_col=cfg.data.text_col, task=cfg.task.name, label_col=cfg.data.label_col,
+                   label_delim=cfg.data.label_delim, y_range=cfg.model.y_range)
 
 
 # ---------------------------------------------------------------- loading
@@ -432,7 +456,8 @@ def _format_errors(err: ValidationError, origin: dict, cls: type[BaseModel], wha
                 msg += f" (did you mean {close[0]}?)"
         elif e["type"] == "missing":
             msg = "required, but no config sets it"
-        elif not loc and e["type"] == "value_error":  # a check across keys (a model validator) names its key first
+        # a check across keys (a model validator) names its key first
+        elif not loc and e["type"] == "value_error":
             msg = e["msg"].removeprefix("Value error, ")
             named = re.match(r"([a-z_]+\.[a-z_]+): (.*)", msg, re.S)
             if named:
@@ -466,7 +491,8 @@ def load_config(stage, paths: list[Path], overrides: list[str]) -> StageConfig:
     return validate(cls, data, f"{stage.name} config", origin)
 
 
-def validate(cls: type[BaseModel], data: dict, what: str, origin: dict | None = None, source: str = "code defaults"):
+def validate(cls: type[BaseModel], data: dict, what: str, origin: dict | None = None,
+             source: str = "code defaults"):
     """`cls` from `data`, or an UlmfitError listing each bad key and where it came from (`origin`: key path
     -> file or --set; `source` for the rest)."""
     try:
@@ -478,8 +504,8 @@ def validate(cls: type[BaseModel], data: dict, what: str, origin: dict | None = 
 
 def derive(cfg: StageConfig, changes: dict[str, Any]) -> StageConfig:
     """`cfg` with the dotted keys of `changes` set (`derive(cfg, {"data.test": None})`) and validated again:
-    how code makes a config from another (tune's trials, a pair's members). Not pydantic's `model_copy(update=)`,
-    which neither reaches nested keys nor validates."""
+    how code makes a config from another (tune's trials, a pair's members). Not pydantic's
+    `model_copy(update=)`, which neither reaches nested keys nor validates."""
     data = cfg.model_dump(mode="json")
     for dotted, value in changes.items():
         *sections, key = dotted.split(".")

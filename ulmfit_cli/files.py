@@ -113,8 +113,8 @@ def check_output(output: Path, input, models: list[Path], folder: bool) -> None:
         if out == Path(m).resolve() or Path(m).resolve() in out.parents:
             raise UlmfitError(f"--output: {output} is inside --model {m}; write the results elsewhere")
     if folder and output.exists() and not output.is_dir():
-        raise UlmfitError(f"--output: {output} is a file; evaluate writes a folder (report.json, confusion.png, "
-                          f"probabilities.npy)")
+        raise UlmfitError(f"--output: {output} is a file; evaluate writes a folder (report.json, "
+                          f"confusion.png, probabilities.npy)")
     if not folder and output.is_dir():
         raise UlmfitError(f"--output: {output} is a folder; give a file name, e.g. {output / 'preds.csv'}")
     try:
@@ -172,11 +172,11 @@ def staged(final: Path, what: str, force: bool = False, resume: bool = False,
                 copied = True
         else:
             if occupied(final) and not force:
-                raise UlmfitError(f"{what} is not empty: pass --force to replace it (it is kept until the new one "
-                                  f"is finished), or choose another folder")
+                raise UlmfitError(f"{what} is not empty: pass --force to replace it (it is kept until the "
+                                  f"new one is finished), or choose another folder")
             if can_resume(staging) and not force:
-                raise UlmfitError(f"{staging} holds an unfinished run with checkpoints: pass --resume to continue "
-                                  f"it, or --force to discard it")
+                raise UlmfitError(f"{staging} holds an unfinished run with checkpoints: pass --resume to "
+                                  f"continue it, or --force to discard it")
             shutil.rmtree(staging, ignore_errors=True)  # left by a crash with nothing to resume (or --force)
             staging.mkdir(parents=True)
         try:
@@ -240,15 +240,16 @@ def exclusive(target: Path, what: str, wait: bool = False):
         except OSError as e:
             os.close(fd)
             if e.errno not in (errno.EACCES, errno.EAGAIN):  # a file system without locks (some NFS mounts)
-                print(f"ulmfit: warning: cannot lock {lock} ({e.strerror}); make sure no other ulmfit process "
-                      f"uses {what}", file=sys.stderr, flush=True)
+                print(f"ulmfit: warning: cannot lock {lock} ({e.strerror}); make sure no other ulmfit "
+                      f"process uses {what}", file=sys.stderr, flush=True)
                 yield
                 return
             if not wait:
-                raise UlmfitError(f"{what} is in use by another ulmfit process ({_holder(lock)}); wait for it to "
-                                  f"finish, or choose another folder") from None
+                raise UlmfitError(f"{what} is in use by another ulmfit process ({_holder(lock)}); wait for "
+                                  f"it to finish, or choose another folder") from None
             if not told:
-                print(f"ulmfit: waiting for {_holder(lock)}, which is using {what}", file=sys.stderr, flush=True)
+                print(f"ulmfit: waiting for {_holder(lock)}, which is using {what}", file=sys.stderr,
+                      flush=True)
                 told = True
             time.sleep(0.5)
             continue
@@ -274,15 +275,16 @@ def exclusive(target: Path, what: str, wait: bool = False):
 def torch_load_safe(path: Path, refused: str, containers: tuple = ()):
     """`torch.load` with `weights_only=True`. A pickle that would run code becomes an UlmfitError
     `refused (reason)`; a file that is not whole (truncated copy, broken zip) says so instead.
-    `containers`: list-like classes to admit too (fastcore's `L` in the optimizer state `learn.save` writes)."""
+    `containers`: list-like classes to admit too (fastcore's `L` in the optimizer state `learn.save`
+    writes)."""
     try:
         with torch.serialization.safe_globals(list(containers)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise UlmfitError(f"{refused} ({_first_line(e)})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise UlmfitError(f"{path}: the file is damaged or truncated, not a whole PyTorch file ({_first_line(e)}); "
-                          f"copy or write it again") from None
+        raise UlmfitError(f"{path}: the file is damaged or truncated, not a whole PyTorch file "
+                          f"({_first_line(e)}); copy or write it again") from None
 
 
 def _first_line(e: Exception) -> str:
@@ -337,7 +339,8 @@ def extract_archive(archive: Path, dest: Path, what: str) -> None:
 
     def check(name: str) -> None:
         parts = Path(name).parts
-        if name.startswith(("/", "\\")) or Path(name).is_absolute() or ".." in parts or (parts and ":" in parts[0]):
+        if (name.startswith(("/", "\\")) or Path(name).is_absolute() or ".." in parts
+                or (parts and ":" in parts[0])):
             raise UlmfitError(f"{what}: {archive} holds a member outside the archive ({name!r}); refused to "
                               f"unpack it")
     try:
@@ -354,7 +357,8 @@ def extract_archive(archive: Path, dest: Path, what: str) -> None:
                 for m in members:
                     check(m.name)
                     if not (m.isfile() or m.isdir()):
-                        raise UlmfitError(f"{what}: {archive}: member {m.name!r} is a link or device; refused")
+                        raise UlmfitError(f"{what}: {archive}: member {m.name!r} is a link or "
+                                          f"device; refused")
                 t.extractall(dest, members=members, filter="data")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
         raise UlmfitError(f"{what}: {archive} is not a readable archive ({_first_line(e)})") from None

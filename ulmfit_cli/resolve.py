@@ -33,15 +33,21 @@ class Resolved:
         return Path(self.cfg.run.dir)
 
 
-def config_of(stage, configs=(), overrides=(), run_dir: Path | None = None, resume: bool = False) -> StageConfig:
+def config_of(stage, configs=(), overrides=(), run_dir: Path | None = None,
+              resume: bool = False) -> StageConfig:
     """The stage's typed config from YAML files and `--set` overrides (with `--resume` and no file: the
     run's own config.yaml), not yet resolved: what code derives configs from (`config.derive`)."""
     configs = list(configs)
     if resume and not configs:
-        if run_dir is None:
-            raise UlmfitError("--resume needs --run-dir (or the --config of the run)")
-        configs = [resume_config(Path(run_dir))]
+        configs = [resume_config(resumed_dir(run_dir))]
     return load_config(stage, configs, list(overrides))
+
+
+def resumed_dir(run_dir: Path | None) -> Path:
+    """The run dir `--resume` continues: it must be named."""
+    if run_dir is None:
+        raise UlmfitError("--resume needs --run-dir (or the --config of the run)")
+    return Path(run_dir)
 
 
 def run_dir_of(cfg: StageConfig, run_dir: Path | None = None, suffix: str = "") -> Path:
@@ -63,8 +69,8 @@ def resolve(stage, configs=(), overrides=(), run_dir: Path | None = None, resume
     data["data"]["lang"] = inherit_lang(cfg.data, upstream)
     data["run"]["dir"] = str(run_dir_of(cfg, run_dir))
     if upstream is not None and Path(data["run"]["dir"]).resolve() == upstream.path.resolve():
-        raise UlmfitError(f"run dir {data['run']['dir']} is init.from_run: a run cannot replace the run it starts "
-                          f"from (not even with --force); choose another --run-dir")
+        raise UlmfitError(f"run dir {data['run']['dir']} is init.from_run: a run cannot replace the run it "
+                          f"starts from (not even with --force); choose another --run-dir")
     asked = {"run.device": cfg.run.device, "run.precision": cfg.run.precision}
     data["run"]["device"], data["run"]["precision"] = decide(cfg.run.device, cfg.run.precision)
     requested = {k: v for k, v in asked.items() if data["run"][k.split(".")[1]] != v}
@@ -79,8 +85,8 @@ def upstream_of(stage, cfg: StageConfig) -> UpstreamRun | None:
     upstream = read_run(init.from_run, "init.from_run", stage.upstream, stage.upstream_weights)
     if upstream.backwards != cfg.data.backwards:
         direction = lambda b: "backwards (reversed text)" if b else "forwards"  # noqa: E731
-        raise UlmfitError(f"init.from_run: {upstream.path} was trained {direction(upstream.backwards)}, but this "
-                          f"config has data.backwards: {str(cfg.data.backwards).lower()}; set "
+        raise UlmfitError(f"init.from_run: {upstream.path} was trained {direction(upstream.backwards)}, but "
+                          f"this config has data.backwards: {str(cfg.data.backwards).lower()}; set "
                           f"data.backwards={str(upstream.backwards).lower()}")
     return upstream
 
@@ -93,7 +99,8 @@ def inherit_lang(data, upstream: UpstreamRun | None) -> str:
         raise UlmfitError(f"data.lang: the config says {data.lang!r}, but init.from_run {upstream.path} was "
                           f"tokenized as {theirs!r}; leave data.lang unset to take it from the run")
     lang = data.lang or theirs or "en"
-    subwords = getattr(data, "tokenizer", "spacy") == "sentencepiece" or (upstream is not None and upstream.sp_model)
+    subwords = (getattr(data, "tokenizer", "spacy") == "sentencepiece"
+                or (upstream is not None and upstream.sp_model))
     if not subwords:
         check_lang(lang, "data.lang")
     return lang
@@ -109,5 +116,6 @@ def inherit_arch(model, upstream: UpstreamRun | None) -> dict:
              for k in ARCH_KEYS if getattr(model, k) is not None and getattr(model, k) != theirs[k]]
     if clash:
         raise UlmfitError("init.from_run: the run's architecture does not match the config:\n  "
-                          + "\n  ".join(clash) + "\n(leave model.emb_sz/n_hid/n_layers unset to take them from the run)")
+                          + "\n  ".join(clash) + "\n(leave model.emb_sz/n_hid/n_layers unset to take them "
+                                                 "from the run)")
     return theirs

@@ -91,8 +91,8 @@ def open_run(stage: str, cfg: StageConfig, requested: dict, force: bool, resume:
                 kept_message=True) as staging:
         run = Run(path=staging, resume=resume)
         meta = {"stage": stage, "version": __version__, "argv": sys.argv,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **({REQUESTED: requested} if requested else {}),
-                **(meta or {})}
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **({REQUESTED: requested} if requested else {}), **(meta or {})}
         config = to_yaml(cfg, meta).encode()
         atomic_write(staging / CONFIG, lambda f: f.write(config))
         yield run
@@ -162,14 +162,15 @@ def read_run(path: Path | str, key: str, stages: tuple[str, ...], weights: str) 
     if not path.is_dir():
         raise UlmfitError(f"{key}: {path} is not a directory")
     if (path / PAIR).is_file():
-        raise UlmfitError(f"{key}: {path} is a forward+backward pair ({path / 'fwd'}, {path / 'bwd'}): train both "
-                          f"directions from it with --directions both, or name one of them")
+        raise UlmfitError(f"{key}: {path} is a forward+backward pair ({path / 'fwd'}, {path / 'bwd'}): train "
+                          f"both directions from it with --directions both, or name one of them")
     config = _run_config(path, key)
     if config is None:
         raise UlmfitError(f"{key}: {path} is not a ulmfit run (no config.yaml)")
     stage = stage_of(path, key)
     if stage not in stages:
-        raise UlmfitError(f"{key}: {path} is a {stage or 'unknown'} run; expected one of: {', '.join(stages)}")
+        raise UlmfitError(f"{key}: {path} is a {stage or 'unknown'} run; expected one of: "
+                          f"{', '.join(stages)}")
     for name in (VOCAB, weights):
         if not (path / name).is_file():
             raise UlmfitError(f"{key}: {path} has no {name} (an unfinished run?)")

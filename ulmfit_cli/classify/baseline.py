@@ -3,8 +3,8 @@
 target), with scikit-learn.
 
 train-clf fits it on the same training split, picks C (alpha for ridge) on the same validation split and
-scores it on the same validation and test sets as the classifier (`data.baseline: false` turns it off), so results.json
-answers "is this better than a bag of words?" from one run. Seconds on a CPU for sets of the size
+scores it on the same validation and test sets as the classifier (`data.baseline: false` turns it off), so
+results.json answers "is this better than a bag of words?" from one run. Seconds on a CPU for sets of the size
 ULMFiT is used on.
 """
 from __future__ import annotations
@@ -47,13 +47,15 @@ def tfidf_baseline(train: tuple[list[str], np.ndarray], valid: tuple[list[str], 
     sign = -1 if task.lower_is_better(task.selection) else 1
     best = None
     for setting, model in task.linear_fits(x_train, train[1]):
-        _, figures = score(lambda x: task.linear_outputs(model, x, len(labels)), xs, task, labels, fixed=threshold)
+        _, figures = score(lambda x: task.linear_outputs(model, x, len(labels)), xs, task, labels,
+                           fixed=threshold)
         value = figures["valid"][task.selection] * sign
         if best is None or value > best[0]:  # ties: the earlier, stronger regularization
             best = (value, setting, figures)
     _, setting, figures = best
     out = {"baseline": task.baseline_name, f"baseline_{task.baseline_setting}": setting,
-           **headline(task, figures, prefix="baseline_", sizes=False)}  # the splits' sizes are the classifier's
+           # the splits' sizes are the classifier's
+           **headline(task, figures, prefix="baseline_", sizes=False)}
     out["baseline_seconds"] = round(time.perf_counter() - t0, 1)
     return out
 

@@ -21,7 +21,8 @@ def class_scores(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> d
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=idx, average="macro", zero_division=0)),
-        "per_class": {lbl: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(n[i])}
+        "per_class": {lbl: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                            "support": int(n[i])}
                       for i, lbl in enumerate(labels)},
         "confusion": {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels=idx).tolist()},
     }
@@ -57,8 +58,9 @@ def multi_scores(y_true: np.ndarray, probs: np.ndarray, labels: list[str], thres
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
         "subset_accuracy": float((y_true == y_pred).all(1).mean()),
         "roc_auc": float(roc_auc_score(y_true[:, both], probs[:, both], average="macro")) if both else None,
-        "per_label": {lbl: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(n[i]),
-                            "threshold": float(thresholds[i])} for i, lbl in enumerate(labels)},
+        "per_label": {lbl: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                            "support": int(n[i]), "threshold": float(thresholds[i])}
+                      for i, lbl in enumerate(labels)},
     }
 
 
@@ -90,6 +92,7 @@ def score(outputs_of: Callable, splits: dict[str, tuple], task, labels: list[str
 
 
 def headline(task, figures: dict[str, dict], prefix: str = "", sizes: bool = True) -> dict:
-    """`{prefix}{split}_{figure}` of the task's headline figures (and each split's size `n`): results.json's keys."""
+    """`{prefix}{split}_{figure}` of the task's headline figures (and each split's size `n`): results.json's
+    keys."""
     return {f"{prefix}{name}_{k}": f[k] for name, f in figures.items()
             for k in (*task.headline, *(("n",) if sizes else ()))}

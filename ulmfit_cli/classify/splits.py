@@ -29,7 +29,8 @@ def read_split(cfg: ClassifierConfig, key: str) -> pd.DataFrame:
 def split_off(df: pd.DataFrame, pct: float, seed: int, stratify: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A `pct` share of `df` held out for validation, stratified by label when asked and possible."""
     try:
-        return train_test_split(df, test_size=pct, random_state=seed, stratify=df["label"] if stratify else None)
+        return train_test_split(df, test_size=pct, random_state=seed,
+                                stratify=df["label"] if stratify else None)
     except ValueError:  # a class too rare to stratify, or too few rows: plain random split
         return train_test_split(df, test_size=max(pct, 1 / len(df)), random_state=seed)
 
@@ -46,8 +47,9 @@ def read_splits(cfg: ClassifierConfig, with_test: bool = True):
         train, valid = split_off(train, cfg.data.valid_pct, cfg.run.seed, stratify=task.by_class)
         unseen = sorted(set(labels) - set(train["label"])) if task.by_class else []
         if unseen:  # a class with one row went to the validation split: it is never trained on
-            info(f"warning: data.train: {cfg.data.train}: class(es) {', '.join(map(repr, unseen))} have too few rows "
-                 f"to be in both splits and are not trained on; add rows, or give data.valid")
+            info(f"warning: data.train: {cfg.data.train}: class(es) {', '.join(map(repr, unseen))} "
+                 f"have too few rows to be in both splits and are not trained on; add rows, "
+                 f"or give data.valid")
     test = read_split(cfg, "data.test") if cfg.data.test and with_test else None
     for key, part in (("data.valid", valid if cfg.data.valid else None), ("data.test", test)):
         if part is not None:

@@ -49,13 +49,16 @@ class Task:
     """What a kind of classifier task decides; one instance per kind (`TASKS`)."""
     name: ClassVar[str]
     monitors: ClassVar[dict[str, str]]  # train.monitor -> the Recorder's column (the name in metrics.jsonl)
-    headline: ClassVar[tuple[str, ...]]  # the figures results.json, the printed summary and evaluate lead with
-    selection: ClassVar[str]             # what picks a setting on valid: tune's metric (auto), the baseline's C
+    # the figures results.json, the printed summary and evaluate lead with
+    headline: ClassVar[tuple[str, ...]]
+    # what picks a setting on valid: tune's metric (auto), the baseline's C
+    selection: ClassVar[str]
     least_labels: ClassVar[int] = 1      # labels.json entries a model of this task has at least
     label_lists: ClassVar[bool] = False  # labels given as several 0/1 columns or a delimited column
     thresholded: ClassVar[bool] = False  # decided by per-label thresholds (thresholds.json, model.threshold)
     numeric: ClassVar[bool] = False      # a number per document (model.y_range; no classes to weigh)
-    by_class: ClassVar[bool] = False     # one class per document (train.sampler: balanced, a confusion matrix)
+    # one class per document (train.sampler: balanced, a confusion matrix)
+    by_class: ClassVar[bool] = False
     outputs_file: ClassVar[str] = PROBABILITIES  # what `ulmfit evaluate` saves its outputs as
 
     def __str__(self) -> str:
@@ -67,12 +70,13 @@ class Task:
 
     # -- the config
     def check_config(self, data, model, train) -> None:
-        """Refuse keys that contradict this task (a ValueError naming the key, as a config validator raises)."""
+        """Refuse keys that contradict this task (a ValueError naming the key, as a config validator
+        raises)."""
         if self.label_lists != (isinstance(data.label_col, list) or data.label_delim is not None):
             raise ValueError(self._labels_given_wrong)
         if isinstance(data.label_col, list) and data.label_delim is not None:
-            raise ValueError("data.label_delim: data.label_col is a list of 0/1 columns, so there is nothing to "
-                             "split; give one of them")
+            raise ValueError("data.label_delim: data.label_col is a list of 0/1 columns, so there is nothing "
+                             "to split; give one of them")
         if train.monitor not in self.monitors:
             raise ValueError(f"train.monitor: {train.monitor} is not a figure of a {self} task; use one of "
                              f"{', '.join(self.monitors)}")
@@ -140,8 +144,8 @@ class Task:
         unknown = sorted(set(setting) - set(labels))
         if unknown:
             raise UlmfitError(f"train.class_weights: {', '.join(map(repr, unknown))} "
-                              f"{'is not a class' if len(unknown) == 1 else 'are not classes'} of data.train; "
-                              f"its classes are: {', '.join(labels)}")
+                              f"{'is not a class' if len(unknown) == 1 else 'are not classes'} "
+                              f"of data.train; its classes are: {', '.join(labels)}")
         return [float(setting.get(lbl, 1.0)) for lbl in labels]
 
     def _balanced(self, ys: np.ndarray, labels: list[str]) -> list[float]:
@@ -255,8 +259,8 @@ class MultiLabel(Task):
     label_lists = True
     thresholded = True
 
-    _labels_given_wrong = ("data.task: multi_label reads a list of 0/1 columns (data.label_col: [a, b]) or one "
-                           "column of delimited labels (data.label_delim: ';')")
+    _labels_given_wrong = ("data.task: multi_label reads a list of 0/1 columns (data.label_col: [a, b]) "
+                           "or one column of delimited labels (data.label_delim: ';')")
 
     def parse_labels(self, df, label_col, delim, key, path) -> pd.Series:
         if not isinstance(label_col, list):  # one column of delimited names
@@ -268,8 +272,9 @@ class MultiLabel(Task):
             rows, cols = bad.to_numpy().nonzero()  # row-major: the first bad row
             row, col = int(rows[0]), int(cols[0])
             raise UlmfitError(f"{key}: {path}: row {row + 1}, column '{label_col[col]}' holds "
-                              f"{df[label_col[col]].iloc[row]!r}; a multi-label column holds 0 or 1 (one column "
-                              f"per label), or give one column of delimited labels with data.label_delim")
+                              f"{df[label_col[col]].iloc[row]!r}; a multi-label column holds 0 or 1 "
+                              f"(one column per label), or give one column of delimited labels with "
+                              f"data.label_delim")
         ones = values.replace(ZERO_ONE).to_numpy(dtype=bool)
         return pd.Series([tuple(c for c, on in zip(label_col, row) if on) for row in ones], index=df.index)
 
@@ -279,9 +284,10 @@ class MultiLabel(Task):
     def label_names(self, train, data) -> list[str]:
         if not any(len(s) for s in train["label"]):
             raise UlmfitError(f"data.train: {data.train}: every document has an empty label set (no 1 in "
-                              f"data.label_col, or nothing between the data.label_delim marks); a multi-label "
-                              f"classifier needs documents with labels")
-        return data.label_col if isinstance(data.label_col, list) else sorted({x for s in train["label"] for x in s})
+                              f"data.label_col, or nothing between the data.label_delim marks); "
+                              f"a multi-label classifier needs documents with labels")
+        return (data.label_col if isinstance(data.label_col, list)
+                else sorted({x for s in train["label"] for x in s}))
 
     def targets(self, labels, frame) -> np.ndarray:
         index = _positions(labels)
@@ -303,10 +309,12 @@ class MultiLabel(Task):
     def loss_and_metrics(self, weights) -> tuple:
 
 
-        def f1(average: str):  # fastai's F1ScoreMulti at 0.5, named for train.monitor, quiet about absent labels
+        # fastai's F1ScoreMulti at 0.5, named for train.monitor, quiet about absent labels
+        def f1(average: str):
             return skm_to_fastai(f1_score, thresh=0.5, activation=ActivationType.Sigmoid, flatten=False,
                                  average=average, zero_division=0, name=f"f1_{average}")
-        return BCEWithLogitsLossFlat(pos_weight=weights), [DeviceAvgMetric(accuracy_multi), f1("macro"), f1("micro")]
+        return (BCEWithLogitsLossFlat(pos_weight=weights),
+                [DeviceAvgMetric(accuracy_multi), f1("macro"), f1("micro")])
 
     def activation(self, logits):
         return logits.sigmoid()
@@ -331,7 +339,8 @@ class MultiLabel(Task):
 
 class Regression(Task):
     name = "regression"
-    monitors = {"valid_loss": "valid_loss", "mae": "mae", "rmse": "rmse", "pearson": "pearson", "spearman": "spearman"}
+    monitors = {"valid_loss": "valid_loss", "mae": "mae", "rmse": "rmse", "pearson": "pearson",
+                "spearman": "spearman"}
     headline = ("mae", "rmse", "pearson", "spearman")
     selection = "rmse"
     numeric = True
@@ -346,8 +355,8 @@ class Regression(Task):
         bad = ~np.isfinite(numbers.to_numpy(dtype=float))
         if bad.any():
             row = int(bad.argmax())
-            raise UlmfitError(f"{key}: {path}: row {row + 1}, column '{label_col}' holds {col.iloc[row]!r}, not a "
-                              f"number; a regression label is a number (data.task: regression)")
+            raise UlmfitError(f"{key}: {path}: row {row + 1}, column '{label_col}' holds {col.iloc[row]!r}, "
+                              f"not a number; a regression label is a number (data.task: regression)")
         return numbers.astype("float64")
 
     def parse_fasttext(self, labels, key, path) -> pd.Series:
@@ -371,8 +380,8 @@ class Regression(Task):
 
         def rmse(inp, targ):
             return torch.sqrt(torch.nn.functional.mse_loss(inp, targ))
-        return MSELossFlat(), [DeviceAvgMetric(mae), AccumMetric(rmse, name="rmse"), PearsonCorrCoef(name="pearson"),
-                               SpearmanCorrCoef(name="spearman")]
+        return MSELossFlat(), [DeviceAvgMetric(mae), AccumMetric(rmse, name="rmse"),
+                               PearsonCorrCoef(name="pearson"), SpearmanCorrCoef(name="spearman")]
 
     def activation(self, logits):
         return logits

@@ -62,14 +62,15 @@ def _fixed_split(files: list[Path]) -> dict[Path, str] | None:
 
 
 def cache_key(data: PretrainData, seed: int, files: list[Path]) -> dict:
-    from importlib.metadata import version  # importing spaCy only for its version would cost 0.5 s per cache hit
+    # importing spaCy only for its version would cost 0.5 s per cache hit
+    from importlib.metadata import version
     stats = [f.stat() for f in files]
     return {
         "version": STORE_VERSION,
         "files": [[str(f.resolve()), s.st_size, s.st_mtime_ns] for f, s in zip(files, stats)],
-        "tokenizer": {"name": data.tokenizer, "lang": data.lang, "rules": "fastai-default", "fastai": version("fastai"),
-                      "spacy": version("spacy"), "sp_vocab_size": data.sp_vocab_size,
-                      "sp_train_chars": data.sp_train_chars},
+        "tokenizer": {"name": data.tokenizer, "lang": data.lang, "rules": "fastai-default",
+                      "fastai": version("fastai"), "spacy": version("spacy"),
+                      "sp_vocab_size": data.sp_vocab_size, "sp_train_chars": data.sp_train_chars},
         "encoding": data.encoding, "encoding_errors": data.encoding_errors,
         "max_vocab": data.max_vocab, "min_freq": data.min_freq,
         "valid_pct": data.valid_pct, "seed": seed, "max_docs": data.max_docs,
@@ -120,9 +121,9 @@ def _train_sentencepiece(files: list[Path], data: PretrainData, out_dir: Path) -
         model = tok.train_sentencepiece(sample, out_dir, data.sp_vocab_size)
     except RuntimeError as e:  # SentencePiece's trainer refuses too little text (or too small a vocab for it)
         why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise UlmfitError(f"data.source: SentencePiece could not be trained on {size:,} characters of clean text "
-                          f"from {', '.join(map(str, files))} ({why}); give it more text, or set a smaller "
-                          f"data.sp_vocab_size") from None
+        raise UlmfitError(f"data.source: SentencePiece could not be trained on {size:,} characters of clean "
+                          f"text from {', '.join(map(str, files))} ({why}); give it more text, or set a "
+                          f"smaller data.sp_vocab_size") from None
     return model.rename(out_dir / SP_MODEL)
 
 
@@ -133,7 +134,8 @@ def _jobs(files: list[Path], data: PretrainData, stats: DumpStats, bar) -> Itera
     for f in files:
         kind = "dump" if is_dump(f) else "text"
         words = data.tokenizer == "spacy"  # the English-rules warning concerns the word tokenizer only
-        items = (iter_pages(f, stats, lang_warning=words, keep_truncated=data.keep_truncated) if kind == "dump"
+        items = (iter_pages(f, stats, lang_warning=words, keep_truncated=data.keep_truncated)
+                 if kind == "dump"
                  else iter_text_documents(f, "data.source", data.encoding, data.encoding_errors))
         batch, size = [], 0
         for item in items:
@@ -162,7 +164,8 @@ def prepare(data: PretrainData, seed: int, force: bool = False) -> TokenStore:
         tok.check_lang(data.lang, "data.lang")
     key = cache_key(data, seed, files)
     path = store_path(data, source, key)
-    with exclusive(path, f"token store {path}", wait=True):  # a second run waits, then reuses what the first built
+    # a second run waits, then reuses what the first built
+    with exclusive(path, f"token store {path}", wait=True):
         if (path / COMPLETE).is_file() and not force:
             store = TokenStore.open(path)
             info(f"token store: reusing {path} ({store.stats['train_tokens']:,} train tokens)")
@@ -211,7 +214,8 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial:
             ids, lengths = ids[:lengths[:keep].sum()], lengths[:keep]
         gids = table[ids]
         if len(itos) > len(counts):
-            counts = np.concatenate([counts, np.zeros(max(len(itos), 2 * len(counts)) - len(counts), np.int64)])
+            counts = np.concatenate([counts,
+                                     np.zeros(max(len(itos), 2 * len(counts)) - len(counts), np.int64)])
         counts[table] += np.bincount(ids, minlength=len(table))  # table is one-to-one: O(batch), not O(vocab)
         ends = np.cumsum(lengths)
         starts = ends - lengths
@@ -225,12 +229,13 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial:
         n_docs += len(lengths)
         n_tokens += int(lengths.sum())
         elapsed = time.perf_counter() - t0
-        bar.set_postfix(docs=f"{n_docs:,}", docs_s=f"{n_docs / elapsed:,.0f}", tok_s=f"{n_tokens / elapsed:,.0f}",
-                        refresh=False)
+        bar.set_postfix(docs=f"{n_docs:,}", docs_s=f"{n_docs / elapsed:,.0f}",
+                        tok_s=f"{n_tokens / elapsed:,.0f}", refresh=False)
         return data.max_docs is not None and n_docs >= data.max_docs
 
     try:
-        sp_model = _train_sentencepiece(files, data, writer.partial) if data.tokenizer == "sentencepiece" else None
+        sp_model = (_train_sentencepiece(files, data, writer.partial) if data.tokenizer == "sentencepiece"
+                    else None)
         jobs = _jobs(files, data, stats, bar)
         if workers == 0:
             tok.init_worker(sp_model, data.lang)
@@ -238,7 +243,8 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial:
                 if consume(_work(kind, batch, data.min_doc_chars), split):
                     break
         else:
-            with ProcessPoolExecutor(workers, initializer=tok.init_worker, initargs=(sp_model, data.lang)) as ex:
+            with ProcessPoolExecutor(workers, initializer=tok.init_worker,
+                                     initargs=(sp_model, data.lang)) as ex:
                 pending: deque = deque()
                 stop = False
                 for kind, batch, split in jobs:

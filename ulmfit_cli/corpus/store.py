@@ -59,7 +59,8 @@ class TokenStore:
         file = self.path / f"{split}.bin"
         if file.stat().st_size == 0:
             return np.zeros(0, dtype=dtype)
-        return np.memmap(file, dtype=dtype, mode="c")  # copy-on-write: torch wants writable arrays; never written
+        # copy-on-write: torch wants writable arrays; never written
+        return np.memmap(file, dtype=dtype, mode="c")
 
     def offsets(self, split: str) -> np.ndarray:
         return np.fromfile(self.path / f"{split}.idx", dtype=np.int64)
@@ -112,7 +113,8 @@ class StoreWriter:
             tmp.unlink()
             np.asarray(self.offsets[split], dtype=np.int64).tofile(self.partial / f"{split}.idx")
         for name, obj in ((VOCAB, vocab), ("stats.json", stats), ("meta.json", meta)):
-            (self.partial / name).write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            (self.partial / name).write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n",
+                                             encoding="utf-8")
         with open(self.partial / COMPLETE, "w") as f:
             f.flush()
             os.fsync(f.fileno())

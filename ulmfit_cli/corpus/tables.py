@@ -22,8 +22,8 @@ FASTTEXT_PREFIX = "__label__"
 
 def _not_encoded(key: str, path, encoding: str, offset: int, line: int) -> UlmfitError:
     how = ("pass --encoding if the input has another encoding (e.g. cp1252)" if key.startswith("--") else
-           "set data.encoding if the file has another encoding (e.g. cp1252), or data.encoding_errors=replace "
-           "to replace the bad bytes")
+           "set data.encoding if the file has another encoding (e.g. cp1252), or "
+           "data.encoding_errors=replace to replace the bad bytes")
     return UlmfitError(f"{key}: {path} is not {encoding} text (byte offset {offset}, line {line}); {how}")
 
 
@@ -80,7 +80,8 @@ def _parse_fasttext(text: str) -> pd.DataFrame:
         labels = [w[len(FASTTEXT_PREFIX):] for w in words if w.startswith(FASTTEXT_PREFIX)]
         if not words:
             continue
-        # every label of the line, space-separated (a fastText label has no spaces): multi-label reads them all
+        # every label of the line, space-separated (a fastText label has no spaces):
+        # multi-label reads them all
         rows.append({"label": " ".join(labels) if labels else None,
                      "text": " ".join(w for w in words if not w.startswith(FASTTEXT_PREFIX))})
     return pd.DataFrame(rows, columns=["label", "text"])
@@ -89,8 +90,8 @@ def _parse_fasttext(text: str) -> pd.DataFrame:
 STDIN = "-"
 
 
-def read_frame(path: str | Path, key: str, encoding: str = "utf-8", errors: str = "strict", fmt: str | None = None,
-               columns: tuple[str, ...] = ("text",)) -> tuple[pd.DataFrame, str]:
+def read_frame(path: str | Path, key: str, encoding: str = "utf-8", errors: str = "strict",
+               fmt: str | None = None, columns: tuple[str, ...] = ("text",)) -> tuple[pd.DataFrame, str]:
     """Every row and column of a CSV/TSV/JSONL table, fastText file (`label`, `text`) or text file
     (`text`, one document per line), and the format's name: `fmt` if given, else the file's suffix, or
     for `-` (standard input) its first line (a header naming one of `columns`); which is said."""
@@ -119,18 +120,20 @@ def _parse(text: str, fmt: str, key: str, where) -> pd.DataFrame:
         header = next(csv.reader([_first_line(text)], delimiter=sep), [])
         twice = sorted({h for h in header if header.count(h) > 1})
         if twice:
-            raise UlmfitError(f"{key}: {where}: the header names column {twice[0]!r} more than once "
-                              f"(columns {', '.join(str(i + 1) for i, h in enumerate(header) if h == twice[0])})")
+            raise UlmfitError(f"{key}: {where}: the header names column {twice[0]!r} more than once (columns "
+                              f"{', '.join(str(i + 1) for i, h in enumerate(header) if h == twice[0])})")
         try:
             return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
             hint = ""
             if fmt == "csv" and "\t" in _first_line(text) and "," not in _first_line(text):
                 hint = " (its first line holds tabs and no commas: a TSV file? name it .tsv)"
-            raise UlmfitError(f"{key}: {where} is not a readable {fmt.upper()} file: {str(e).strip()}{hint}") from None
+            raise UlmfitError(f"{key}: {where} is not a readable {fmt.upper()} file: "
+                              f"{str(e).strip()}{hint}") from None
     if fmt == "jsonl":
         try:
-            return pd.read_json(io.StringIO(text), lines=True, dtype=False) if text.strip() else pd.DataFrame()
+            return (pd.read_json(io.StringIO(text), lines=True, dtype=False) if text.strip()
+                    else pd.DataFrame())
         except ValueError as e:
             raise UlmfitError(f"{key}: {where} is not JSON Lines (one JSON object per line): {e}") from None
     if fmt == "fasttext":
@@ -144,13 +147,15 @@ def named_columns(text_col) -> tuple[str, ...]:
 
 
 def text_columns(df: pd.DataFrame, text_col, what: str, key: str, path) -> list[str]:
-    """The column names `text_col` means: a name, a position (as fastai's `text_cols=3`), or a list of them."""
+    """The column names `text_col` means: a name, a position (as fastai's `text_cols=3`), or a list of
+    them."""
     names = []
     for col in text_col if isinstance(text_col, list) else [text_col]:
         if isinstance(col, int):
             if not 0 <= col < len(df.columns):
-                raise UlmfitError(f"{key}: {path} has {len(df.columns)} columns, so {what} position {col} is out of "
-                                  f"range (positions count from 0); its columns are: {', '.join(map(str, df.columns))}")
+                raise UlmfitError(f"{key}: {path} has {len(df.columns)} columns, so {what} position {col} is "
+                                  f"out of range (positions count from 0); its columns are: "
+                                  f"{', '.join(map(str, df.columns))}")
             col = df.columns[col]
         check_column(df, col, what, key, path)
         names.append(col)
@@ -192,15 +197,16 @@ def read_texts(path: str | Path, key: str, text_col="text", label_col: str | lis
     sniffed = named_columns(text_col) + (tuple(_label_columns(label_col)) if label_col else ())
     df, fmt = read_frame(path, key, encoding, errors, fmt, sniffed)
     if fmt in ("fasttext", "lines") and isinstance(text_col, list) and len(text_col) > 1:
-        raise UlmfitError(f"{key}: {path} is {FORMAT_NAMES[fmt]}, with one text per document; data.text_col names "
-                          f"{len(text_col)} fields, which need a CSV/TSV/JSONL table")
+        raise UlmfitError(f"{key}: {path} is {FORMAT_NAMES[fmt]}, with one text per document; data.text_col "
+                          f"names {len(text_col)} fields, which need a CSV/TSV/JSONL table")
     names = {"text": text_col, "label": label_col}
     if fmt == "fasttext":
         names = {"text": "text", "label": "label"}
     elif fmt == "lines":
         if label_col is not None:
-            raise UlmfitError(f"{key}: {path} has no labels: use a CSV/TSV with a '{_label_columns(label_col)[0]}' "
-                              f"column or fastText lines ('{FASTTEXT_PREFIX}pos some text')")
+            raise UlmfitError(f"{key}: {path} has no labels: use a CSV/TSV with a "
+                              f"'{_label_columns(label_col)[0]}' column or fastText lines "
+                              f"('{FASTTEXT_PREFIX}pos some text')")
         names = {"text": "text", "label": None}
     fields = text_columns(df, names["text"], "data.text_col", key, path)
     out = pd.DataFrame({"text": join_fields(df, fields)})
@@ -222,7 +228,8 @@ def read_texts(path: str | Path, key: str, text_col="text", label_col: str | lis
     return out
 
 
-def iter_text_documents(path: Path, key: str, encoding: str = "utf-8", errors: str = "strict") -> Iterator[str]:
+def iter_text_documents(path: Path, key: str, encoding: str = "utf-8",
+                        errors: str = "strict") -> Iterator[str]:
     """Documents of a plain-text corpus file, read as a stream.
 
     WikiText files (`*.tokens`) are split into articles at their ` = Title = ` lines;

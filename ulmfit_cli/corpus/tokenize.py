@@ -48,7 +48,8 @@ class WordTokenizer:
         for w in defaults.text_spec_tok:
             self.nlp.tokenizer.add_special_case(w, [{ORTH: w}])
         self.nlp.max_length = 10 ** 9  # spaCy's 1M-char guard is for its parser; we only split words
-        # fastai's only post rule turns spaces inside a token into '▁'; applied below without a call per token
+        # fastai's only post rule turns spaces inside a token into '▁';
+        # applied below without a call per token
         assert defaults.text_postproc_rules == [replace_space], "fastai's post rules changed"
         self.memo: dict[str, list[str]] = {}
 
@@ -100,7 +101,8 @@ class SubwordTokenizer:
 def train_sentencepiece(text_file: Path, out_dir: Path, vocab_size: int | None) -> Path:
     """fastai's SentencePiece training (unigram, special tokens as user symbols) -> the model file."""
     from fastai.text.core import SentencePieceTokenizer
-    model = SentencePieceTokenizer(vocab_sz=vocab_size, cache_dir=out_dir).train(text_file)  # removes text_file
+    # removes text_file
+    model = SentencePieceTokenizer(vocab_sz=vocab_size, cache_dir=out_dir).train(text_file)
     (out_dir / "spm.vocab").unlink(missing_ok=True)  # the model file alone is used
     return Path(model)
 
@@ -118,8 +120,9 @@ def check_lang(lang: str, key: str) -> None:
         spacy.blank(lang)
     except (ImportError, ValueError, KeyError) as e:
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UlmfitError(f"{key}: spaCy cannot tokenize language {lang!r} ({why}); use an ISO code spaCy knows "
-                          f"(en, de, fr, es, it, nl, pt, ..., or xx for any), or data.tokenizer: sentencepiece") from None
+        raise UlmfitError(f"{key}: spaCy cannot tokenize language {lang!r} ({why}); use an ISO code spaCy "
+                          f"knows (en, de, fr, es, it, nl, pt, ..., or xx for any), or data.tokenizer: "
+                          f"sentencepiece") from None
 
 
 def detokenize(tokens: list[str], subwords: bool) -> str:
@@ -132,7 +135,8 @@ def detokenize(tokens: list[str], subwords: bool) -> str:
     return " ".join(w for w in decode_spec_tokens(tokens) if w not in ("xxbos", PAD))
 
 
-_tokenizer = None  # one per worker process (kept in-process between calls: spaCy and the memo are slow to rebuild)
+# one per worker process (kept in-process between calls: spaCy and the memo are slow to rebuild)
+_tokenizer = None
 _tokenizer_for: object = ()  # the (sp_model, lang) `_tokenizer` was made for
 
 

@@ -24,7 +24,8 @@ logging.getLogger("wikiextractor").setLevel(logging.ERROR)  # it warns per artic
 from wikiextractor.extract import Extractor  # noqa: E402
 
 _FORMULA = re.compile(r"\b(?:formula|codice)_\d+\b")
-_DISAMBIG = re.compile(r"\{\{\s*(?:disambig|disambiguation|dab|hndis|geodis|surname|given name)\b[^}]*\}\}", re.I)
+_DISAMBIG = re.compile(r"\{\{\s*(?:disambig|disambiguation|dab|hndis|geodis|surname|given name)"
+                       r"\b[^}]*\}\}", re.I)
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 
@@ -89,8 +90,8 @@ def iter_pages(path: Path, stats: DumpStats | None = None, lang_warning: bool = 
                 root = elem
                 lang = elem.get(_XML_LANG, "en")
                 if lang_warning and lang != "en":
-                    info(f"warning: {path.name} is a dump with xml:lang=\"{lang}\", tokenized with the English "
-                         f"(spaCy 'en') rules; consider data.tokenizer: sentencepiece")
+                    info(f"warning: {path.name} is a dump with xml:lang=\"{lang}\", tokenized with the "
+                         f"English (spaCy 'en') rules; consider data.tokenizer: sentencepiece")
                 continue
             if event != "end" or tag != "page":
                 continue

@@ -10,9 +10,9 @@ averages their outputs (probabilities, or numbers; a multi-label ensemble cuts t
 probabilities at its members' mean thresholds).
 
     from ulmfit_cli import load_classifier
-    clf = load_classifier("runs/trec6-clf")          # or an `ulmfit export` bundle
-    clf.predict(["What is the capital of Peru?"])    # -> ['LOC']; multi-label: [('LOC', ...)]; regression: [4.2]
-    clf.predict_proba([...])                          # -> array (n, len(clf.labels)); regression: (n, 1) numbers
+    clf = load_classifier("runs/trec6-clf")       # or an `ulmfit export` bundle
+    clf.predict(["What is the capital of Peru?"]) # -> ['LOC']; multi-label: [('LOC', ...)]; regression: [4.2]
+    clf.predict_proba([...])                      # -> array (n, len(clf.labels)); regression: (n, 1) numbers
 """
 from __future__ import annotations
 
@@ -67,11 +67,13 @@ class Classifier:
             spec, vocab = ClassifierSpec.of(run.typed(ClassifierConfig)), run.vocab
         task = TASKS[spec.task]
         labels = read_json(path / LABELS, key)
-        if not (isinstance(labels, list) and len(labels) >= task.least_labels and all(isinstance(x, str) for x in labels)):
+        if not (isinstance(labels, list) and len(labels) >= task.least_labels
+                and all(isinstance(x, str) for x in labels)):
             raise UlmfitError(f"{key}: {path / LABELS} is not a JSON list of class names")
         thresholds = _thresholds(path, labels, key) if task.thresholded else None
         dev = torch_device(decide(device, "fp32", key="--")[0])
-        return cls(path, spec, vocab, labels, load_weights(path / CLASSIFIER), sp_model_in(path), dev, thresholds)
+        return cls(path, spec, vocab, labels, load_weights(path / CLASSIFIER), sp_model_in(path), dev,
+                   thresholds)
 
     def token_ids(self, texts: list[str], workers: int | None = 0) -> list[np.ndarray]:
         """Token ids per text, in reading order (truncated as train-clf's data.max_chars)."""
@@ -127,7 +129,8 @@ class Ensemble:
             if m.task != first.task:
                 raise UlmfitError(f"--model: {m.path} is a {m.task} model, but {first.path} is {first.task}; "
                                   f"ensemble members must be trained for the same task")
-        self.members, self.labels, self.text_col, self.task = members, first.labels, first.text_col, first.task
+        self.members, self.labels, self.text_col, self.task = (members, first.labels, first.text_col,
+                                                               first.task)
         self.spec = first.spec
         self.thresholds = np.mean([m.thresholds for m in members], axis=0) if self.task.thresholded else None
 
@@ -157,8 +160,8 @@ def _thresholds(path: Path, labels: list[str], key: str) -> np.ndarray:
 
 
 def load_classifier(*paths: str | Path, device: str = "auto") -> Classifier | Ensemble:
-    """A classifier from a train-clf run dir or an `ulmfit export` bundle; several paths, or a forward+backward
-    pair (`--directions both`): their ensemble."""
+    """A classifier from a train-clf run dir or an `ulmfit export` bundle; several paths, or a
+    forward+backward pair (`--directions both`): their ensemble."""
     if not paths:
         raise UlmfitError("load_classifier: give at least one run dir or bundle")
     members = [Classifier.load(m, device) for p in paths for m in (pair_members(p) or [p])]

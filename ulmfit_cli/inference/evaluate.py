@@ -20,7 +20,8 @@ def report_text(report: dict) -> str:
     text = _figures(report)
     base = report.get("baseline")
     if base:
-        shown = "   ".join(f"{k} {_fmt(v)}" for k, v in base.items() if k not in ("name", "fit_on", "seconds"))
+        shown = "   ".join(f"{k} {_fmt(v)}" for k, v in base.items()
+                           if k not in ("name", "fit_on", "seconds"))
         text += f"\n\nbaseline ({base['name']}, refitted on {base['fit_on'].removeprefix('the ')}): {shown}"
     return text
 
@@ -32,8 +33,8 @@ def _figures(report: dict) -> str:
                  f"{report['subset_accuracy']:.4f}   ROC-AUC {_fmt(report['roc_auc'])}   n {report['n']}", "",
                  f"{'label':<{w}}  precision  recall     f1  support  threshold"]
         for lbl, c in report["per_label"].items():
-            lines.append(f"{lbl:<{w}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:5.3f}  {c['support']:7d}"
-                         f"  {c['threshold']:9.2f}")
+            lines.append(f"{lbl:<{w}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:5.3f}  "
+                         f"{c['support']:7d}  {c['threshold']:9.2f}")
         return "\n".join(lines)
     if "mae" in report:
         return (f"MAE {report['mae']:.4f}   RMSE {report['rmse']:.4f}   Pearson {_fmt(report['pearson'])}   "
@@ -43,7 +44,8 @@ def _figures(report: dict) -> str:
     lines = [f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}   n {report['n']}", "",
              f"{'class':<{w}}  precision  recall     f1  support"]
     for lbl, c in report["per_class"].items():
-        lines.append(f"{lbl:<{w}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:5.3f}  {c['support']:7d}")
+        lines.append(f"{lbl:<{w}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:5.3f}  "
+                     f"{c['support']:7d}")
     lines += ["", "confusion (rows: true, columns: predicted)",
               " " * w + "  " + "  ".join(f"{lbl[:7]:>7}" for lbl in labels)]
     for lbl, row in zip(labels, report["confusion"]["matrix"]):

@@ -20,8 +20,8 @@ from ulmfit_cli.classify.pairs import members
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import staged
 from ulmfit_cli.inference.classifier import Classifier
-from ulmfit_cli.layout import (BUNDLE, BUNDLE_FORMAT, CLASSIFIER, LABELS, LM_BUNDLE_FILES, LM_STAGES, LM_WEIGHTS, PAIR,
-                               RESULTS, SP_MODEL, THRESHOLDS, VOCAB, __version__)
+from ulmfit_cli.layout import (BUNDLE, BUNDLE_FORMAT, CLASSIFIER, LABELS, LM_BUNDLE_FILES, LM_STAGES,
+                               LM_WEIGHTS, PAIR, RESULTS, SP_MODEL, THRESHOLDS, VOCAB, __version__)
 from ulmfit_cli.train.fastai_format import export_fastai
 from ulmfit_cli.runs import read_run, stage_of
 
@@ -39,7 +39,8 @@ def export(model_dir: Path, out: Path, force: bool = False, fmt: str = "ulmfit")
 
 def _export(model_dir: Path, staging: Path, fmt: str) -> None:
     """Write the bundle of `model_dir` into the (new, empty) folder `staging`."""
-    if members(model_dir):  # a forward+backward pair: a bundle of each member (fwd/, bwd/) and directions.json
+    # a forward+backward pair: a bundle of each member (fwd/, bwd/) and directions.json
+    if members(model_dir):
         if fmt == "fastai":
             raise UlmfitError(f"--format fastai: {model_dir} is a forward+backward pair; export --model "
                               f"{model_dir / 'fwd'} and {model_dir / 'bwd'} one at a time")
@@ -51,8 +52,8 @@ def _export(model_dir: Path, staging: Path, fmt: str) -> None:
         return
     lm = stage_of(model_dir) in LM_STAGES
     if fmt == "fastai" and not lm:
-        raise UlmfitError(f"--format fastai: {model_dir} is not a language-model run (pretrain, finetune-lm, or "
-                          f"an imported model); fastai's pretrained_fnames loads language models only")
+        raise UlmfitError(f"--format fastai: {model_dir} is not a language-model run (pretrain, finetune-lm, "
+                          f"or an imported model); fastai's pretrained_fnames loads language models only")
     if not lm:
         _classifier_bundle(Classifier.load(model_dir, device="cpu"), model_dir, staging)
         return

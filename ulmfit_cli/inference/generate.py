@@ -28,8 +28,8 @@ MAX_WORDS = 10_000
 def generate(run_dir, prompt: str, n_words: int = 40, temperature: float = 1.0, n_samples: int = 1,
              seed: int | None = None, device: str = "auto") -> list[str]:
     if not 1 <= n_words <= MAX_WORDS:
-        raise UlmfitError(f"--n-words: {n_words:,} is outside 1..{MAX_WORDS:,} (tokens per sample; generation "
-                          f"takes one model step per token)")
+        raise UlmfitError(f"--n-words: {n_words:,} is outside 1..{MAX_WORDS:,} (tokens per sample; "
+                          f"generation takes one model step per token)")
     up = read_run(run_dir, "--run-dir", LM_STAGES, LM_WEIGHTS)
     dev = torch_device(decide(device, "fp32", key="--")[0])
     model = lm_model(up.vocab, up.arch(), up.weights(LM_WEIGHTS)).to(dev).eval()
@@ -37,7 +37,8 @@ def generate(run_dir, prompt: str, n_words: int = 40, temperature: float = 1.0, 
     prompt_ids = torch.from_numpy(numericalize(tokenize([prompt], workers=0, sp_model=sp_model, lang=up.lang),
                                                up.vocab)[0]).to(dev)
     prompt_ids = orient_prompt(prompt_ids, up.backwards)  # a backward LM writes what comes before the prompt
-    unk = [i for i, w in enumerate(up.vocab) if w.lstrip("▁") == UNK]  # subword vocabs may hold '▁xxunk' too
+    # subword vocabs may hold '▁xxunk' too
+    unk = [i for i, w in enumerate(up.vocab) if w.lstrip("▁") == UNK]
     gen = torch.Generator(device=dev)
     if seed is not None:
         gen.manual_seed(seed)

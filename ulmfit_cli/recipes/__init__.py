@@ -45,11 +45,13 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
 def stage_named(name: str, what: str | None = None) -> Stage:
     """The stage called `name` (`what`: the command that asked, for the error)."""
     if name not in STAGES:
-        raise UlmfitError(f"{what + ': ' if what else ''}unknown stage {name!r}; expected one of: {', '.join(STAGES)}")
+        raise UlmfitError(f"{what + ': ' if what else ''}unknown stage {name!r}; expected one of: "
+                          f"{', '.join(STAGES)}")
     return STAGES[name]
 
 
-def run_stage(resolved: Resolved, force: bool = False, resume: bool = False, callbacks: Sequence = ()) -> dict | None:
+def run_stage(resolved: Resolved, force: bool = False, resume: bool = False,
+              callbacks: Sequence = ()) -> dict | None:
     """Run an already resolved stage: join a multi-process run, open the run dir, train, publish.
 
     Returns the stage's results; None on the other processes of a multi-process run (rank 0 reports)."""

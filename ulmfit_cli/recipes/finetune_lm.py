@@ -31,11 +31,13 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
                            errors=d.encoding_errors)
         train, valid = texts["text"].tolist(), valid["text"].tolist()
     else:
-        train, valid = split_docs(texts["text"].tolist(), d.valid_pct, cfg.run.seed, f"data.train: {train_path}")
+        train, valid = split_docs(texts["text"].tolist(), d.valid_pct, cfg.run.seed,
+                                  f"data.train: {train_path}")
     extra = [t for i, f in enumerate(d.extra_text) for t in read_texts(
         input_path(f, f"data.extra_text[{i}]"), f"data.extra_text[{i}]", d.text_col, encoding=d.encoding,
         errors=d.encoding_errors)["text"]]
-    if extra:  # the paper fine-tunes on all the target task's text; held out from nothing, validated on nothing
+    # the paper fine-tunes on all the target task's text; held out from nothing, validated on nothing
+    if extra:
         info(f"data.extra_text: {len(extra):,} more document(s) in the training split (their labels unused)")
         train = train + extra
     sp_model = upstream.sp_model if upstream is not None else None  # subword runs keep their tokenizer
@@ -50,6 +52,7 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
         stats["vocab_overlap"] = transfer_lm(learn, upstream, vocab)
         info(f"init.from_run: {upstream.path}: {stats['vocab_overlap']:.1%} of the new vocab was pretrained")
     return Plan(learn, [
-        Phase("frozen", t.frozen_epochs if upstream is not None else 0, t.frozen_lr, lambda lrn: lrn.freeze()),
+        Phase("frozen", t.frozen_epochs if upstream is not None else 0, t.frozen_lr,
+              lambda lrn: lrn.freeze()),
         Phase("unfrozen", t.epochs, slice(t.lr / t.lr_div, t.lr), lambda lrn: lrn.unfreeze()),
     ], sig, lambda outcome: save_lm(run, learn, stats))

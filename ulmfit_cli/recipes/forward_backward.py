@@ -28,7 +28,7 @@ from ulmfit_cli.files import read_json, staged, staging_dir, write_json
 from ulmfit_cli.inference.classifier import load_classifier
 from ulmfit_cli.layout import CLASSIFIER, CLASSIFIER_STAGE, CONFIG, MEMBERS, PAIR, RESULTS
 from ulmfit_cli.recipes import Stage, run_stage
-from ulmfit_cli.resolve import config_of, resolve, run_dir_of
+from ulmfit_cli.resolve import config_of, resolve, resumed_dir, run_dir_of
 from ulmfit_cli.runs import checkpoint_of, read_run
 
 DIRECTIONS = ("forward", "backward", "both")
@@ -43,18 +43,19 @@ def _upstreams(cfg) -> dict[str, str | None]:
     init = cfg.init
     if init.from_run and members(init.from_run):
         if init.from_run_backward:
-            raise UlmfitError(f"init.from_run_backward: init.from_run {init.from_run} is already a forward+backward "
-                              f"pair; give one of them")
+            raise UlmfitError(f"init.from_run_backward: init.from_run {init.from_run} is already a "
+                              f"forward+backward pair; give one of them")
         return {name: str(Path(init.from_run) / name) for name, _ in MEMBERS}
     if init.from_run and not init.from_run_backward:
         raise UlmfitError(f"--directions both: init.from_run {init.from_run} is one language model; set "
-                          f"init.from_run_backward to the backward one (e.g. an `import-lm wt103-bwd` run), or "
-                          f"start from a pair made with --directions both")
+                          f"init.from_run_backward to the backward one (e.g. an `import-lm wt103-bwd` run), "
+                          f"or start from a pair made with --directions both")
     return {"fwd": init.from_run, "bwd": init.from_run_backward}
 
 
 def _member_config(staging: Path) -> Path:
-    """The forward member's config.yaml (finished or not): what a resumed pair starts a missing member from."""
+    """The forward member's config.yaml (finished or not): what a resumed pair starts a missing member
+    from."""
     for folder in (staging / "fwd", staging_dir(staging / "fwd")):
         if (folder / CONFIG).is_file():
             return folder / CONFIG
@@ -64,7 +65,8 @@ def _member_config(staging: Path) -> Path:
 def _resumable(staging: Path) -> bool:
     """A pair with a member finished or checkpointed: what --resume continues."""
     return (staging / PAIR).is_file() and any(
-        (staging / name / RESULTS).is_file() or checkpoint_of(staging_dir(staging / name)) for name, _ in MEMBERS)
+        (staging / name / RESULTS).is_file() or checkpoint_of(staging_dir(staging / name))
+        for name, _ in MEMBERS)
 
 
 def train_both(stage: Stage, configs: list[Path], overrides: list[str], run_dir: Path | None, force: bool,
@@ -75,16 +77,15 @@ def train_both(stage: Stage, configs: list[Path], overrides: list[str], run_dir:
     if os.environ.get("WORLD_SIZE", "1") != "1":
         raise UlmfitError("--directions both runs in one process; in a multi-process run, train the two "
                           "directions as two commands (data.backwards) and pass both to predict")
-    if resume and run_dir is None:
-        raise UlmfitError("--resume needs --run-dir")
     cfg = None if resume else config_of(stage, configs, overrides)
-    final = Path(run_dir) if resume else run_dir_of(cfg, run_dir)
+    final = resumed_dir(run_dir) if resume else run_dir_of(cfg, run_dir)
     with staged(final, f"run dir {final}", force, resume, resumable=_resumable) as staging:
         if resume:
             plan = read_json(staging / PAIR, "--resume")
             cfg = config_of(stage, [_member_config(staging)])
         else:
-            plan = {"stage": stage.name, "members": {"forward": "fwd", "backward": "bwd"}, "upstreams": _upstreams(cfg)}
+            plan = {"stage": stage.name, "members": {"forward": "fwd", "backward": "bwd"},
+                    "upstreams": _upstreams(cfg)}
             write_json(staging / PAIR, plan)  # also what a resumed pair reads its upstreams from
         results = {}
         for name, backwards in MEMBERS:
@@ -108,8 +109,8 @@ def train_both(stage: Stage, configs: list[Path], overrides: list[str], run_dir:
 
 
 def _member(cfg: StageConfig, stage: Stage, final: Path, name: str, backwards: bool, upstream: str | None):
-    changes = {"data.backwards": backwards, "run.name": f"{final.name}-{name}", "init.from_run_backward": None,
-               "init.from_run": upstream}
+    changes = {"data.backwards": backwards, "run.name": f"{final.name}-{name}",
+               "init.from_run_backward": None, "init.from_run": upstream}
     if stage.name == CLASSIFIER_STAGE and backwards:
         changes["data.baseline"] = False  # the same splits as the forward member's: fitted once
     return derive(cfg, changes)

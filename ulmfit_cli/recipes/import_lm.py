@@ -1,5 +1,5 @@
-"""`ulmfit import-lm`: a published AWD-LSTM language model (fastai's WT103, a fastai-format folder or archive, a
-fastai_ulmfit archive: `train/fastai_format.py` reads them) becomes a pretrain-style run dir that
+"""`ulmfit import-lm`: a published AWD-LSTM language model (fastai's WT103, a fastai-format folder or archive,
+a fastai_ulmfit archive: `train/fastai_format.py` reads them) becomes a pretrain-style run dir that
 `init.from_run` takes (finetune-lm, train-clf, generate). Archives are unpacked in a temporary folder, only
 below it."""
 from __future__ import annotations
@@ -21,12 +21,14 @@ def import_lm(source: str, out: Path, backwards: bool | None = None, force: bool
         if source in NAMED:
             named_backwards = NAMED[source][1]
             if backwards is not None and backwards != named_backwards:
-                raise UlmfitError(f"--backwards: {source} is a {'backward' if named_backwards else 'forward'} model")
+                raise UlmfitError(f"--backwards: {source} is a "
+                                  f"{'backward' if named_backwards else 'forward'} model")
             folder, backwards = fetch(source), named_backwards
         else:
             path = Path(source)
             if not path.exists():
-                raise UlmfitError(f"{KEY}: {source} is neither a file, a folder nor one of: {', '.join(NAMED)}")
+                raise UlmfitError(f"{KEY}: {source} is neither a file, a folder nor one of: "
+                                  f"{', '.join(NAMED)}")
             if path.is_file():
                 if not path.name.lower().endswith(ARCHIVES):
                     raise UlmfitError(f"{KEY}: {path} is not a folder or an archive ({', '.join(ARCHIVES)})")
@@ -43,7 +45,8 @@ def import_lm(source: str, out: Path, backwards: bool | None = None, force: bool
                 "tokenizer": "sentencepiece" if found.sp_model else "spacy"}
         if found.lang:
             data["lang"] = found.lang
-        cfg = validate(PretrainConfig, {"data": data, "model": arch, "run": {"dir": str(out), "name": out.name}},
+        cfg = validate(PretrainConfig,
+                       {"data": data, "model": arch, "run": {"dir": str(out), "name": out.name}},
                        "imported model's config")
         results = {"imported_from": str(source), "weights": found.weights.name, "vocab": found.vocab.name,
                    "vocab_size": len(vocab), **arch, "backwards": found.backwards}

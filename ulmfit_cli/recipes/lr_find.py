@@ -38,12 +38,14 @@ def _phase(plan, stage: str, index: int | None):
     if not 0 <= index < len(plan.phases):
         what = "train.stages" if stage == "train-clf" else f"{stage}'s phases"
         raise UlmfitError(f"--phase: {index} is out of range; {what} has {len(plan.phases)} "
-                          f"(0..{len(plan.phases) - 1}): " + ", ".join(ph.label or "train" for ph in plan.phases))
+                          f"(0..{len(plan.phases) - 1}): "
+                          + ", ".join(ph.label or "train" for ph in plan.phases))
     return index, plan.phases[index]
 
 
 def lr_find(stage: str, configs: list[Path], overrides: list[str], output: Path, phase: int | None = None,
-            freeze_to: int | None = None, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100) -> dict:
+            freeze_to: int | None = None, start_lr: float = 1e-7, end_lr: float = 10.0,
+            num_it: int = 100) -> dict:
     """Sweep the rate for `stage`'s config; write the plot to `output`; return {phase, suggestions}."""
     recipe = stage_named(stage, "lr-find")
     check_output(output, "-", [], folder=False)
@@ -55,7 +57,8 @@ def lr_find(stage: str, configs: list[Path], overrides: list[str], output: Path,
     with tempfile.TemporaryDirectory(prefix="ulmfit-lr-find-") as tmp:
         plan = recipe.plan(resolved, Run(Path(tmp)), ())
         learn = plan.learn
-        learn.path, learn.model_dir = Path(tmp), "models"  # fastai's LRFinder saves and restores the model here
+        # fastai's LRFinder saves and restores the model here
+        learn.path, learn.model_dir = Path(tmp), "models"
         index, ph = _phase(plan, stage, phase)
         ph.setup(learn)
         label = ph.label or "train"
@@ -66,7 +69,8 @@ def lr_find(stage: str, configs: list[Path], overrides: list[str], output: Path,
         learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, (MetricsLog, ProgressLines))])  # no epochs
         info(f"lr-find: {num_it} steps of {stage} ({label}), the rate from {start_lr:g} to {end_lr:g}")
         with learn.no_bar():
-            learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, show_plot=False, suggest_funcs=None)
+            learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, show_plot=False,
+                          suggest_funcs=None)
         found = _suggestions(learn.recorder, num_it, (minimum, steep, valley, slide))
         matplotlib.use("Agg")  # fastai's plot_lr_find draws with pyplot: into a file, never a window
         learn.recorder.plot_lr_find(suggestions=[p for _, p in found.values()], nms=list(found))
@@ -82,7 +86,8 @@ def lr_find(stage: str, configs: list[Path], overrides: list[str], output: Path,
 def _suggestions(recorder, num_it: int, funcs) -> dict:
     """{name: (rate, (rate, loss) point)} of each of fastai's suggestion functions, on the points fastai's
     `lr_find` gives them. Ours because fastai's fails as a whole on a short sweep whose loss diverged (a
-    suggestion with too few points raises, a NaN cut indexes with a tensor): here such a suggestion is left out."""
+    suggestion with too few points raises, a NaN cut indexes with a tensor): here such a suggestion is left
+    out."""
     lrs = torch.tensor([float(v) for v in recorder.lrs[num_it // 10:-5]])
     losses = torch.tensor([float(v) for v in recorder.losses[num_it // 10:-5]])
     finite = torch.isfinite(losses)

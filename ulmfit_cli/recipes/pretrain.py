@@ -27,14 +27,15 @@ STORE_PIECE_TOKENS = 1 << 20  # fastai's LMDataLoader shuffles a store in runs o
 def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
     cfg: PretrainConfig = resolved.cfg  # pretraining starts from random weights: no upstream run
     device = start(cfg.run)
-    store = distributed.from_main(lambda: prepare(cfg.data, cfg.run.seed))  # rank 0 builds (or finds) the store
+    # rank 0 builds (or finds) the store
+    store = distributed.from_main(lambda: prepare(cfg.data, cfg.run.seed))
     dls = lm_loaders(store.split("train"), store.split("valid"), store.vocab, cfg.train, device, cfg.run.seed,
                      cfg.data.backwards, piece_tokens=STORE_PIECE_TOKENS)
     run.write_json(VOCAB, store.vocab)
     run.copy_in(store.sp_model, SP_MODEL)
     cbs = (*cbs, *logger_callbacks(cfg.run, run))
-    learn = lm_learner(dls, cfg.model.sizes(), cfg.model.drop_mult, cfg.train, cfg.run.precision, run, "pretrain",
-                       cbs)
+    learn = lm_learner(dls, cfg.model.sizes(), cfg.model.drop_mult, cfg.train, cfg.run.precision, run,
+                       "pretrain", cbs)
     stats = {"token_store": str(store.path), **{k: store.stats[k] for k in STORE_STATS}}
-    return Plan(learn, [Phase("", cfg.train.epochs, cfg.train.lr)], data_signature(store.vocab, store.path.name),
-                lambda outcome: save_lm(run, learn, stats))
+    return Plan(learn, [Phase("", cfg.train.epochs, cfg.train.lr)],
+                data_signature(store.vocab, store.path.name), lambda outcome: save_lm(run, learn, stats))

@@ -53,9 +53,11 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
                          lang=cfg.data.lang))
     bounds = np.cumsum([0] + [len(p) for p in parts])
     toks = [toks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    vocab = upstream.vocab if upstream is not None else build_vocab(toks[0], cfg.data.max_vocab, cfg.data.min_freq)
+    vocab = (upstream.vocab if upstream is not None
+             else build_vocab(toks[0], cfg.data.max_vocab, cfg.data.min_freq))
     ids = [orient_docs(numericalize(t, vocab), cfg.data.backwards) for t in toks]
-    info(f"classifier: {len(train)} train / {len(valid)} valid" + (f" / {len(test)} test" if test is not None else "")
+    info(f"classifier: {len(train)} train / {len(valid)} valid"
+         + (f" / {len(test)} test" if test is not None else "")
          + f" documents, {task.describe(labels)}")
 
     run.write_json(VOCAB, vocab)
@@ -66,36 +68,40 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
     dls = clf_dls(ids[0], ys[0], ids[1], ys[1], vocab, t.bs, t.bptt, device, cfg.run.seed,
                   balanced=t.sampler == "balanced")
     cbs = (*cbs, *logger_callbacks(cfg.run, run))
-    learn = clf_learner(dls, cfg.model.sizes(), len(labels), cfg.model, t, cfg.run.precision, run, "train-clf", cbs,
-                        weights, task.loss_and_metrics)
+    learn = clf_learner(dls, cfg.model.sizes(), len(labels), cfg.model, t, cfg.run.precision, run,
+                        "train-clf", cbs, weights, task.loss_and_metrics)
     for i, st in enumerate(t.stages):
         check_freeze_to(learn, st.freeze_to, f"train.stages[{i}]")
     if upstream is not None:
         load_encoder(learn, upstream)
     phases = [Phase(f"freeze_to {st.freeze_to}", st.epochs or t.epochs,
-                    slice((st.lr or t.lr) / t.lr_div, st.lr or t.lr), lambda lrn, n=st.freeze_to: lrn.freeze_to(n))
+                    slice((st.lr or t.lr) / t.lr_div, st.lr or t.lr),
+                    lambda lrn, n=st.freeze_to: lrn.freeze_to(n))
               for st in t.stages]
 
     def finish(outcome: Outcome) -> dict:
-        kept = outcome.load_best() if t.keep == "best" else None  # model.pth, and every figure below, of that epoch
-        splits = {"valid": (lambda: dls.valid, ys[1])}  # loaders made when scored: a new one draws from `random`
+        # model.pth, and every figure below, of that epoch
+        kept = outcome.load_best() if t.keep == "best" else None
+        # loaders made when scored: a new one draws from `random`
+        splits = {"valid": (lambda: dls.valid, ys[1])}
         if test is not None:
             splits["test"] = (lambda: clf_dl(ids[2], ys[2], vocab, t.bs * 2, t.bptt, device), ys[2])
         cuts, figures = score(lambda loader: _outputs(learn, loader()), splits, task, labels,
                               fixed=cfg.model.threshold)
         results = {"task": task.name, "labels": labels, "pretrained_encoder": upstream is not None,
-                   "kept_epoch": kept or outcome.last_epoch, "keep": t.keep if kept else "last", "monitor": t.monitor,
-                   "best_epoch": outcome.best_epoch, f"best_{t.monitor}": outcome.best,
+                   "kept_epoch": kept or outcome.last_epoch, "keep": t.keep if kept else "last",
+                   "monitor": t.monitor, "best_epoch": outcome.best_epoch, f"best_{t.monitor}": outcome.best,
                    "stopped_early": outcome.stopped,
-                   "class_weights": None if weights is None else dict(zip(labels, weights)), "sampler": t.sampler}
+                   "class_weights": None if weights is None else dict(zip(labels, weights)),
+                   "sampler": t.sampler}
         if cuts is not None:
             results["thresholds"] = dict(zip(labels, cuts.tolist()))
             run.write_json(THRESHOLDS, results["thresholds"])
         results.update(headline(task, figures))
         if cfg.data.baseline and distributed.is_main():
             pairs = [(p["text"].tolist(), y) for p, y in zip(parts, ys)]
-            results.update(tfidf_baseline(pairs[0], pairs[1], pairs[2] if test is not None else None, labels, task,
-                                          cfg.model.threshold))
+            results.update(tfidf_baseline(pairs[0], pairs[1], pairs[2] if test is not None else None, labels,
+                                          task, cfg.model.threshold))
             first = task.headline[0]
             shown = [f"{name} {first} {results[f'baseline_{name}_{first}']:.4f}" for name in ("valid", "test")
                      if f"baseline_{name}_{first}" in results]
@@ -105,4 +111,5 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
         return results
 
     monitor = Monitor(t.monitor, task.monitors[t.monitor], task.lower_is_better(t.monitor))
-    return Plan(learn, phases, data_signature(vocab + labels, *ids[0], ys[0], *ids[1], ys[1]), finish, monitor)
+    return Plan(learn, phases, data_signature(vocab + labels, *ids[0], ys[0], *ids[1], ys[1]), finish,
+                monitor)

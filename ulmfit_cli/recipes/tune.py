@@ -111,7 +111,8 @@ def tune(configs: list[Path], overrides: list[str], run_dir: Path | None = None,
     optuna = _import_optuna()
     if resume and not configs:
         if run_dir is None or not (Path(run_dir) / SEARCH).is_file():
-            raise UlmfitError(f"--resume: {run_dir} is not a tune dir (no search.yaml); give --run-dir of a search")
+            raise UlmfitError(f"--resume: {run_dir} is not a tune dir (no search.yaml); give "
+                              f"--run-dir of a search")
         configs = [Path(run_dir) / SEARCH]
     cfg = config_of(STAGE, configs, overrides)
     if trials:
@@ -130,9 +131,10 @@ def tune(configs: list[Path], overrides: list[str], run_dir: Path | None = None,
         direction = "minimize" if task.lower_is_better(metric) else "maximize"
         pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2) if cfg.search.prune else \
             optuna.pruners.NopPruner()
-        study = optuna.create_study(study_name=STUDY_NAME, storage=storage, load_if_exists=True, direction=direction,
-                                    pruner=pruner)
-        # seeded, and moved on by the trials stored, so that a resumed search does not draw its first values again
+        study = optuna.create_study(study_name=STUDY_NAME, storage=storage, load_if_exists=True,
+                                    direction=direction, pruner=pruner)
+        # seeded, and moved on by the trials stored, so that a resumed search does not draw its first
+        # values again
         study.sampler = optuna.samplers.TPESampler(seed=cfg.run.seed + len(study.trials))
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # the trial a killed search was in
@@ -166,7 +168,8 @@ def tune(configs: list[Path], overrides: list[str], run_dir: Path | None = None,
                 shutil.rmtree(out / TRIALS, ignore_errors=True)
             done += 1
             best = _best(study)
-            shown = " ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+            shown = " ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                             for k, v in values.items())
             info(f"tune: trial {trial.number + 1} ({done}/{n_trials} done): {shown}: {outcome} "
                  f"({time.perf_counter() - t0:.0f} s)"
                  + (f"; best {best.value:.4f} (trial {best.number + 1})" if best else ""))
@@ -189,9 +192,10 @@ def _best(study):
 
 def _write_tables(study, out: Path, metric: str) -> None:
     """trials.csv (one row per trial: state, values, figure, seconds) and trials.png."""
+    # a trial a kill interrupted before it drew its values tried nothing: it is not a row
     rows = [{"trial": t.number + 1, "state": t.state.name.lower(), f"valid_{metric}": t.value,
              "seconds": round(t.duration.total_seconds(), 1) if t.duration else None, **t.params}
-            for t in study.trials]
+            for t in study.trials if t.params]
     frame = pd.DataFrame(rows)
     atomic_write(out / TRIALS_TABLE, lambda f: f.write(frame.to_csv(index=False).encode("utf-8")))
     done = frame[frame["state"] == "complete"]

@@ -99,7 +99,8 @@ class MetricsLog(TrainingEpochs):
                               "loss_steps": [round(float(v), 6) for v in sampled]})
         if not show_bars():
             shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                              for k, v in rec.items() if k not in ("stage", "lr") and v is not None and v != "")
+                              for k, v in rec.items()
+                              if k not in ("stage", "lr") and v is not None and v != "")
             info(f"[{self.stage}] {shown}")
 
 
@@ -118,7 +119,8 @@ class ProgressLines(Callback):
     order = MetricsLog.order + 1
 
     def __init__(self, log: MetricsLog):
-        self.log, self.stage, self.every = log, log.stage, float(os.environ.get("ULMFIT_PROGRESS_SECONDS", 30))
+        self.log, self.stage, self.every = (log, log.stage,
+                                            float(os.environ.get("ULMFIT_PROGRESS_SECONDS", 30)))
 
     def before_epoch(self):
         self.last = time.perf_counter()
@@ -129,9 +131,9 @@ class ProgressLines(Callback):
             return
         log = self.log
         self.last, done, total, elapsed = now, self.iter + 1, self.n_iter, now - log.t0
-        info(f"[{self.stage}] epoch {self.epoch + 1}/{self.n_epoch}  step {done:,}/{total:,} ({done / total:.0%})  "
-             f"loss {float(self.smooth_loss):.4f}  {log.tokens / elapsed:,.0f} tokens/s  "
-             f"epoch ETA {_duration(elapsed / done * (total - done))}")
+        info(f"[{self.stage}] epoch {self.epoch + 1}/{self.n_epoch}  step {done:,}/{total:,} "
+             f"({done / total:.0%})  loss {float(self.smooth_loss):.4f}  {log.tokens / elapsed:,.0f} "
+             f"tokens/s  epoch ETA {_duration(elapsed / done * (total - done))}")
 
 
 class ScaleLrBySeqLen(Callback):
@@ -178,8 +180,8 @@ class NanWatch(Callback):
     def check(self) -> None:
         if self.bad_step is not None and int(self.bad_step) >= 0:  # one read of a device flag
             raise TrainingFailed(
-                f"the training loss became NaN or infinite at step {int(self.bad_step)} "
-                f"(epoch {self.epoch + 1}, {self.position.label or 'training'}); the last good checkpoint is kept "
+                f"the training loss became NaN or infinite at step {int(self.bad_step)} (epoch "
+                f"{self.epoch + 1}, {self.position.label or 'training'}); the last good checkpoint is kept "
                 f"in {self.folder}. Lower train.lr (or use run.precision=fp32) and rerun with --resume.")
 
 

@@ -52,8 +52,9 @@ def read_checkpoint(path: Path) -> dict:
     if not isinstance(state, dict) or "format" not in state:
         raise UlmfitError(f"--resume: {path} is not a ulmfit checkpoint (format {FORMAT})")
     if state["format"] != FORMAT:
-        raise UlmfitError(f"--resume: {path} is a checkpoint of format {state['format']}, this ulmfit reads format "
-                          f"{FORMAT}; resume it with the ulmfit version that wrote it, or start the run afresh")
+        raise UlmfitError(f"--resume: {path} is a checkpoint of format {state['format']}, this ulmfit reads "
+                          f"format {FORMAT}; resume it with the ulmfit version that wrote it, or start "
+                          f"the run afresh")
     return state
 
 

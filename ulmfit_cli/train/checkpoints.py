@@ -10,10 +10,10 @@ one concern each, as fastai's `tracker.py` splits `TrackerCallback`, `EarlyStopp
 
 They share state only through what they are given: the stage's `Position` (phase, step); EarlyStopping
 reads the tracker it is given, and the Checkpointer saves that tracker's `state_dict`. As accelerate's
-checkpointing does, the Checkpointer only collects `state_dict()`s: of the model, the optimizer, the fp16 GradScaler, the training
-loader, the global random generators (`GlobalRNG`), the Recorder's running figures and `BestTracker`'s;
-plus the position in the schedule (phase, epoch, batches done, one-cycle fraction) and the
-AWD-LSTM hidden state. Random and loader states are kept both at the start of the epoch and at the step,
+checkpointing does, the Checkpointer only collects `state_dict()`s: of the model, the optimizer, the fp16
+GradScaler, the training loader, the global random generators (`GlobalRNG`), the Recorder's running figures
+and `BestTracker`'s; plus the position in the schedule (phase, epoch, batches done, one-cycle fraction) and
+the AWD-LSTM hidden state. Random and loader states are kept both at the start of the epoch and at the step,
 so that a resumed run draws the same data order, skips the batches already trained and goes on exactly as
 the uninterrupted run would (bit for bit on the CPU).
 
@@ -121,7 +121,8 @@ def _read_resume(run, folder: Path, fp: dict) -> dict | None:
     if distributed.is_main():  # rank 0 alone writes the run dir
         truncate_lines(run.path / METRICS, resume["metrics_lines"])
         clean_partial_writes(folder)
-    where = (f"after {resume['batches_done']} batches of epoch {resume['epoch'] + 1}" if resume["batches_done"]
+    where = (f"after {resume['batches_done']} batches of epoch {resume['epoch'] + 1}"
+             if resume["batches_done"]
              else f"at the start of epoch {resume['epoch'] + 1}")
     info(f"--resume: {path}: step {resume['step']}, phase {resume['phase'] + 1}, {where}")
     return resume
@@ -167,8 +168,8 @@ class BestTracker(TrainingEpochs):
         if self.new_best:
             self.best, self.best_epoch = self.value, self.last_epoch
         self.since_best = 0 if self.new_best else self.since_best + 1
-        # rank 0's score (it alone writes checkpoints) for every rank: a rank that thinks there is no best epoch,
-        # or no reason to stop, would wait forever for the others
+        # rank 0's score (it alone writes checkpoints) for every rank: a rank that thinks there is no best
+        # epoch, or no reason to stop, would wait forever for the others
         self.best, self.best_epoch, self.since_best, self.new_best = distributed.from_main(
             lambda: (self.best, self.best_epoch, self.since_best, self.new_best))
 
@@ -204,8 +205,8 @@ class EarlyStopping(TrainingEpochs):
     def after_epoch(self):
         if self.trained and self.patience and self.best.since_best >= self.patience:
             self.stopped = True
-            info(f"train.patience: no better {self.best.monitor.name} for {self.best.since_best} epochs; the stage "
-                 f"ends after epoch {self.best.last_epoch} (best: epoch {self.best.best_epoch})")
+            info(f"train.patience: no better {self.best.monitor.name} for {self.best.since_best} epochs; the "
+                 f"stage ends after epoch {self.best.last_epoch} (best: epoch {self.best.best_epoch})")
 
 
 class _SkipFirst:
@@ -246,17 +247,20 @@ class _RecorderState:
 
     def load_state_dict(self, state: dict) -> None:
         rec, device = self.learn.recorder, self.learn.dls.device
-        rec.smooth_loss.val, rec.smooth_loss.count = state["smooth_loss"][0].to(device), state["smooth_loss"][1]
+        rec.smooth_loss.val, rec.smooth_loss.count = (state["smooth_loss"][0].to(device),
+                                                      state["smooth_loss"][1])
         rec.lrs = list(state["lrs"])  # a resumed fit starts at this epoch: its steps so far
         rec.losses = [] if state["losses"] is None else list(state["losses"].to(device))
 
 
 class Checkpointer(TrainingEpochs):
     """Writes checkpoints (the state_dict protocol) and restores a resumed run from one."""
-    order = 55  # after TrainEvalCallback counted the step, the Recorder (50), MetricsLog (51) and BestTracker (53)
+    # after TrainEvalCallback counted the step, the Recorder (50), MetricsLog (51) and BestTracker (53)
+    order = 55
 
     def __init__(self, folder: Path, fingerprint: dict, train_cfg, metrics_file: Path, position: Position,
-                 log: MetricsLog, best: BestTracker, before_save: Callable[[], None], resume: dict | None = None):
+                 log: MetricsLog, best: BestTracker, before_save: Callable[[], None],
+                 resume: dict | None = None):
         self.folder, self.fingerprint, self.metrics_file = folder, fingerprint, metrics_file
         self.every, self.minutes = train_cfg.checkpoint_every, train_cfg.checkpoint_minutes
         self.position, self.log, self.best, self.before_save = position, log, best, before_save
@@ -268,7 +272,8 @@ class Checkpointer(TrainingEpochs):
     def stateful(self) -> dict:
         """What is saved and restored through `state_dict`/`load_state_dict` (None: absent in this run)."""
         return {"model": unwrap(self.learn.model), "opt": self.learn.opt,
-                "grad_scaler": getattr(self.learn, "scaler", None), "recorder": _RecorderState(self.learn, self.log)}
+                "grad_scaler": getattr(self.learn, "scaler", None),
+                "recorder": _RecorderState(self.learn, self.log)}
 
     def skip_phase(self, r: dict) -> None:
         """The checkpoint's phase was complete: its weights, and the random and loader state of the next
@@ -317,7 +322,8 @@ class Checkpointer(TrainingEpochs):
         _RecorderState(self.learn, self.log).load_state_dict(r["recorder"])
         encoder = unwrap(self.learn.model)[0]
         if r.get("hidden") is not None and hasattr(encoder, "hidden"):
-            rows = distributed.local_rows(r["hidden"][0][0].shape[1])  # all rows were saved; this rank's share
+            # all rows were saved; this rank's share
+            rows = distributed.local_rows(r["hidden"][0][0].shape[1])
             encoder.hidden = [tuple(t[:, rows].to(self.dls.device) for t in hc) for hc in r["hidden"]]
             encoder.bs = rows.stop - rows.start
 

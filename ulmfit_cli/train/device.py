@@ -63,6 +63,7 @@ def start(run) -> torch.device:
     if run.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-    # fastai's `reproducible` also turns off cuDNN's autotuner: only when asked for (CPU runs are exact anyway)
+    # fastai's `reproducible` also turns off cuDNN's autotuner: only when asked for
+    # (CPU runs are exact anyway)
     set_seed(run.seed, reproducible=run.deterministic)
     return torch_device(run.device)

@@ -24,7 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ulmfit_cli.console import info
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.ranks import World, is_main, set_world, world  # noqa: F401  (is_main: the engine asks here too)
+# (is_main: the engine asks here too)
+from ulmfit_cli.ranks import World, is_main, set_world, world  # noqa: F401
 
 
 def launched() -> bool:

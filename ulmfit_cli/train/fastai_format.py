@@ -32,7 +32,8 @@ from fastai.text.models import AWD_LSTM, get_language_model
 from fastcore.foundation import L
 
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import atomic_write, load_token_list, read_json, read_token_json, torch_load_safe, write_json
+from ulmfit_cli.files import (atomic_write, load_token_list, read_json, read_token_json, torch_load_safe,
+                              write_json)
 from ulmfit_cli.layout import LM_WEIGHTS
 from ulmfit_cli.train.learners import awd_config
 
@@ -56,9 +57,10 @@ def fetch(name: str) -> Path:
     try:
         return untar_data(url, c_key="model")
     except Exception as e:  # noqa: BLE001 - urllib, requests and socket errors all mean "could not fetch"
-        raise UlmfitError(f"{KEY}: cannot download {name} from {url} ({type(e).__name__}: {e}). Offline, fetch "
-                          f"that file on a machine that is online and run `ulmfit import-lm {Path(url).name}` with "
-                          f"it, or unpack it into {fastai_path('model') / name}") from None
+        raise UlmfitError(f"{KEY}: cannot download {name} from {url} ({type(e).__name__}: {e}). Offline, "
+                          f"fetch that file on a machine that is online and run `ulmfit import-lm "
+                          f"{Path(url).name}` with it, or unpack it into "
+                          f"{fastai_path('model') / name}") from None
 
 
 def _only(folder: Path, patterns: tuple[str, ...], what: str, required: bool = True) -> Path | None:
@@ -87,7 +89,8 @@ def find(folder: Path, backwards: bool | None) -> Found:
         tok = (meta.get("tokenizer") or {}) if isinstance(meta, dict) else {}
         sp = folder / "spm" / "spm.model"
         if tok.get("class") == "SentencePieceTokenizer" and not sp.is_file():
-            raise UlmfitError(f"{KEY}: {sub / 'model.json'} names a SentencePiece tokenizer, but {sp} is missing")
+            raise UlmfitError(f"{KEY}: {sub / 'model.json'} names a SentencePiece tokenizer, but "
+                              f"{sp} is missing")
         lang = (tok.get("params") or {}).get("lang") if tok.get("class") == "SpacyTokenizer" else None
         return Found(_only(sub, ("*model.pth", "*.pth"), "weights file"), _only(sub, ("*vocab.pkl", "*.pkl"),
                      "vocabulary"), sp if sp.is_file() else None, bool(backwards), lang)
@@ -128,7 +131,8 @@ def to_model(state: dict, vocab: list[str], arch: dict, path: Path):
     """fastai's AWD-LSTM LM with `state` loaded by position (as `load_ignore_keys`), each shape checked."""
     if len(vocab) != state["0.encoder.weight"].shape[0]:
         raise UlmfitError(f"{KEY}: the vocabulary has {len(vocab):,} tokens but {path} has "
-                          f"{state['0.encoder.weight'].shape[0]:,} embedding rows: not the model's vocabulary")
+                          f"{state['0.encoder.weight'].shape[0]:,} embedding rows: not the "
+                          f"model's vocabulary")
     model = get_language_model(AWD_LSTM, len(vocab), config=awd_config(arch))
     ours = model.state_dict()
     if len(ours) != len(state):
@@ -145,8 +149,8 @@ def to_model(state: dict, vocab: list[str], arch: dict, path: Path):
 
 
 def export_fastai(up, out: Path) -> None:
-    """Write an LM run as fastai's `language_model_learner(..., pretrained_fnames=['lm', 'lm_vocab'])` reads it
-    from `out`: `lm.pth` (the state dict, as `learn.save(with_opt=False)` writes it), `lm_vocab.pkl` (the
+    """Write an LM run as fastai's `language_model_learner(..., pretrained_fnames=['lm', 'lm_vocab'])` reads
+    it from `out`: `lm.pth` (the state dict, as `learn.save(with_opt=False)` writes it), `lm_vocab.pkl` (the
     token list, pickled) and, for a subword model, `spm.model`; `model.json` holds the sizes to pass as
     `config=` (fastai's defaults are the paper's, which a smaller model does not have)."""
     weights = up.weights(LM_WEIGHTS)

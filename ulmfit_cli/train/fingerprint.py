@@ -1,5 +1,6 @@
 """What a resumed run must share with its checkpoint: every config value that fixes the model, the vocab
-or the data (dotted keys), plus a digest of the tokens and vocab. docs/reliability.md lists what may change."""
+or the data (dotted keys), plus a digest of the tokens and vocab. docs/reliability.md lists what may
+change."""
 from __future__ import annotations
 
 import fnmatch
@@ -31,7 +32,8 @@ def _flatten(obj, prefix: str = "") -> dict:
 
 
 def fingerprint(cfg, data_signature: str) -> dict:
-    """The config values (dotted keys) that fix the model, the vocab and the data, plus a digest of the data."""
+    """The config values (dotted keys) that fix the model, the vocab and the data, plus a digest of the
+    data."""
     flat = _flatten(cfg.model_dump(mode="json"))
     kept = {k: v for k, v in flat.items() if not any(fnmatch.fnmatch(k, p) for p in RESUMABLE_CHANGES)}
     kept[DATA_KEY] = data_signature

@@ -74,7 +74,8 @@ def lm_learner(dls, arch: dict, drop_mult: float, train, precision: str, run: Ru
                                    pretrained=False, metrics=[DeviceAvgMetric(accuracy), DevicePerplexity()],
                                    wd=train.wd, moms=train.moms, opt_func=_opt_func(train),
                                    cbs=[log, *cbs]
-                                   + ([ScaleLrBySeqLen(train.bptt)] if getattr(train, "random_bptt", False) else []))
+                                   + ([ScaleLrBySeqLen(train.bptt)] if getattr(train, "random_bptt", False)
+                                      else []))
     return _finish(_set_precision(learn, precision), log)
 
 
@@ -83,14 +84,16 @@ def clf_learner(dls, arch: dict, n_out: int, model_cfg, train, precision: str, r
     """fastai's AWD-LSTM classifier learner (concat pooling, head `model_cfg.lin_ftrs`), with the task's
     `loss_and_metrics(weights)` (`classify.task.Task`'s, given `train.class_weights` as a tensor) and
     `model_cfg.y_range` (fastai's sigmoid range) for regression."""
-    weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32, device=dls.device)
+    weight = (None if class_weights is None
+              else torch.tensor(class_weights, dtype=torch.float32, device=dls.device))
     loss, metrics = loss_and_metrics(weight)
     log = MetricsLog(run, stage)
-    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=train.bptt, config=awd_config(arch, classifier=True),
+    learn = text_classifier_learner(dls, AWD_LSTM, seq_len=train.bptt,
+                                    config=awd_config(arch, classifier=True),
                                     pretrained=False, drop_mult=model_cfg.drop_mult, n_out=n_out,
                                     lin_ftrs=model_cfg.lin_ftrs, max_len=model_cfg.max_len,
-                                    y_range=getattr(model_cfg, "y_range", None), loss_func=loss, metrics=metrics,
-                                    wd=train.wd, moms=train.moms,
+                                    y_range=getattr(model_cfg, "y_range", None), loss_func=loss,
+                                    metrics=metrics, wd=train.wd, moms=train.moms,
                                     opt_func=_opt_func(train), cbs=[log, *cbs])
     return _finish(_set_precision(learn, precision), log)
 
@@ -105,8 +108,9 @@ def lm_model(vocab: list[str], arch: dict, weights: dict) -> torch.nn.Module:
 def clf_model(n_vocab: int, n_out: int, arch: dict, drop_mult: float, lin_ftrs: list[int], max_len: int,
               bptt: int, weights: dict, what: str, y_range=None) -> torch.nn.Module:
     """A bare AWD-LSTM classifier (what `clf_learner` trains) with a classifier's weights (for prediction)."""
-    model = get_text_classifier(AWD_LSTM, n_vocab, n_out, seq_len=bptt, config=awd_config(arch, classifier=True),
-                                drop_mult=drop_mult, lin_ftrs=lin_ftrs, max_len=max_len, y_range=y_range)
+    model = get_text_classifier(AWD_LSTM, n_vocab, n_out, seq_len=bptt,
+                                config=awd_config(arch, classifier=True), drop_mult=drop_mult,
+                                lin_ftrs=lin_ftrs, max_len=max_len, y_range=y_range)
     _load(model, weights, what)
     return model
 

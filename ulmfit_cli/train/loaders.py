@@ -84,7 +84,8 @@ def check_lm_size(n_tokens: int, bs: int, what: str) -> None:
 
 def _single_process(what: str) -> None:
     if distributed.world().active:
-        raise UlmfitError(f"a multi-process run needs train.loader: stream ({what} is not split between processes)")
+        raise UlmfitError(f"a multi-process run needs train.loader: stream ({what} is not split "
+                          f"between processes)")
 
 
 def _pieces(tokens: np.ndarray, offsets: np.ndarray, size: int | None) -> list[torch.Tensor]:
@@ -215,8 +216,8 @@ def stream_lm_dls(train: np.ndarray, valid: np.ndarray, vocab: list[str], bs: in
     `train_offsets` (document boundaries) lets each training epoch shuffle the documents."""
     check_lm_size(len(train), bs, "the training split")
     check_lm_size(len(valid), bs, "the validation split")
-    trn = StreamLMLoader(train, bs, bptt, device, train_offsets, shuffle=True, seed=seed, random_bptt=random_bptt,
-                         rows=distributed.local_rows(bs))
+    trn = StreamLMLoader(train, bs, bptt, device, train_offsets, shuffle=True, seed=seed,
+                         random_bptt=random_bptt, rows=distributed.local_rows(bs))
     dls = DataLoaders(trn, StreamLMLoader(valid, bs, bptt, device), device=device)
     dls.vocab = vocab
     return dls
@@ -260,8 +261,8 @@ def clf_dls(train, train_y, valid, valid_y, vocab, bs, bptt, device, seed: int =
             raise UlmfitError("train.sampler: balanced is not supported in a multi-process run yet; use "
                               "train.class_weights: balanced")
         rows = distributed.local_rows(bs)
-        trn = distributed.ShardedDL(clf_dl(train, train_y, vocab, rows.stop - rows.start, bptt, device, shuffle=True),
-                                    seed)
+        trn = distributed.ShardedDL(clf_dl(train, train_y, vocab, rows.stop - rows.start, bptt, device,
+                                           shuffle=True), seed)
     else:
         trn = clf_dl(train, train_y, vocab, bs, bptt, device, shuffle=True, weights=weights)
     dls = DataLoaders(trn,

@@ -37,7 +37,8 @@ class FastaiAdamW(OptimWrapper):
             wd, lr = pg["weight_decay"], pg["lr"]
             decayed = [p for p in pg["params"] if p.grad is not None and self.state[p].get("do_wd", True)]
             if wd and decayed:  # an overflowed step (found_inf 1) decays nothing
-                torch._foreach_mul_(decayed, 1 - lr * wd if found_inf is None else 1 - lr * wd * (1 - found_inf))
+                torch._foreach_mul_(decayed,
+                                    1 - lr * wd if found_inf is None else 1 - lr * wd * (1 - found_inf))
             saved.append(wd)
             pg["weight_decay"] = 0.0
         if found_inf is not None:

@@ -49,7 +49,8 @@ def write_plots(run_dir: Path, title: str) -> list[Path]:
     for i in range(1, len(records)):
         if records[i].get("phase") != records[i - 1].get("phase"):
             ax.axvline(i, color="grey", ls=":")
-            ax.text(i + 0.05, ax.get_ylim()[1], records[i].get("phase", ""), va="top", fontsize=8, color="grey")
+            ax.text(i + 0.05, ax.get_ylim()[1], records[i].get("phase", ""), va="top", fontsize=8,
+                    color="grey")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title(title)
@@ -80,7 +81,8 @@ def run_table(run_dir: Path) -> str:
     if not records and not results:
         raise UlmfitError(f"{run_dir} has neither metrics.jsonl nor results.json: not a ulmfit training run")
     cols = [c for c in ("train_loss", "valid_loss", "perplexity", "accuracy", "f1_score", "accuracy_multi",
-                        "f1_macro", "f1_micro", "mae", "rmse", "pearson", "spearman", "tokens_per_s", "seconds")
+                        "f1_macro", "f1_micro", "mae", "rmse", "pearson", "spearman", "tokens_per_s",
+                        "seconds")
             if any(c in r for r in records)]
     lines = [f"run {run_dir}" + (f" ({records[0]['stage']})" if records else "")]
     if records:

@@ -47,7 +47,8 @@ class FlatWeightDropout(WeightDropout):
             if i is not None:
                 views[i] = piece.view_as(weights[i])
         lstm = self.module
-        out, h, c = torch._VF.lstm(input, hx, views, True, 1, lstm.dropout, self.training, False, lstm.batch_first)
+        out, h, c = torch._VF.lstm(input, hx, views, True, 1, lstm.dropout, self.training, False,
+                                   lstm.batch_first)
         return out, (h, c)
 
     def _layout(self, input, hx):
@@ -109,7 +110,8 @@ def _cudnn_layout(wd: FlatWeightDropout, input, hx, key):
     finally:
         wd._layouts.pop(key, None)  # the caller records the answer
         wd.train(was_training)
-    if any(_FLAT_WEIGHTS_WARNING in str(w.message) for w in caught) or not torch.allclose(ours, theirs, atol=1e-5):
+    if (any(_FLAT_WEIGHTS_WARNING in str(w.message) for w in caught)
+            or not torch.allclose(ours, theirs, atol=1e-5)):
         return None
     return layout
 
