@@ -4,7 +4,8 @@ The chain: pretrain -> finetune-lm -> train-clf (single-label); a pretrain and a
 mid-run, then resumed; a backward pretrain; generate; predict; then a multi-label (0/1 columns) and a
 regression train-clf with their predict and evaluate; a `--directions both` pair (finetune-lm from the
 forward and backward pretrain runs, train-clf from that pair, predict with the pair); a 2-trial `tune`;
-and an `evaluate` of the single-label classifier, with the baseline.
+an `evaluate` of the single-label classifier, with the baseline; a train-clf that `train.patience` stops
+early; and a finetune-lm on fastText lines.
 
     python scripts/compare_chain.py data /tmp/chain-data                  # the inputs, once
     git worktree add /tmp/base <commit>
@@ -30,12 +31,15 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 HERE = Path(__file__).resolve().parents[1]
 VOLATILE = {"seconds", "tokens_per_s"}  # wall-clock figures
 STAGES = "train.stages=[{freeze_to: -1, epochs: 2, lr: 0.05}, {freeze_to: 0, epochs: 3, lr: 0.02}]"
 MULTI = "data.label_col=[pos, neg]"  # write_tasks_csv's 0/1 columns
 REGRESSION = ("data.task=regression", "data.label_col=score", "model.y_range=[0.5, 4.5]")  # as the tests train it
 # small ranges, and no pruning, so that both trials train to the end in a few seconds
+PATIENT_STAGES = "train.stages=[{freeze_to: -1, epochs: 2, lr: 0.05}, {freeze_to: 0, epochs: 6, lr: 0.02}]"
 SEARCH = ("search.prune=false", "search.epochs=[1, 2]", "search.early_epochs=[1, 1]", "search.bs=[8, 16]")
 
 
@@ -135,15 +139,24 @@ def run_chain(repo: Path, data: Path, out: Path) -> None:
                                                  "data.valid_pct=0.25", STAGES, *SEARCH),
             "--trials", "2", "--run-dir", out / "tune")
     _ulmfit(repo, env, "evaluate", "-m", out / "clf", "-i", data / "test.csv", "-o", out / "eval")
+    # train.patience ending a stage early (the best epoch kept), and finetune-lm on fastText lines
+    _ulmfit(repo, env, "train-clf", *clf_args("train.csv", "test.csv", "ft", "train.patience=1",
+                                              "train.monitor=accuracy", PATIENT_STAGES),
+            "--run-dir", out / "clf-patience")
+    rows = pd.read_csv(data / "train.csv")
+    (out / "train.txt").write_text("".join(f"__label__{y} {t}\n" for t, y in zip(rows["text"], rows["label"])))
+    _ulmfit(repo, env, "finetune-lm", "-c", tiny, *_sets(f"data.train={out / 'train.txt'}",
+                                                         f"init.from_run={out / 'lm'}", "train.epochs=2"),
+            "--run-dir", out / "ft-fasttext")
 
 
 # ---------------------------------------------------------------- diff
 RUNS = ("lm", "ft", "clf", "lm-bwd", "lm-resumed", "clf-resumed", "clf-multi", "clf-reg",
-        "ft-pair/fwd", "ft-pair/bwd", "clf-pair/fwd", "clf-pair/bwd")
+        "ft-pair/fwd", "ft-pair/bwd", "clf-pair/fwd", "clf-pair/bwd", "clf-patience", "ft-fasttext")
 # (run in a, run in b): every run against itself; a resumed run must equal the uninterrupted one too
 PAIRS = [(r, r) for r in RUNS] + [("lm-resumed", "lm"), ("clf-resumed", "clf")]
 RESULTS = ("lm", "ft", "clf", "lm-bwd", "lm-resumed", "clf-resumed", "clf-multi", "clf-reg", "ft-pair", "clf-pair",
-           "ft-pair/fwd", "ft-pair/bwd", "clf-pair/fwd", "clf-pair/bwd")
+           "ft-pair/fwd", "ft-pair/bwd", "clf-pair/fwd", "clf-pair/bwd", "clf-patience", "ft-fasttext")
 TEXTS = ("generated.txt", "predictions.csv", "predictions-multi.csv", "predictions-reg.csv", "predictions-pair.csv")
 EVALS = ("eval", "eval-multi", "eval-reg")
 

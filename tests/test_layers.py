@@ -111,3 +111,23 @@ def test_api_predict_and_evaluate_are_what_the_cli_runs(cli, chain, tmp_path):
     assert report["accuracy"] == pytest.approx(chain["results"]["train-clf"]["test_accuracy"])
     with pytest.raises(UlmfitError, match="is the --input file"):  # an output never replaces its input
         api.predict([chain["clf"]], chain["test"], Path(chain["test"]))
+
+
+def test_finetune_lm_reads_fasttext_lines_without_their_labels(cli, chain, tmp_path):
+    df = pd.read_csv(chain["train"])
+    ft = tmp_path / "train.txt"  # fastText lines: the LM reads the texts; a line without a label is fine here
+    ft.write_text("".join(f"__label__{y} {t}\n" for t, y in zip(df["text"], df["label"])) + "no label here\n")
+    res = cli("finetune-lm", "-c", TINY, "--set", f"data.train={ft}", "--set", f"init.from_run={chain['lm']}",
+              "--set", "train.epochs=1", "--set", "train.frozen_epochs=0", "--run-dir", tmp_path / "ft")
+    assert res.exit_code == 0, res.output
+    results = json.loads((tmp_path / "ft" / "results.json").read_text())
+    assert results["train_docs"] + results["valid_docs"] == len(df) + 1
+
+
+def test_a_search_goes_to_its_own_dir_not_the_classifiers(chain):
+    from ulmfit_cli.recipes import STAGES
+    from ulmfit_cli.resolve import config_of, search_dir_of
+    cfg = config_of(STAGES["train-clf"], [TINY], [f"data.train={chain['train']}", "run.dir=runs/final",
+                                                  "run.name=x"])
+    assert search_dir_of(cfg) == Path("runs/x-tune")  # best.yaml keeps run.dir for the final classifier
+    assert search_dir_of(cfg, Path("elsewhere")) == Path("elsewhere")

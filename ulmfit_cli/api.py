@@ -62,7 +62,8 @@ def resolved(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence
 def train(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence[str] = (),
           run_dir: Path | str | None = None, force: bool = False, resume: bool = False,
           callbacks: Sequence = (), directions: str | None = None) -> dict | None:
-    """Resolve the config and run one training stage into its run dir; return its results.
+    """Resolve the config and run one training stage into its run dir; return its results, and the run dir
+    under `run_dir`.
 
     `configs` are YAML files merged in order, `overrides` "key=value" strings (`--set`); `callbacks` are
     fastai callbacks added to the stage's learner (e.g. to watch or interrupt training). With `resume`
@@ -73,8 +74,9 @@ def train(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence[st
     if directions == "both":
         return train_both(stage_named(stage), [Path(c) for c in _listed(configs)], _listed(overrides),
                           None if run_dir is None else Path(run_dir), force, resume, callbacks)
-    return run_stage(resolved(stage, configs, overrides, run_dir, resume, directions), force, resume,
-                     callbacks)
+    run = resolved(stage, configs, overrides, run_dir, resume, directions)
+    results = run_stage(run, force, resume, callbacks)
+    return None if results is None else {"run_dir": str(run.run_dir), **results}
 
 
 def config_yaml(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence[str] = (),

@@ -117,15 +117,10 @@ def _run_stage(stage: str, configs: list[Path], overrides: list[str], run_dir: P
             typer.echo(api.config_yaml(stage, configs or [], overrides or [], run_dir, resume, directions),
                        nl=False)
             return
-        if directions == "both":  # a pair run dir: its own results name it
-            results = api.train(stage, configs or [], overrides or [], run_dir, force, resume,
-                                directions="both")
-            _show(f"{stage} finished (forward + backward): {results.pop('run_dir')}", results)
-            return
-        resolved = api.resolved(stage, configs or [], overrides or [], run_dir, resume, directions)
-        results = api.run_stage(resolved, force, resume)
+        results = api.train(stage, configs or [], overrides or [], run_dir, force, resume, directions=directions)
     if results is not None:  # rank 0 of a multi-process run reports
-        _show(f"{stage} finished: {resolved.run_dir}", results)
+        pair = " (forward + backward)" if directions == "both" else ""
+        _show(f"{stage} finished{pair}: {results.pop('run_dir')}", results)
 
 
 @command()

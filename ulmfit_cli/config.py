@@ -3,8 +3,9 @@
 Precedence: code defaults < `--config a.yaml --config b.yaml` (later wins) < `--set k=v`.
 Defaults follow the ULMFiT paper (Howard & Ruder 2018) and fastai 2.8 where they differ. Every
 model is frozen: `ulmfit_cli.resolve` makes the final config once (sizes from `init.from_run`, the
-run dir, the device and precision that will run) and nothing changes it after. Kept free of fastai
-and torch imports so that `ulmfit --help` stays fast.
+run dir, the device and precision that will run) and nothing changes it after. A classifier config
+is checked by its task's rules (`classify.task`, the one import back up the layers); `derive` makes a
+config from another in code.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.classify.task import SINGLE_LABEL, TASKS, Task, task_of  # the one import back up the layers
 
+FIGURES = tuple(dict.fromkeys(m for task in TASKS.values() for m in task.monitors))  # what train.monitor names
 META_KEY = "_meta"  # a run's config.yaml keeps stage/version/argv here; ignored when loaded back
 REQUESTED = "requested"  # under _meta: values the user asked for (run.device: auto) before they were resolved
 
@@ -273,8 +275,7 @@ class ClassifierTrain(TrainSection):
     sampler: Literal["shuffle", "balanced"] = Field(
         "shuffle", description="balanced: each epoch draws its training documents with replacement, every "
                                "class equally often (fastai's weighted_dataloaders)")
-    monitor: Literal["valid_loss", "accuracy", "macro_f1", "micro_f1", "mae", "rmse", "pearson",
-                     "spearman"] = Field(
+    monitor: Literal[FIGURES] = Field(
         "valid_loss", description="the validation figure that picks the best epoch (checkpoints/best.pt): "
                                   "valid_loss; single-label accuracy, macro_f1; multi-label macro_f1, "
                                   "micro_f1; regression mae, rmse, pearson, spearman")
@@ -287,7 +288,7 @@ class ClassifierTrain(TrainSection):
 class SearchSection(Section):
     """`ulmfit tune`: the ranges searched on the validation set (null: keep the config's value)."""
     trials: int = Field(20, ge=1, description="trials of the search (--trials overrides)")
-    metric: Literal["auto", "accuracy", "macro_f1", "micro_f1", "mae", "rmse", "pearson", "spearman"] = Field(
+    metric: Literal[("auto", *FIGURES[1:])] = Field(
         "auto", description="the validation figure a trial is scored by (auto: accuracy, micro_f1 for "
                             "multi-label, rmse for regression)")
     lr_scale: tuple[float, float] | None = Field(

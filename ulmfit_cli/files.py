@@ -132,25 +132,26 @@ def occupied(path: Path) -> bool:
 
 @contextmanager
 def staged(final: Path, what: str, force: bool = False, resume: bool = False,
-           resumable: Callable[[Path], bool] | None = None, wait: bool = False, in_place: bool = False,
+           resumable: Callable[[Path], bool] | None = None, in_place: bool = False,
            locked: bool = False, kept_message: bool = False):
     """Write the folder `final` as a whole: yield the folder to write into (the staging folder
     `staging_dir(final)`), and `publish` it as `final` when the block ends without an error.
 
-    `final` is locked for the block (`exclusive`; `wait`: wait for another holder instead of refusing;
-    `locked`: the caller holds the lock). A non-empty `final` is refused without `force` (and is kept until
-    the new folder is published). `resumable(folder)` says whether a folder holds an unfinished write that
-    `resume` can continue: with `resume` the staging folder is continued as it is, or (when only `final` is
-    resumable) a copy of `final`; without it, a resumable staging folder is refused unless `force`. A
-    failure removes the staging folder, except one that `resumable` accepts and was not copied from `final`
-    after an error that is not bad input (`UlmfitError`) or a given-up run (`Abandoned`); `kept_message`
-    says so on stderr. `in_place`: the folder grows where it is (a tune dir, whose storage `--resume`
-    continues): the same lock and refusals, `force` empties it, nothing is staged or published.
+    `final` is locked for the block (`exclusive`; `locked`: the caller holds the lock). A non-empty `final`
+    is refused without `force` (and is kept until the new folder is published). `resumable(folder)` says
+    whether a folder holds an unfinished write that `resume` can continue: with `resume` the staging folder
+    is continued as it is, or (when only `final` is resumable) a copy of `final`; without it, a resumable
+    staging folder is refused unless `force`. On a failure: a given-up run (`Abandoned`) is removed; bad
+    input (`UlmfitError`) too, unless the staging folder is resumable and not a copy of `final`; any other
+    error (a crash, Ctrl-C, a kill) keeps the staging folder when `resumable` is given (`kept_message`
+    says so on stderr, and whether it can be resumed), else removes it. `in_place`: the folder grows
+    where it is (a tune dir, whose storage `--resume` continues): the same lock and refusals, `force`
+    empties it, nothing is staged or published.
     """
     if resume and force:
         raise UlmfitError(RESUME_AND_FORCE)
     final = Path(final)
-    with (_unlocked() if locked else exclusive(final, what, wait=wait)):
+    with (_unlocked() if locked else exclusive(final, what)):
         if final.exists() and not final.is_dir():
             raise UlmfitError(f"{what} exists and is not a directory")
         can_resume = resumable or (lambda folder: False)

@@ -36,8 +36,9 @@ LOSS_PLOT = "loss.png"
 LR_PLOT = "lr.png"
 TENSORBOARD = "tensorboard"     # folder of event files (run.loggers: [tensorboard])
 
-# the stages whose run holds a language model (init.from_run of finetune-lm and train-clf, generate, export)
-LM_STAGES = ("pretrain", "finetune-lm")
+# what each kind of run dir holds, by the stage that wrote it (`_meta.stage`; the stages: `recipes.STAGES`)
+PRETRAIN_STAGE = "pretrain"     # also what `ulmfit import-lm` writes
+LM_STAGES = (PRETRAIN_STAGE, "finetune-lm")  # a language model: init.from_run of finetune-lm and train-clf
 CLASSIFIER_STAGE = "train-clf"
 LM_BUNDLE_FILES = (CONFIG, VOCAB, LM_WEIGHTS, ENCODER, RESULTS)  # an LM run without checkpoints or logs
 

@@ -50,11 +50,17 @@ def resumed_dir(run_dir: Path | None) -> Path:
     return Path(run_dir)
 
 
-def run_dir_of(cfg: StageConfig, run_dir: Path | None = None, suffix: str = "") -> Path:
-    """Where a run goes: --run-dir, else run.dir, else runs/<run.name><suffix> (`-tune` for a search)."""
+def run_dir_of(cfg: StageConfig, run_dir: Path | None = None) -> Path:
+    """Where a run goes: --run-dir, else run.dir, else runs/<run.name>."""
     if run_dir is not None:
         return Path(run_dir)
-    return Path(cfg.run.dir) if cfg.run.dir is not None else Path("runs") / f"{cfg.run.name}{suffix}"
+    return Path(cfg.run.dir) if cfg.run.dir is not None else Path("runs") / cfg.run.name
+
+
+def search_dir_of(cfg: StageConfig, run_dir: Path | None = None) -> Path:
+    """Where `ulmfit tune` searches: --run-dir, else runs/<run.name>-tune (never run.dir, which is the final
+    classifier's, as best.yaml keeps it)."""
+    return Path(run_dir) if run_dir is not None else Path("runs") / f"{cfg.run.name}-tune"
 
 
 def resolve(stage, configs=(), overrides=(), run_dir: Path | None = None, resume: bool = False,

@@ -1,6 +1,7 @@
 """A classifier's data as it trains on it: the labelled files read for the task, the validation split made
 from `data.train` when there is no `data.valid`, and the test set; the one reader of a train-clf config's
-data, shared by training, a pair's ensemble figures, `ulmfit evaluate`'s baseline refit and tune."""
+data, shared by training (and so tune's trials), a pair's ensemble figures and `ulmfit evaluate`'s
+baseline refit."""
 from __future__ import annotations
 
 import pandas as pd

@@ -44,7 +44,7 @@ def _positions(labels: list[str]) -> dict[str, int]:
     return {lbl: i for i, lbl in enumerate(labels)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Task:
     """What a kind of classifier task decides; one instance per kind (`TASKS`)."""
     name: ClassVar[str]
@@ -63,6 +63,13 @@ class Task:
 
     def __str__(self) -> str:
         return self.name
+
+    def __eq__(self, other) -> bool:
+        # equal to its name too, as `load_classifier(...).task` was a string before Task objects existed
+        return other == self.name if isinstance(other, str) else type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(self.name)
 
     @staticmethod
     def lower_is_better(figure: str) -> bool:

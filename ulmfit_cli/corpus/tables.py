@@ -98,7 +98,6 @@ def read_frame(path: str | Path, key: str, encoding: str = "utf-8", errors: str 
     if fmt is not None and fmt not in FORMATS:
         raise UlmfitError(f"{key}: unknown input format {fmt!r}; expected one of: {', '.join(FORMATS)}")
     if str(path) == STDIN:
-        import sys
         where = "standard input"
         text = _decode(sys.stdin.buffer.read(), key, where, encoding, errors)
         fmt, how = (fmt, "as asked") if fmt else (sniff_format(text, columns), "from its first line; "
@@ -201,7 +200,7 @@ def read_texts(path: str | Path, key: str, text_col="text", label_col: str | lis
                           f"names {len(text_col)} fields, which need a CSV/TSV/JSONL table")
     names = {"text": text_col, "label": label_col}
     if fmt == "fasttext":
-        names = {"text": "text", "label": "label"}
+        names = {"text": "text", "label": "label" if label_col is not None else None}  # labels only if asked
     elif fmt == "lines":
         if label_col is not None:
             raise UlmfitError(f"{key}: {path} has no labels: use a CSV/TSV with a "

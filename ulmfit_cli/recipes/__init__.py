@@ -1,7 +1,7 @@
 """The recipes: one module per training stage (pretrain, finetune_lm, train_clf), each exposing
 `plan(resolved, run, cbs) -> Plan` (the learner, its phases and what it writes once trained), which
-`api.run_stage` trains (`train.checkpoints.fit_plan`) and `ulmfit lr-find` sweeps; and the recipes built
-on them: `pairs` (--directions both), `tune` (the search), `lr_find`, `import_lm`.
+`run_stage` below trains (`train.checkpoints.fit_plan`) and `ulmfit lr-find` sweeps; and the recipes built
+on them: `forward_backward` (--directions both), `tune` (the search), `lr_find`, `import_lm`.
 
 `STAGES` is the one registry of the training stages: name, config class, recipe and upstream runs;
 `run_stage` trains a resolved one into its run dir (what `api.train`, the pairs and tune's trials run).

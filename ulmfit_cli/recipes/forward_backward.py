@@ -63,16 +63,16 @@ def _member_config(staging: Path) -> Path:
 
 
 def _resumable(staging: Path) -> bool:
-    """A pair with a member finished or checkpointed: what --resume continues."""
-    return (staging / PAIR).is_file() and any(
-        (staging / name / RESULTS).is_file() or checkpoint_of(staging_dir(staging / name))
-        for name, _ in MEMBERS)
+    """A pair whose first member started training (its config.yaml is written): what --resume continues.
+    Bad input before that leaves nothing to continue (the member's own staging folder is gone)."""
+    return (staging / PAIR).is_file() and any((folder / CONFIG).is_file() for name, _ in MEMBERS
+                                              for folder in (staging / name, staging_dir(staging / name)))
 
 
 def train_both(stage: Stage, configs: list[Path], overrides: list[str], run_dir: Path | None, force: bool,
                resume: bool, callbacks=()) -> dict:
     """Train `stage` forwards and backwards into one pair run dir; return the pair's results."""
-    if stage.name not in ("finetune-lm", CLASSIFIER_STAGE):
+    if not stage.upstream:  # pretraining starts from nothing: there is no upstream pair to follow
         raise UlmfitError(f"--directions both is for finetune-lm and train-clf, not {stage}")
     if os.environ.get("WORLD_SIZE", "1") != "1":
         raise UlmfitError("--directions both runs in one process; in a multi-process run, train the two "

@@ -10,7 +10,7 @@ from pathlib import Path
 from ulmfit_cli.config import PretrainConfig, validate
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import ARCHIVES, extract_archive
-from ulmfit_cli.layout import ENCODER, LM_WEIGHTS, RESULTS, SP_MODEL, VOCAB
+from ulmfit_cli.layout import ENCODER, LM_WEIGHTS, PRETRAIN_STAGE, RESULTS, SP_MODEL, VOCAB
 from ulmfit_cli.runs import open_run
 from ulmfit_cli.train.fastai_format import KEY, NAMED, fetch, find, lm_state, read_vocab_file, sizes, to_model
 
@@ -50,7 +50,7 @@ def import_lm(source: str, out: Path, backwards: bool | None = None, force: bool
                        "imported model's config")
         results = {"imported_from": str(source), "weights": found.weights.name, "vocab": found.vocab.name,
                    "vocab_size": len(vocab), **arch, "backwards": found.backwards}
-        with open_run("pretrain", cfg, {}, force, meta={"imported_from": str(source)}) as run:
+        with open_run(PRETRAIN_STAGE, cfg, {}, force, meta={"imported_from": str(source)}) as run:
             run.write_json(VOCAB, vocab)
             run.save_weights(LM_WEIGHTS, model.state_dict())
             run.save_weights(ENCODER, model[0].state_dict())

@@ -21,6 +21,7 @@ from fastai.callback.schedule import minimum, slide, steep, valley
 from ulmfit_cli.console import info
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import atomic_write, check_output
+from ulmfit_cli.layout import CLASSIFIER_STAGE
 from ulmfit_cli.recipes import stage_named
 from ulmfit_cli.resolve import resolve
 from ulmfit_cli.runs import Run
@@ -36,7 +37,7 @@ def _phase(plan, stage: str, index: int | None):
     if index is None:
         index = next((i for i, ph in enumerate(plan.phases) if ph.epochs), 0)
     if not 0 <= index < len(plan.phases):
-        what = "train.stages" if stage == "train-clf" else f"{stage}'s phases"
+        what = "train.stages" if stage == CLASSIFIER_STAGE else f"{stage}'s phases"
         raise UlmfitError(f"--phase: {index} is out of range; {what} has {len(plan.phases)} "
                           f"(0..{len(plan.phases) - 1}): "
                           + ", ".join(ph.label or "train" for ph in plan.phases))

@@ -26,13 +26,13 @@ from ulmfit_cli.config import derive, to_yaml
 from ulmfit_cli.console import info
 from ulmfit_cli.errors import Abandoned, UlmfitError
 from ulmfit_cli.files import atomic_write, staged
-from ulmfit_cli.layout import BEST_CONFIG, SEARCH, STUDY, TRIALS, TRIALS_PLOT, TRIALS_TABLE
+from ulmfit_cli.layout import BEST_CONFIG, CLASSIFIER_STAGE, SEARCH, STUDY, TRIALS, TRIALS_PLOT, TRIALS_TABLE
 from ulmfit_cli.recipes import STAGES, run_stage
-from ulmfit_cli.resolve import config_of, resolve, run_dir_of
+from ulmfit_cli.resolve import config_of, resolve, search_dir_of
 from ulmfit_cli.train.callbacks import TrainingEpochs, epoch_figures
 
 STUDY_NAME = "ulmfit-tune"
-STAGE = STAGES["train-clf"]
+STAGE = STAGES[CLASSIFIER_STAGE]
 
 
 def _import_optuna():
@@ -65,24 +65,17 @@ def _draw(trial, cfg) -> dict:
 def apply(cfg, values: dict, metric: str | None = None):
     """The config with a trial's values put in; with `metric`, keeping the epoch best by it, as the trials
     were scored (what best.yaml holds)."""
-    data = cfg.model_dump(mode="json")
-    t = data["train"]
-    if metric is not None:
-        t.update(keep="best", monitor=metric)
-    scale = values.get("lr_scale", 1.0)
-    for i, st in enumerate(t["stages"]):
-        st["lr"] = (st["lr"] or t["lr"]) * scale
-        last = i == len(t["stages"]) - 1
-        key = "epochs" if last else "early_epochs"
+    t = cfg.train
+    stages = [st.model_dump(mode="json") for st in t.stages]
+    for i, st in enumerate(stages):
+        st["lr"] = (st["lr"] or t.lr) * values.get("lr_scale", 1.0)
+        key = "epochs" if i == len(stages) - 1 else "early_epochs"
         if key in values:
             st["epochs"] = values[key]
-    if "lr_div" in values:
-        t["lr_div"] = values["lr_div"]
-    if "bs" in values:
-        t["bs"] = values["bs"]
-    if "drop_mult" in values:
-        data["model"]["drop_mult"] = values["drop_mult"]
-    return type(cfg).model_validate(data)
+    changes = {"train.stages": stages, **{f"train.{k}": values[k] for k in ("lr_div", "bs") if k in values},
+               **({"model.drop_mult": values["drop_mult"]} if "drop_mult" in values else {}),
+               **({"train.keep": "best", "train.monitor": metric} if metric is not None else {})}
+    return derive(cfg, changes)
 
 
 class ReportToOptuna(TrainingEpochs):
@@ -123,7 +116,7 @@ def tune(configs: list[Path], overrides: list[str], run_dir: Path | None = None,
         raise UlmfitError(f"search.metric: {metric} is not a figure of a {task} task; use one of "
                           f"{', '.join(m for m in task.monitors if m != 'valid_loss')}")
     n_trials = cfg.search.trials  # --trials is in it, and so in search.yaml for --resume
-    out = run_dir_of(cfg, run_dir, suffix="-tune")
+    out = search_dir_of(cfg, run_dir)
     # grows in place, trial by trial: its Optuna storage is what --resume continues
     with staged(out, f"tune dir {out}", force, resume, in_place=True):
         atomic_write(out / SEARCH, lambda f: f.write(to_yaml(cfg).encode("utf-8")))  # what --resume reads

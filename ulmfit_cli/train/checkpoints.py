@@ -189,24 +189,19 @@ class BestTracker(TrainingEpochs):
 
 class EarlyStopping(TrainingEpochs):
     """`train.patience` epochs without a better figure (the `best` tracker's count) end the stage: the fit is
-    cancelled before its next epoch trains, and `fit_phases` runs no further phase (fastai's
-    EarlyStoppingCallback, counted across the phases). Cancelled there, not at the epoch's end, so that the
-    epoch's checkpoint is written first."""
-    order = 54  # after BestTracker (53) has counted the epoch
+    cancelled at the end of the epoch, once its checkpoint is written, and `fit_phases` runs no further
+    phase (fastai's EarlyStoppingCallback, counted across the phases)."""
+    order = 56  # after BestTracker (53) has counted the epoch and the Checkpointer (55) has saved it
 
     def __init__(self, patience: int | None, best: BestTracker):
         self.patience, self.best, self.stopped = patience, best, False
 
-    def before_train(self):
-        super().before_train()
-        if self.stopped:
-            raise CancelFitException()  # as fastai's EarlyStoppingCallback ends a fit
-
     def after_epoch(self):
         if self.trained and self.patience and self.best.since_best >= self.patience:
             self.stopped = True
-            info(f"train.patience: no better {self.best.monitor.name} for {self.best.since_best} epochs; the "
-                 f"stage ends after epoch {self.best.last_epoch} (best: epoch {self.best.best_epoch})")
+            info(f"train.patience: no better {self.best.monitor.name} for {self.best.since_best} epochs; the stage "
+                 f"ends after epoch {self.best.last_epoch} (best: epoch {self.best.best_epoch})")
+            raise CancelFitException()  # as fastai's EarlyStoppingCallback ends a fit
 
 
 class _SkipFirst:
