@@ -117,19 +117,33 @@ def _run_stage(stage: str, configs: list[Path], overrides: list[str], run_dir: P
             typer.echo(api.config_yaml(stage, configs or [], overrides or [], run_dir, resume, directions),
                        nl=False)
             return
-        results = api.train(stage, configs or [], overrides or [], run_dir, force, resume, directions=directions)
+        results = api.train(stage, configs or [], overrides or [], run_dir, force, resume,
+                            directions=directions)
     if results is not None:  # rank 0 of a multi-process run reports
         pair = " (forward + backward)" if directions == "both" else ""
         _show(f"{stage} finished{pair}: {results.pop('run_dir')}", results)
 
 
-@command()
-def pretrain(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
-             force: ForceOpt = False, resume: ResumeOpt = False, print_config: PrintOpt = False):
-    """Pretrain an AWD-LSTM language model on a Wikipedia dump or text files. data.source is a dump
-    (*.xml.bz2 / *.xml), a text file, or a folder of text files (WikiText-103 style). Writes vocab.json,
-    lm.pth, encoder.pth, metrics.jsonl and results.json into the run dir."""
-    _run_stage("pretrain", config, set_, run_dir, force, print_config, resume)
+DirectionsOpt = Annotated[Optional[str], typer.Option(
+    "--directions", help="forward, backward (data.backwards), or both: a forward and a backward model in one "
+                         "pair run dir (fwd/, bwd/), from a pair init.from_run or init.from_run + "
+                         "init.from_run_backward; predict, evaluate and export take the pair as one "
+                         "ensemble.")]
+
+
+def _training_command(stage: str, doc: str):
+    """A training stage's command (pretrain, finetune-lm, train-clf): the same options and one API call."""
+    def train(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+              force: ForceOpt = False, resume: ResumeOpt = False, print_config: PrintOpt = False,
+              directions: DirectionsOpt = None):
+        _run_stage(stage, config, set_, run_dir, force, print_config, resume, directions)
+    train.__doc__ = doc
+    return command(stage)(train)
+
+
+pretrain = _training_command("pretrain", """Pretrain an AWD-LSTM language model on a Wikipedia dump or text
+    files. data.source is a dump (*.xml.bz2 / *.xml), a text file, or a folder of text files (WikiText-103
+    style). Writes vocab.json, lm.pth, encoder.pth, metrics.jsonl and results.json into the run dir.""")
 
 
 @command()
@@ -148,32 +162,15 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None,
     _show(f"token store: {store.path}", store.stats)
 
 
-DirectionsOpt = Annotated[Optional[str], typer.Option(
-    "--directions", help="forward, backward (data.backwards), or both: a forward and a backward model in one "
-                         "pair run dir (fwd/, bwd/), from a pair init.from_run or init.from_run + "
-                         "init.from_run_backward; predict, evaluate and export take the pair as one "
-                         "ensemble.")]
-
-
-@command("finetune-lm")
-def finetune_lm(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
-                force: ForceOpt = False, resume: ResumeOpt = False, print_config: PrintOpt = False,
-                directions: DirectionsOpt = None):
-    """Fine-tune a language model on your texts. Starts from init.from_run and reads data.train (CSV/TSV
-    with data.text_col, fastText lines, or one document per line): one frozen epoch, then unfrozen
-    with discriminative rates. Writes lm.pth, encoder.pth and vocab.json."""
-    _run_stage("finetune-lm", config, set_, run_dir, force, print_config, resume, directions)
-
-
-@command("train-clf")
-def train_clf(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
-              force: ForceOpt = False, resume: ResumeOpt = False, print_config: PrintOpt = False,
-              directions: DirectionsOpt = None):
-    """Train a classifier with gradual unfreezing. Starts from the encoder of init.from_run and unfreezes
-    as train.stages says. Reads data.train (and data.valid, data.test) with data.text_col and data.label_col
-    (single-label, multi-label or regression: data.task); reports the task's figures beside a TF-IDF baseline;
-    writes model.pth, vocab.json, labels.json and results.json."""
-    _run_stage("train-clf", config, set_, run_dir, force, print_config, resume, directions)
+finetune_lm = _training_command("finetune-lm", """Fine-tune a language model on your texts. Starts from
+    init.from_run and reads data.train (CSV/TSV with data.text_col, fastText lines, or one document per
+    line): one frozen epoch, then unfrozen with discriminative rates. Writes lm.pth, encoder.pth and
+    vocab.json.""")
+train_clf = _training_command("train-clf", """Train a classifier with gradual unfreezing. Starts from the
+    encoder of init.from_run and unfreezes as train.stages says. Reads data.train (and data.valid,
+    data.test) with data.text_col and data.label_col (single-label, multi-label or regression: data.task);
+    reports the task's figures beside a TF-IDF baseline; writes model.pth, vocab.json, labels.json and
+    results.json.""")
 
 
 @command()
@@ -300,12 +297,12 @@ def evaluate(
     model: ModelOpt,
     input: Annotated[str, typer.Option("--input", "-i", help="A labelled CSV/TSV/JSONL table or fastText "
                                                              "file; - reads stdin.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for report.json and confusion.png.")]
-    = Path("evaluation"),
     text_col: TextColOpt = None,
     label_col: Annotated[Optional[str], typer.Option(
         help="Column(s) holding the true labels, comma-separated for multi-label 0/1 columns (default: the "
              "model's data.label_col).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for report.json and confusion.png.")]
+    = Path("evaluation"),
     input_format: InputFormatOpt = None,
     baseline: Annotated[bool, typer.Option(
         "--baseline/--no-baseline", help="Also refit the TF-IDF baseline on the (first) model's training "

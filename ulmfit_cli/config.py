@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.classify.task import SINGLE_LABEL, TASKS, Task, task_of  # the one import back up the layers
 
-FIGURES = tuple(dict.fromkeys(m for task in TASKS.values() for m in task.monitors))  # what train.monitor names
+# what train.monitor may name: the figures of every task
+FIGURES = tuple(dict.fromkeys(m for task in TASKS.values() for m in task.monitors))
 META_KEY = "_meta"  # a run's config.yaml keeps stage/version/argv here; ignored when loaded back
 REQUESTED = "requested"  # under _meta: values the user asked for (run.device: auto) before they were resolved
 
@@ -305,16 +306,20 @@ class SearchSection(Section):
 
 # ---------------------------------------------------------------- stage configs
 class StageConfig(Section):
+    """What every stage's config has: the run section (name, dir, seed, device, precision, ...)."""
     run: RunSection = Field(default_factory=RunSection)
 
 
 class PretrainConfig(StageConfig):
+    """`ulmfit pretrain`: a language model from random weights on a dump or text files."""
     data: PretrainData
     model: PretrainModel = Field(default_factory=PretrainModel)
     train: LMTrain = Field(default_factory=LMTrain)
 
 
 class FinetuneConfig(StageConfig):
+    """`ulmfit finetune-lm`: the language model of `init.from_run` (or a new one) fine-tuned on the target
+    texts."""
     data: FinetuneData
     init: InitSection = Field(default_factory=InitSection)
     model: FinetuneModel = Field(default_factory=FinetuneModel)
@@ -322,7 +327,7 @@ class FinetuneConfig(StageConfig):
 
 
 class ClassifierConfig(StageConfig):
-    data: ClassifierData
+    data: ClassifierData = Field(description="the labelled files and how to read them")
     init: InitSection = Field(default_factory=InitSection)
     model: ClassifierModel = Field(default_factory=ClassifierModel)
     train: ClassifierTrain = Field(default_factory=ClassifierTrain)

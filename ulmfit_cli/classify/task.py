@@ -346,12 +346,12 @@ class MultiLabel(Task):
 
 class Regression(Task):
     name = "regression"
+    numeric = True
+    outputs_file = PREDICTIONS
     monitors = {"valid_loss": "valid_loss", "mae": "mae", "rmse": "rmse", "pearson": "pearson",
                 "spearman": "spearman"}
     headline = ("mae", "rmse", "pearson", "spearman")
     selection = "rmse"
-    numeric = True
-    outputs_file = PREDICTIONS
     baseline_name = "tfidf-ridge"
     baseline_setting = "alpha"
     baseline_grid = (10.0, 1.0, 0.1)  # ridge's alpha, strongest first

@@ -199,8 +199,8 @@ class EarlyStopping(TrainingEpochs):
     def after_epoch(self):
         if self.trained and self.patience and self.best.since_best >= self.patience:
             self.stopped = True
-            info(f"train.patience: no better {self.best.monitor.name} for {self.best.since_best} epochs; the stage "
-                 f"ends after epoch {self.best.last_epoch} (best: epoch {self.best.best_epoch})")
+            info(f"train.patience: no better {self.best.monitor.name} for {self.best.since_best} epochs; the "
+                 f"stage ends after epoch {self.best.last_epoch} (best: epoch {self.best.best_epoch})")
             raise CancelFitException()  # as fastai's EarlyStoppingCallback ends a fit
 
 
