@@ -126,7 +126,7 @@ def test_predict_and_evaluate_never_write_over_their_input_or_model(cli, chain, 
     _clean(cli("evaluate", "--model", chain["clf"], "--input", data, "--output", data), "is the --input file")
     _clean(cli("predict", "--model", chain["clf"], "--input", data, "--output", chain["clf"] / "model.pth"),
            "inside --model")
-    _clean(cli("evaluate", "--model", chain["clf"], "--input", data, "--output", chain["clf"]), "inside --model")
+    _clean(cli("evaluate", "--model", chain["clf"], "--input", data, "--output", chain["clf"]), "is --model")
     _clean(cli("predict", "--model", chain["clf"], "--input", data, "--output", tmp_path), "is a folder")
     assert data.read_bytes() == before and _digest(chain["clf"]) == model
     res = cli("predict", "--model", chain["clf"], "--input", data, "--output", tmp_path / "new" / "deep" / "p.csv")

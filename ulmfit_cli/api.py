@@ -11,6 +11,7 @@ Bad input raises `UlmfitError` (the CLI's exit 2), a NaN loss `TrainingFailed` (
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -21,23 +22,34 @@ from ulmfit_cli.classify.scoring import score
 from ulmfit_cli.config import derive, to_yaml
 from ulmfit_cli.corpus.prepare import prepare as build_store
 from ulmfit_cli.corpus.store import TokenStore
-from ulmfit_cli.corpus.tables import (join_fields, named_columns, read_frame, read_texts, text_columns,
-                                      write_table)
+from ulmfit_cli.corpus.tables import (check_table_output, join_fields, named_columns, read_frame, read_texts,
+                                      text_columns, write_table)
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import check_output, write_json
+from ulmfit_cli.files import check_output, command_inputs, reads, write_json
 from ulmfit_cli.inference.classifier import load_classifier
 from ulmfit_cli.inference.evaluate import plot_confusion, report_text  # noqa: F401  (report_text: the CLI's)
-from ulmfit_cli.inference.export import export  # noqa: F401  (`ulmfit export`)
+from ulmfit_cli.inference.export import export as write_bundle
 from ulmfit_cli.inference.generate import generate as sample
 from ulmfit_cli.layout import CONFUSION_PLOT, REPORT
 from ulmfit_cli.recipes import STAGES, run_stage, stage_named  # noqa: F401  (STAGES: the stage names)
-from ulmfit_cli.recipes.import_lm import import_lm  # noqa: F401  (`ulmfit import-lm`)
-from ulmfit_cli.recipes.lr_find import lr_find  # noqa: F401  (`ulmfit lr-find`)
+from ulmfit_cli.recipes.import_lm import import_lm as convert
+from ulmfit_cli.recipes.lr_find import lr_find as sweep
 from ulmfit_cli.recipes.forward_backward import check_directions, train_both
-from ulmfit_cli.recipes.tune import tune  # noqa: F401  (`ulmfit tune`)
+from ulmfit_cli.recipes.tune import tune as search
 from ulmfit_cli.resolve import Resolved, config_of, resolve
 from ulmfit_cli.train.device import decide
+from ulmfit_cli.train.fastai_format import NAMED
 from ulmfit_cli.train.report import run_table  # noqa: F401  (`ulmfit report`)
+
+
+def command(f):
+    """An API function is one command: what it reads (configs, data, upstream runs, --model, --input, import
+    sources) it never writes over (`files.command_inputs`)."""
+    @functools.wraps(f)
+    def run(*args, **kwargs):
+        with command_inputs():
+            return f(*args, **kwargs)
+    return run
 
 
 def _listed(values) -> list:
@@ -59,6 +71,7 @@ def resolved(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence
     return resolve(recipe, cfg=cfg, run_dir=run_dir, resume=resume)
 
 
+@command
 def train(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence[str] = (),
           run_dir: Path | str | None = None, force: bool = False, resume: bool = False,
           callbacks: Sequence = (), directions: str | None = None) -> dict | None:
@@ -79,6 +92,7 @@ def train(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence[st
     return None if results is None else {"run_dir": str(run.run_dir), **results}
 
 
+@command
 def config_yaml(stage: str, configs: Sequence[Path | str] = (), overrides: Sequence[str] = (),
                 run_dir: Path | str | None = None, resume: bool = False,
                 directions: str | None = None) -> str:
@@ -89,6 +103,7 @@ def config_yaml(stage: str, configs: Sequence[Path | str] = (), overrides: Seque
                             directions).cfg)
 
 
+@command
 def prepare(configs: Sequence[Path | str] = (), overrides: Sequence[str] = (),
             force: bool = False) -> TokenStore:
     """Build (or find in the cache) the token store of a pretrain config's data; returns the `TokenStore`."""
@@ -96,10 +111,19 @@ def prepare(configs: Sequence[Path | str] = (), overrides: Sequence[str] = (),
     return build_store(cfg.data, cfg.run.seed, force=force)
 
 
+@command
 def generate(run_dir: Path | str, prompt: str = "", n_words: int = 40, temperature: float = 1.0,
              n_samples: int = 1, seed: int | None = None, device: str = "auto") -> list[str]:
     """Texts sampled from a pretrain or finetune-lm run (see `ulmfit_cli.inference.generate`)."""
     return sample(run_dir, prompt, n_words, temperature, n_samples, seed, device)
+
+
+def _inputs(models: Sequence[Path | str], input) -> list[Path]:
+    """predict's and evaluate's inputs, recorded before anything is written (`files.reads`)."""
+    reads(input, "the --input file")
+    for m in models:
+        reads(m, "--model")
+    return [Path(m) for m in models]
 
 
 def _classifiers(models: Sequence[Path], device: str, precision: str):
@@ -107,14 +131,16 @@ def _classifiers(models: Sequence[Path], device: str, precision: str):
     return load_classifier(*models, device=device), precision
 
 
+@command
 def predict(models: Sequence[Path | str], input: str | Path, output: Path, text_col=None,
             input_format: str | None = None, bs: int = 64, device: str = "auto", precision: str = "fp32",
             encoding: str = "utf-8"):
     """Classify the texts of `input` (a table, fastText or text file; `-`: stdin) with the models (several:
     their ensemble) and write its rows plus `prediction` and one `prob_<label>` column per output to `output`
     (`-`: stdout); `text_col` defaults to the columns the model was trained on. Returns the frame written."""
-    models = [Path(m) for m in models]
-    check_output(output, input, models, folder=False)
+    models = _inputs(models, input)
+    check_output(output, folder=False)
+    check_table_output(output)
     clf, precision = _classifiers(models, device, precision)
     cols = clf.text_col if text_col is None else text_col
     df, fmt = read_frame(input, "--input", encoding, fmt=input_format, columns=named_columns(cols))
@@ -132,6 +158,7 @@ def predict(models: Sequence[Path | str], input: str | Path, output: Path, text_
     return df
 
 
+@command
 def evaluate(models: Sequence[Path | str], input: str | Path, output: Path, text_col=None, label_col=None,
              input_format: str | None = None, baseline: bool = True, bs: int = 64, device: str = "auto",
              precision: str = "fp32", encoding: str = "utf-8") -> tuple[dict, list[Path]]:
@@ -139,8 +166,8 @@ def evaluate(models: Sequence[Path | str], input: str | Path, output: Path, text
     `output`: report.json (the task's figures, and the TF-IDF baseline refitted on the first model's training
     split unless `baseline` is off), confusion.png (single-label) and the outputs as .npy. Returns (report,
     files written)."""
-    models = [Path(m) for m in models]
-    check_output(output, input, models, folder=True)
+    models = _inputs(models, input)
+    check_output(output, folder=True)
     clf, precision = _classifiers(models, device, precision)
     task = clf.task
     labels_in = clf.spec.label_col if label_col is None else label_col
@@ -167,3 +194,15 @@ def evaluate(models: Sequence[Path | str], input: str | Path, output: Path, text
     np.save(output / task.outputs_file, probs)
     return report, written
 
+
+export = command(write_bundle)                # `ulmfit export`
+lr_find = command(sweep)                      # `ulmfit lr-find`
+tune = command(search)                        # `ulmfit tune`
+
+
+@command
+def import_lm(source: str, out: Path, backwards: bool | None = None, force: bool = False) -> dict:
+    """`ulmfit import-lm` (`recipes.import_lm`): the source folder or archive is an input of the command."""
+    if source not in NAMED:
+        reads(source, "SOURCE")
+    return convert(source, out, backwards, force)

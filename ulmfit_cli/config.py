@@ -31,7 +31,7 @@ def _admits_bool(annotation) -> bool:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # train.lr=.inf is a typo too
 
     @field_validator("*", mode="before")
     @classmethod
@@ -303,6 +303,35 @@ class SearchSection(Section):
     prune: bool = Field(True, description="stop trials whose validation figure lags the median of earlier "
                                           "trials at the same epoch (Optuna's MedianPruner)")
 
+    @field_validator("lr_scale", "lr_div", "drop_mult", "epochs", "early_epochs")
+    @classmethod
+    def _range(cls, value, info):
+        # refused here, naming the key, rather than by Optuna or by every trial's config, mid-search
+        if value is None:
+            return value
+        low, high = value
+        if low > high:
+            raise ValueError("a range is [low, high] with low <= high")
+        name = info.field_name
+        if name == "lr_scale" and low <= 0:
+            raise ValueError("sampled on a log scale: both ends must be above 0")
+        if name == "lr_div" and low < 1:
+            raise ValueError("train.lr_div is at least 1 (and sampled on a log scale)")
+        if name == "drop_mult" and not 0 <= low <= high <= 1:
+            raise ValueError("model.drop_mult scales dropout probabilities: the range must lie within [0, 1]")
+        if name in ("epochs", "early_epochs") and low < 1:
+            raise ValueError("a stage trains at least 1 epoch")
+        return value
+
+    @field_validator("bs")
+    @classmethod
+    def _batch_sizes(cls, value):
+        if value is not None and not value:  # it used to turn the bs search off without a word
+            raise ValueError("an empty list searches no batch size; use null to keep train.bs")
+        if value and min(value) < 2:
+            raise ValueError("each batch size must be at least 2 (train.bs: the head's BatchNorm needs 2)")
+        return value
+
 
 # ---------------------------------------------------------------- stage configs
 class StageConfig(Section):
@@ -382,11 +411,40 @@ class ClassifierSpec(Section):
 
 
 # ---------------------------------------------------------------- loading
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader that refuses a key given twice in one mapping (YAML keeps the last one
+    without a word, so the first value a reader sees is not the one that runs)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:  # before merge keys are flattened: `<<` may be overridden
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line {first[key] + 1})",
+                        key_node.start_mark)
+                first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str, name: str = "<unicode string>"):
+    """`yaml.safe_load(text)`, refusing duplicate keys; an error's marks name `name` and the line."""
+    loader = _UniqueKeyLoader(text)
+    loader.name = name
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise UlmfitError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _load_yaml(path.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as e:
         raise UlmfitError(f"{path}: not valid YAML:\n{e}") from None
     except UnicodeDecodeError as e:
@@ -406,6 +464,15 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+def _set(into: dict, key, value, origin: dict, path: tuple, source: str) -> None:
+    """`into[key] = value` from `source`; the keys below `path` that earlier sources set are gone with
+    their section (kept, they would be blamed for an error in the value that replaced it)."""
+    for below in [k for k in origin if len(k) > len(path) and k[:len(path)] == path]:
+        del origin[below]
+    into[key] = value
+    origin[path] = source
+
+
 def _merge(into: dict, new: dict, origin: dict, source: str, prefix: tuple = ()) -> None:
     """Deep-merge `new` into `into`, remembering which source set each leaf."""
     for key, value in new.items():
@@ -413,8 +480,7 @@ def _merge(into: dict, new: dict, origin: dict, source: str, prefix: tuple = ())
         if isinstance(value, dict) and isinstance(into.get(key), dict):
             _merge(into[key], value, origin, source, path)
         else:
-            into[key] = value
-            origin[path] = source
+            _set(into, key, value, origin, path, source)
 
 
 def _parse_override(item: str) -> tuple[tuple[str, ...], Any]:
@@ -423,7 +489,7 @@ def _parse_override(item: str) -> tuple[tuple[str, ...], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise UlmfitError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. --set train.lr=1e-3")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as e:
         raise UlmfitError(f"--set {item!r}: the value is not valid YAML: {e}") from None
     return tuple(key.split(".")), value
@@ -468,8 +534,8 @@ def _format_errors(err: ValidationError, origin: dict, cls: type[BaseModel], wha
             named = re.match(r"([a-z_]+\.[a-z_]+): (.*)", msg, re.S)
             if named:
                 key, msg, loc = named[1], named[2], tuple(named[1].split("."))
-        else:
-            msg = f"{e['msg']} (got {e.get('input')!r})"
+        else:  # a field validator's ValueError reads as the others do
+            msg = f"{e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r})"
         where = "" if e["type"] == "missing" else f"  [from {_source_of(loc, origin)}]"
         lines.append(f"  {key}: {msg}{where}")
     return "\n".join(lines)
@@ -487,11 +553,12 @@ def load_config(stage, paths: list[Path], overrides: list[str]) -> StageConfig:
         keys, value = _parse_override(item)
         node = data
         for i, k in enumerate(keys[:-1]):
-            if not isinstance(node.get(k, {}), dict):
-                raise UlmfitError(f"--set {item!r}: {'.'.join(keys[:i + 1])} is a value, not a section")
+            if not isinstance(node.get(k, {}), dict):  # name where the value came from, not only this --set
+                where, dotted = _source_of(keys[:i + 1], origin), ".".join(keys[:i + 1])
+                raise UlmfitError(f"{where}: {dotted} is a value ({node[k]!r:.60}), not a section, so "
+                                  f"--set {item!r} cannot set a key in it")
             node = node.setdefault(k, {})
-        node[keys[-1]] = value
-        origin[keys] = f"--set {item}"
+        _set(node, keys[-1], value, origin, keys, f"--set {item}")
     for name in cls.model_fields:  # an absent section reports its missing keys, not itself
         data.setdefault(name, {})
     return validate(cls, data, f"{stage.name} config", origin)

@@ -7,6 +7,7 @@ bundles, token stores and tune dirs all take it (the lock, the refusals of --for
 staging folder, publishing); `exclusive` keeps two processes out of one of them."""
 from __future__ import annotations
 
+import contextvars
 import errno
 import fcntl
 import importlib.util
@@ -18,6 +19,7 @@ import sys
 import tarfile
 import time
 import zipfile
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -27,6 +29,46 @@ import torch
 from ulmfit_cli.errors import Abandoned, UlmfitError
 
 PKG_PREFIX = "pkg:"
+
+# ---------------------------------------------------------------- a command's inputs are never its outputs
+# {resolved path: what named it} of the command running (`command_inputs`); None outside a command
+_INPUTS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("ulmfit_inputs", default=None)
+
+
+@contextmanager
+def command_inputs():
+    """The scope of one command (an API call): what it reads (`reads`) it may not write over
+    (`check_writable`).
+    A command run inside another (a tune trial, a pair's member) shares the outer one's inputs."""
+    if _INPUTS.get() is not None:
+        yield
+        return
+    token = _INPUTS.set({})
+    try:
+        yield
+    finally:
+        _INPUTS.reset(token)
+
+
+def reads(path, what: str) -> None:
+    """Record `path` (a file or folder the command reads: a config file, data, an upstream run, a --model, the
+    --input, an import source) as an input of the running command."""
+    inputs = _INPUTS.get()
+    if inputs is not None and str(path) not in ("", "-"):
+        inputs.setdefault(Path(path).expanduser().resolve(), what)
+
+
+def check_writable(output: Path, what: str) -> None:
+    """Refuse to write or replace `output` (named `what`, e.g. "run dir runs/x") when it is, contains or sits
+    inside an input of the running command (through symlinks too; even with --force): the one place that
+    rule lives, called by `staged` and `atomic_write`."""
+    out = Path(output).expanduser().resolve()
+    for path, named in (_INPUTS.get() or {}).items():
+        how = ("is" if out == path else "contains" if out in path.parents else
+               "is inside" if path in out.parents else None)
+        if how:
+            raise UlmfitError(f"{what} {how} {named} {path}, which this command reads: a command never "
+                              f"writes over its inputs, not even with --force; choose another path")
 
 
 def input_path(value: str, key: str) -> Path:
@@ -44,6 +86,7 @@ def input_path(value: str, key: str) -> Path:
         path = Path(value).expanduser()
     if not path.exists():
         raise UlmfitError(f"{key}: file not found: {path}")
+    reads(path, key)
     return path
 
 
@@ -60,7 +103,9 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write(path: Path, write) -> None:
     """`write(f)` into a temporary file beside `path`, fsync, rename: `path` is always the old file
-    or the new one, whole, whenever the process dies."""
+    or the new one, whole, whenever the process dies. A path that is (or is in, or holds) an input of the
+    running command is refused (`check_writable`)."""
+    check_writable(path, f"output {path}")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         write(f)
@@ -101,22 +146,17 @@ def publish(staging: Path, final: Path) -> None:
     shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
-def check_output(output: Path, input, models: list[Path], folder: bool) -> None:
-    """An output never replaces the input or a file of a --model, and its parent folder exists after this
-    (`folder`: the output is a folder, else a file; `-` is standard output)."""
+def check_output(output: Path, folder: bool) -> None:
+    """An output never touches an input of the command (`check_writable`), and its parent folder exists
+    after this (`folder`: the output is a folder, else a file; `-` is standard output)."""
     if str(output) == "-":
         return
-    out = Path(output).resolve()
-    if str(input) != "-" and out == Path(input).resolve():
-        raise UlmfitError(f"--output: {output} is the --input file; write the results to another path")
-    for m in models:
-        if out == Path(m).resolve() or Path(m).resolve() in out.parents:
-            raise UlmfitError(f"--output: {output} is inside --model {m}; write the results elsewhere")
+    if not folder and output.is_dir():  # a folder is never a file's name, whatever it holds
+        raise UlmfitError(f"--output: {output} is a folder; give a file name, e.g. {output / 'preds.csv'}")
+    check_writable(output, f"--output {output}")
     if folder and output.exists() and not output.is_dir():
         raise UlmfitError(f"--output: {output} is a file; evaluate writes a folder (report.json, "
                           f"confusion.png, probabilities.npy)")
-    if not folder and output.is_dir():
-        raise UlmfitError(f"--output: {output} is a folder; give a file name, e.g. {output / 'preds.csv'}")
     try:
         (output if folder else output.parent).mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -151,6 +191,7 @@ def staged(final: Path, what: str, force: bool = False, resume: bool = False,
     if resume and force:
         raise UlmfitError(RESUME_AND_FORCE)
     final = Path(final)
+    check_writable(final, what)
     with (_unlocked() if locked else exclusive(final, what)):
         if final.exists() and not final.is_dir():
             raise UlmfitError(f"{what} exists and is not a directory")
@@ -282,10 +323,19 @@ def torch_load_safe(path: Path, refused: str, containers: tuple = ()):
         with torch.serialization.safe_globals(list(containers)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UlmfitError(f"{refused} ({_first_line(e)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise UlmfitError(f"{path}: the file is damaged or truncated, not a whole PyTorch file "
-                          f"({_first_line(e)}); copy or write it again") from None
+        # torch's message advises loading with weights_only=False: never repeat that; say what it names
+        named = [ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "WeightsUnpickler" in ln]
+        if named:
+            raise UlmfitError(f"{refused} ({named[0]})") from None
+        raise _damaged(path, e) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError) as e:  # random bytes fail inside torch's unpickler in many ways
+        raise _damaged(path, e) from None
+
+
+def _damaged(path: Path, e: Exception) -> UlmfitError:
+    return UlmfitError(f"{path}: the file is damaged or truncated, not a whole PyTorch file "
+                       f"({type(e).__name__}: {_first_line(e)}); copy or write it again")
 
 
 def _first_line(e: Exception) -> str:
@@ -328,6 +378,11 @@ def read_token_json(path: Path, what: str) -> list[str]:
 def check_tokens(tokens, path: Path, what: str) -> list[str]:
     if not (isinstance(tokens, (list, tuple)) and tokens and all(isinstance(t, str) for t in tokens)):
         raise UlmfitError(f"{what}: {path} holds a {type(tokens).__name__}, not a list of token strings")
+    # fastai pads a vocabulary to a multiple of 8 with 'xxfake'; any other token twice has an id never used
+    twice = [t for t, n in Counter(tokens).items() if n > 1 and t != "xxfake"]
+    if twice:
+        raise UlmfitError(f"{what}: {path} lists {len(twice):,} token(s) more than once (e.g. {twice[0]!r}); "
+                          f"a vocabulary has each token once")
     return list(tokens)
 
 

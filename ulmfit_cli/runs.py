@@ -21,7 +21,8 @@ import yaml
 
 from ulmfit_cli.config import ARCH_KEYS, META_KEY, REQUESTED, StageConfig, to_yaml, validate
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import atomic_write, load_weights, read_token_json, staged, staging_dir, write_json
+from ulmfit_cli.files import (atomic_write, load_weights, read_token_json, reads, staged, staging_dir,
+                              write_json)
 from ulmfit_cli.layout import (CHECKPOINTS, CONFIG, LAST_CHECKPOINT, METRICS, PAIR, SP_MODEL, VOCAB,
                                __version__)
 from ulmfit_cli.ranks import is_main
@@ -67,6 +68,9 @@ def checkpoint_of(folder: Path) -> Path | None:
 
 def resume_config(final: Path) -> Path:
     """The config.yaml of the run `--resume` continues (the unfinished one first)."""
+    # a pair's members hold the checkpoints: it resumes as a pair
+    if any((folder / PAIR).is_file() for folder in (staging_dir(final), final)):
+        raise UlmfitError(f"--resume: {final} is a forward+backward pair; resume it with --directions both")
     for folder in (staging_dir(final), final):
         if checkpoint_of(folder) and (folder / CONFIG).is_file():
             return folder / CONFIG
@@ -159,6 +163,7 @@ def stage_of(path: Path, key: str = "--model") -> str | None:
 def read_run(path: Path | str, key: str, stages: tuple[str, ...], weights: str) -> UpstreamRun:
     """Open a finished run for reading; `key` names the config key or option that pointed here."""
     path = Path(path)
+    reads(path, key)
     if not path.is_dir():
         raise UlmfitError(f"{key}: {path} is not a directory")
     if (path / PAIR).is_file():

@@ -359,11 +359,13 @@ class Regression(Task):
     def parse_labels(self, df, label_col, delim, key, path) -> pd.Series:
         col = df[label_col].astype(str).str.strip()
         numbers = pd.to_numeric(col, errors="coerce")
-        bad = ~np.isfinite(numbers.to_numpy(dtype=float))
+        with np.errstate(over="ignore"):  # checked in float32, the dtype that trains: 1e308 is inf there
+            bad = ~np.isfinite(numbers.to_numpy(dtype=float).astype(np.float32))
         if bad.any():
             row = int(bad.argmax())
             raise UlmfitError(f"{key}: {path}: row {row + 1}, column '{label_col}' holds {col.iloc[row]!r}, "
-                              f"not a number; a regression label is a number (data.task: regression)")
+                              f"not a number; a regression label is a finite number the model trains on in "
+                              f"float32, below 3.4e38 in size (data.task: regression)")
         return numbers.astype("float64")
 
     def parse_fasttext(self, labels, key, path) -> pd.Series:

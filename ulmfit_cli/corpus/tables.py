@@ -15,7 +15,7 @@ from fastai.text.core import FLD
 
 from ulmfit_cli.console import info
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import atomic_write
+from ulmfit_cli.files import atomic_write, reads
 
 FASTTEXT_PREFIX = "__label__"
 
@@ -97,6 +97,7 @@ def read_frame(path: str | Path, key: str, encoding: str = "utf-8", errors: str 
     for `-` (standard input) its first line (a header naming one of `columns`); which is said."""
     if fmt is not None and fmt not in FORMATS:
         raise UlmfitError(f"{key}: unknown input format {fmt!r}; expected one of: {', '.join(FORMATS)}")
+    reads(path, key)
     if str(path) == STDIN:
         where = "standard input"
         text = _decode(sys.stdin.buffer.read(), key, where, encoding, errors)
@@ -260,8 +261,19 @@ def iter_text_documents(path: Path, key: str, encoding: str = "utf-8",
         yield "\n".join(cur)
 
 
+OUTPUT_SUFFIXES = ("", ".csv", ".tsv", ".jsonl", ".ndjson")  # no suffix: CSV
+
+
+def check_table_output(path: Path) -> None:
+    """Refuse an output name whose suffix promises a format `write_table` does not write (e.g. .parquet)."""
+    if str(path) != "-" and Path(path).suffix.lower() not in OUTPUT_SUFFIXES:
+        raise UlmfitError(f"--output: {path}: {Path(path).suffix} is not a format predict writes; name the "
+                          f"file .csv, .tsv or .jsonl (or - for standard output)")
+
+
 def write_table(df: pd.DataFrame, path: Path) -> None:
     """CSV, TSV or JSON Lines by the file's suffix; `-` is standard output; atomic for files."""
+    check_table_output(path)
     suffix = path.suffix.lower()
     if str(path) == "-":
         df.to_csv(sys.stdout, index=False)

@@ -28,7 +28,7 @@ from ulmfit_cli.console import progress as bar
 from ulmfit_cli.corpus.direction import orient_docs
 from ulmfit_cli.corpus.tokenize import numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import load_weights, read_json
+from ulmfit_cli.files import load_weights, read_json, reads
 from ulmfit_cli.layout import BUNDLE, BUNDLE_FORMAT, CLASSIFIER, CLASSIFIER_STAGE, LABELS, THRESHOLDS, VOCAB
 from ulmfit_cli.runs import read_run, read_vocab, sp_model_in
 from ulmfit_cli.train.device import decide, torch_device
@@ -51,6 +51,7 @@ class Classifier:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", key: str = "--model") -> "Classifier":
         path = Path(path)
+        reads(path, key)
         if (path / BUNDLE).is_file():
             meta = read_json(path / BUNDLE, key)
             if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ulmfit_cli.classify.pairs import members
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import staged
+from ulmfit_cli.files import reads, staged
 from ulmfit_cli.inference.classifier import Classifier
 from ulmfit_cli.layout import (BUNDLE, BUNDLE_FORMAT, CLASSIFIER, LABELS, LM_BUNDLE_FILES, LM_STAGES,
                                LM_WEIGHTS, PAIR, RESULTS, SP_MODEL, THRESHOLDS, VOCAB, __version__)
@@ -32,6 +32,7 @@ def export(model_dir: Path, out: Path, force: bool = False, fmt: str = "ulmfit")
     if fmt not in FORMATS:
         raise UlmfitError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     model_dir = Path(model_dir)
+    reads(model_dir, "--model")
     with staged(out, f"--output {out}", force) as staging:
         _export(model_dir, staging, fmt)
     return out

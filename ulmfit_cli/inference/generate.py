@@ -1,7 +1,8 @@
 """Sample text from a language-model run with fastai's `LMLearner.predict` semantics.
 
 As fastai: the prompt is tokenized with the same rules (so it starts with `xxbos`), each
-next word is drawn from softmax(logits) ** (1 / temperature), `xxunk` is never drawn, and
+next word is drawn from softmax(logits) ** (1 / temperature) (computed as softmax(logits / temperature),
+which does not underflow at a low temperature), `xxunk` is never drawn, and
 the output is decoded with `decode_spec_tokens`. A backward LM (`data.backwards`) extends the
 prompt to the left: the text it prints ends with the prompt. The hidden state carries over between
 steps, which gives the same distribution as fastai's re-reading of the whole sequence. A sample is at most
@@ -30,6 +31,8 @@ def generate(run_dir, prompt: str, n_words: int = 40, temperature: float = 1.0, 
     if not 1 <= n_words <= MAX_WORDS:
         raise UlmfitError(f"--n-words: {n_words:,} is outside 1..{MAX_WORDS:,} (tokens per sample; "
                           f"generation takes one model step per token)")
+    if not 0 < temperature < float("inf"):
+        raise UlmfitError(f"--temperature: {temperature} is not a finite number above 0")
     up = read_run(run_dir, "--run-dir", LM_STAGES, LM_WEIGHTS)
     dev = torch_device(decide(device, "fp32", key="--")[0])
     model = lm_model(up.vocab, up.arch(), up.weights(LM_WEIGHTS)).to(dev).eval()
@@ -51,10 +54,13 @@ def generate(run_dir, prompt: str, n_words: int = 40, temperature: float = 1.0, 
         ids, x = prompt_ids.tolist(), prompt_ids[None]
         for _ in range(n_words):
             bar.update()
-            probs = model(x)[0][0, -1].float().softmax(-1)
-            probs[unk] = 0.0
-            if temperature != 1.0:
-                probs = probs.pow(1 / temperature)
+            logits = model(x)[0][0, -1].float()
+            if temperature == 1.0:  # the arithmetic of before, exactly: a seed gives the same text as it did
+                probs = logits.softmax(-1)
+                probs[unk] = 0.0
+            else:  # softmax(logits / T) is softmax(logits) ** (1 / T) normalized; the power underflows to 0
+                logits[unk] = float("-inf")
+                probs = (logits / temperature).softmax(-1)
             nxt = torch.multinomial(probs, 1, generator=gen)
             ids.append(int(nxt))
             x = nxt[None]

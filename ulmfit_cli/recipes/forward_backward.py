@@ -39,18 +39,36 @@ def check_directions(directions: str | None) -> None:
         raise UlmfitError(f"--directions: expected one of {', '.join(DIRECTIONS)}, got {directions!r}")
 
 
-def _upstreams(cfg) -> dict[str, str | None]:
+def _upstreams(stage: Stage, cfg) -> dict[str, str | None]:
+    """Each member's upstream, checked to be an LM run of the member's direction before either member trains
+    (else the forward one trains in full before the backward one's upstream is found wrong)."""
     init = cfg.init
-    if init.from_run and members(init.from_run):
+    pair = init.from_run and members(init.from_run)
+    if pair:
         if init.from_run_backward:
             raise UlmfitError(f"init.from_run_backward: init.from_run {init.from_run} is already a "
                               f"forward+backward pair; give one of them")
-        return {name: str(Path(init.from_run) / name) for name, _ in MEMBERS}
-    if init.from_run and not init.from_run_backward:
+        keys = {name: ("init.from_run", str(Path(init.from_run) / name)) for name, _ in MEMBERS}
+    elif init.from_run and not init.from_run_backward:
         raise UlmfitError(f"--directions both: init.from_run {init.from_run} is one language model; set "
                           f"init.from_run_backward to the backward one (e.g. an `import-lm wt103-bwd` run), "
                           f"or start from a pair made with --directions both")
-    return {"fwd": init.from_run, "bwd": init.from_run_backward}
+    else:
+        keys = {"fwd": ("init.from_run", init.from_run),
+                "bwd": ("init.from_run_backward", init.from_run_backward)}
+    for name, backwards in MEMBERS:
+        key, path = keys[name]
+        if path is None or read_run(path, key, stage.upstream, stage.upstream_weights).backwards == backwards:
+            continue
+        way, want, named = ("forwards", "backward", "wt103-bwd") if backwards else \
+            ("backwards", "forward", "wt103-fwd")
+        if pair:
+            raise UlmfitError(f"init.from_run: the pair {init.from_run} has a {name}/ member trained {way}; "
+                              f"a pair holds the forward LM in fwd/ and the backward one in bwd/ (make one "
+                              f"with --directions both)")
+        raise UlmfitError(f"{key}: {path} was trained {way}; it must be a {want} LM (data.backwards: "
+                          f"{str(backwards).lower()}), e.g. an import-lm {named} run")
+    return {name: path for name, (_, path) in keys.items()}
 
 
 def _member_config(staging: Path) -> Path:
@@ -79,13 +97,14 @@ def train_both(stage: Stage, configs: list[Path], overrides: list[str], run_dir:
                           "directions as two commands (data.backwards) and pass both to predict")
     cfg = None if resume else config_of(stage, configs, overrides)
     final = resumed_dir(run_dir) if resume else run_dir_of(cfg, run_dir)
+    upstreams = None if resume else _upstreams(stage, cfg)  # checked before anything is written
     with staged(final, f"run dir {final}", force, resume, resumable=_resumable) as staging:
         if resume:
             plan = read_json(staging / PAIR, "--resume")
-            cfg = config_of(stage, [_member_config(staging)])
+            cfg = config_of(stage, [_member_config(staging)], own=True)  # the pair rewrites it: not an input
         else:
             plan = {"stage": stage.name, "members": {"forward": "fwd", "backward": "bwd"},
-                    "upstreams": _upstreams(cfg)}
+                    "upstreams": upstreams}
             write_json(staging / PAIR, plan)  # also what a resumed pair reads its upstreams from
         results = {}
         for name, backwards in MEMBERS:

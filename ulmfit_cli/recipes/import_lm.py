@@ -18,6 +18,7 @@ from ulmfit_cli.train.fastai_format import KEY, NAMED, fetch, find, lm_state, re
 def import_lm(source: str, out: Path, backwards: bool | None = None, force: bool = False) -> dict:
     """Convert `source` into a pretrain-style run dir at `out`; returns its results."""
     with tempfile.TemporaryDirectory(prefix="ulmfit-import-") as tmp:
+        archive = None  # what messages name in place of the temporary folder it is unpacked in
         if source in NAMED:
             named_backwards = NAMED[source][1]
             if backwards is not None and backwards != named_backwards:
@@ -32,11 +33,15 @@ def import_lm(source: str, out: Path, backwards: bool | None = None, force: bool
             if path.is_file():
                 if not path.name.lower().endswith(ARCHIVES):
                     raise UlmfitError(f"{KEY}: {path} is not a folder or an archive ({', '.join(ARCHIVES)})")
-                folder = Path(tmp) / "unpacked"
+                folder, archive = Path(tmp) / "unpacked", path
                 extract_archive(path, folder, KEY)
+                # no members, or folders only: nothing unpacked to look in (name the archive, not tmp)
+                if not folder.is_dir() or not any(p.is_file() for p in folder.rglob("*")):
+                    raise UlmfitError(f"{KEY}: {path} is an empty archive (no files in it): an interrupted "
+                                      f"download? Fetch it again")
             else:
                 folder = path
-        found = find(folder, backwards)
+        found = find(folder, backwards, archive)
         vocab = read_vocab_file(found.vocab)
         state = lm_state(found.weights)
         arch = sizes(state, found.weights)

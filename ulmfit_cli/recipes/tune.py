@@ -102,12 +102,13 @@ def tune(configs: list[Path], overrides: list[str], run_dir: Path | None = None,
          force: bool = False, resume: bool = False) -> dict:
     """Run (or continue) the search; return the best trial's {value, params, best_config}."""
     optuna = _import_optuna()
-    if resume and not configs:
+    own = resume and not configs  # the search's own search.yaml, which it rewrites: not an input
+    if own:
         if run_dir is None or not (Path(run_dir) / SEARCH).is_file():
             raise UlmfitError(f"--resume: {run_dir} is not a tune dir (no search.yaml); give "
                               f"--run-dir of a search")
         configs = [Path(run_dir) / SEARCH]
-    cfg = config_of(STAGE, configs, overrides)
+    cfg = config_of(STAGE, configs, overrides, own=own)
     if trials:
         cfg = derive(cfg, {"search.trials": trials})
     task = cfg.task
@@ -131,6 +132,10 @@ def tune(configs: list[Path], overrides: list[str], run_dir: Path | None = None,
         study.sampler = optuna.samplers.TPESampler(seed=cfg.run.seed + len(study.trials))
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # the trial a killed search was in
+        # a kill can land between a trial's tell and its tables, or inside a trial: the study is the record
+        shutil.rmtree(out / TRIALS, ignore_errors=True)  # a killed trial's run dir, staging and lock
+        if any(t.params for t in study.get_trials(deepcopy=False)):
+            _write_tables(study, out, metric)
         ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         done = len(study.get_trials(deepcopy=False, states=ended))
         if done:

@@ -16,7 +16,7 @@ from fastai.learner import Recorder
 
 from ulmfit_cli.console import info, show_bars
 from ulmfit_cli.errors import TrainingFailed, UlmfitError
-from ulmfit_cli.layout import TENSORBOARD
+from ulmfit_cli.layout import LAST_CHECKPOINT, TENSORBOARD
 from ulmfit_cli.train import distributed
 
 NAN_CHECK_EVERY = 100  # steps between reads of the on-device NaN flag (each read waits for the GPU)
@@ -179,10 +179,14 @@ class NanWatch(Callback):
 
     def check(self) -> None:
         if self.bad_step is not None and int(self.bad_step) >= 0:  # one read of a device flag
+            kept = (self.folder / LAST_CHECKPOINT).is_file()  # never point at a checkpoint that is not there
+            where = (f"the last good checkpoint is kept in {self.folder}. Lower train.lr (or use "
+                     f"run.precision=fp32) and rerun with --resume" if kept
+                     else "no checkpoint was written before it. Check the labels and train.lr (or use "
+                          "run.precision=fp32) and start the run again")
             raise TrainingFailed(
                 f"the training loss became NaN or infinite at step {int(self.bad_step)} (epoch "
-                f"{self.epoch + 1}, {self.position.label or 'training'}); the last good checkpoint is kept "
-                f"in {self.folder}. Lower train.lr (or use run.precision=fp32) and rerun with --resume.")
+                f"{self.epoch + 1}, {self.position.label or 'training'}); {where}.")
 
 
 def logger_callbacks(run_cfg, run) -> list[Callback]:

@@ -30,6 +30,7 @@ from fastai.data.external import URLs, fastai_path, untar_data
 from fastai.text.learner import clean_raw_keys
 from fastai.text.models import AWD_LSTM, get_language_model
 from fastcore.foundation import L
+from sentencepiece import SentencePieceProcessor
 
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import (atomic_write, load_token_list, read_json, read_token_json, torch_load_safe,
@@ -63,19 +64,52 @@ def fetch(name: str) -> Path:
                           f"{fastai_path('model') / name}") from None
 
 
-def _only(folder: Path, patterns: tuple[str, ...], what: str, required: bool = True) -> Path | None:
+class _Source:
+    """What messages name: the SOURCE the user gave (an archive, not the folder it was unpacked in) and
+    each file by its path inside it."""
+
+    def __init__(self, root: Path, source: Path | str | None):
+        self.root, self.name = root, str(source if source is not None else root)
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+
+def _only(folder: Path, patterns: tuple[str, ...], what: str, src: _Source,
+          required: bool = True) -> Path | None:
     hits = sorted({p for pat in patterns for p in folder.glob(pat) if p.is_file()})
     if len(hits) > 1:
-        raise UlmfitError(f"{KEY}: {folder} holds several {what} ({', '.join(p.name for p in hits)}); "
-                          f"keep one in the folder")
+        raise UlmfitError(f"{KEY}: {src.name} holds several {what} ({', '.join(src.rel(p) for p in hits)}); "
+                          f"keep one in the folder (an archive: unpack it and give that folder)")
     if not hits and required:
-        raise UlmfitError(f"{KEY}: {folder} holds no {what} ({' or '.join(patterns)})")
+        # deeper down, e.g. two models side by side (a/lm.pth, b/lm.pth): name them, pick none
+        deeper = sorted({p for pat in patterns for p in folder.rglob(pat) if p.is_file()})
+        if deeper:
+            raise UlmfitError(f"{KEY}: {src.name} holds {len(deeper)} candidate(s) for the {what}, in "
+                              f"subfolders ({', '.join(src.rel(p) for p in deeper)}); give the folder of one "
+                              f"model (an archive: unpack it first)")
+        raise UlmfitError(f"{KEY}: {src.name} holds no {what} ({' or '.join(patterns)})")
     return hits[0] if hits else None
 
 
-def find(folder: Path, backwards: bool | None) -> Found:
+def _sp_checked(path: Path | None, src: _Source) -> Path | None:
+    """`path` if SentencePiece loads it: a damaged one is refused here, not when finetune-lm tokenizes."""
+    if path is not None:
+        try:
+            SentencePieceProcessor(model_file=str(path))
+        except (RuntimeError, OSError) as e:
+            # SentencePiece's reason names the file by the path it read, a temporary one for an archive
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0].replace(str(path), src.rel(path))
+            raise UlmfitError(f"{KEY}: {src.name}: {src.rel(path)} is not a SentencePiece model ({why}); "
+                              f"fetch the model again, or give the tokenizer it was trained with") from None
+    return path
+
+
+def find(folder: Path, backwards: bool | None, source: Path | str | None = None) -> Found:
     """The weights, vocabulary and tokenizer of a published LM in `folder` (one level of nesting allowed,
-    as archives often wrap their files in a folder)."""
+    as archives often wrap their files in a folder); messages name `source` (the archive `folder` was
+    unpacked from; default: `folder`)."""
+    src = _Source(folder, source)
     entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
     if len(entries) == 1 and entries[0].is_dir() and not (folder / "fwd").is_dir():
         folder = entries[0]
@@ -83,21 +117,22 @@ def find(folder: Path, backwards: bool | None) -> Found:
         direction = "bwd" if backwards else "fwd"
         sub = folder / direction
         if not sub.is_dir():
-            raise UlmfitError(f"{KEY}: {folder} has no {direction}/ model; "
+            raise UlmfitError(f"{KEY}: {src.name} has no {src.rel(sub)}/ model; "
                               + ("leave out --backwards" if backwards else "pass --backwards"))
         meta = read_json(sub / "model.json", KEY) if (sub / "model.json").is_file() else {}
         tok = (meta.get("tokenizer") or {}) if isinstance(meta, dict) else {}
         sp = folder / "spm" / "spm.model"
         if tok.get("class") == "SentencePieceTokenizer" and not sp.is_file():
-            raise UlmfitError(f"{KEY}: {sub / 'model.json'} names a SentencePiece tokenizer, but "
-                              f"{sp} is missing")
+            raise UlmfitError(f"{KEY}: {src.name}: {src.rel(sub / 'model.json')} names a SentencePiece "
+                              f"tokenizer, but {src.rel(sp)} is missing")
         lang = (tok.get("params") or {}).get("lang") if tok.get("class") == "SpacyTokenizer" else None
-        return Found(_only(sub, ("*model.pth", "*.pth"), "weights file"), _only(sub, ("*vocab.pkl", "*.pkl"),
-                     "vocabulary"), sp if sp.is_file() else None, bool(backwards), lang)
-    weights = _only(folder, ("*.pth",), "weights file")
-    vocab = _only(folder, ("*.pkl", "*vocab.json", "itos*.json"), "vocabulary")
-    sp = _only(folder, ("*.model",), "SentencePiece model", required=False)
-    return Found(weights, vocab, sp, bool(backwards))
+        return Found(_only(sub, ("*model.pth", "*.pth"), "weights file", src),
+                     _only(sub, ("*vocab.pkl", "*.pkl"), "vocabulary", src),
+                     _sp_checked(sp if sp.is_file() else None, src), bool(backwards), lang)
+    weights = _only(folder, ("*.pth",), "weights file", src)
+    vocab = _only(folder, ("*.pkl", "*vocab.json", "itos*.json"), "vocabulary", src)
+    sp = _only(folder, ("*.model",), "SentencePiece model", src, required=False)
+    return Found(weights, vocab, _sp_checked(sp, src), bool(backwards))
 
 
 def read_vocab_file(path: Path) -> list[str]:

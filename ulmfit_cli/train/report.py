@@ -20,10 +20,27 @@ def read_metrics(run_dir: Path) -> list[dict]:
     path = run_dir / METRICS
     if not path.is_file():
         return []
+    raw = path.read_bytes()
     try:
-        return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except json.JSONDecodeError as e:
-        raise UlmfitError(f"{path}: not JSON lines: {e}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise UlmfitError(f"{path}: line {line} is not UTF-8 text (byte {e.start}): the file is "
+                          f"damaged") from None
+    records = []
+    # split on newlines only (splitlines also splits on \x1c, \u2028...): the numbers are the file's lines
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UlmfitError(f"{path}: line {n} is not JSON at column {e.colno} ({e.msg}): the file is "
+                              f"damaged or was cut short") from None
+        if not isinstance(record, dict):
+            raise UlmfitError(f"{path}: line {n} is not a JSON object (one per epoch): the file is damaged")
+        records.append(record)
+    return records
 
 
 def write_plots(run_dir: Path, title: str) -> list[Path]:
@@ -84,14 +101,14 @@ def run_table(run_dir: Path) -> str:
                         "f1_macro", "f1_micro", "mae", "rmse", "pearson", "spearman", "tokens_per_s",
                         "seconds")
             if any(c in r for r in records)]
-    lines = [f"run {run_dir}" + (f" ({records[0]['stage']})" if records else "")]
+    lines = [f"run {run_dir}" + (f" ({records[0]['stage']})" if records and "stage" in records[0] else "")]
     if records:
         lines.append(f"{'epoch':>5}  {'phase':<14}" + "".join(f"{c:>15}" for c in cols))
         for i, r in enumerate(records, 1):
             vals = "".join(f"{r[c]:>15.4f}" if isinstance(r.get(c), float) else f"{str(r.get(c, '')):>15}"
                            for c in cols)
             lines.append(f"{i:>5}  {str(r.get('phase', ''))[:14]:<14}{vals}")
-        total = sum(r.get("seconds", 0) for r in records)
+        total = sum(r.get("seconds", 0) for r in records if isinstance(r.get("seconds", 0), (int, float)))
         lines.append(f"training time {total:.1f} s over {len(records)} epoch(s)")
     for k, v in results.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
