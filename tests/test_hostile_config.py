@@ -30,7 +30,7 @@ def _clf_config(cli, *args):
     "search.lr_scale=[-1,2]", "search.lr_div=[0,2]",              # log scale: not above 0
     "search.bs=[0,16]",                                           # train.bs needs >= 2
     "search.epochs=[0,0]", "search.early_epochs=[0,3]",           # at least one epoch
-    "search.drop_mult=[0.5,5]",                                   # outside [0, 1]
+    "search.drop_mult=[0.5,5]",                                   # outside [0, 2)
 ])
 def test_search_range_refused_naming_key_and_source(cli, item):
     key = item.partition("=")[0]

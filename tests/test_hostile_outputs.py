@@ -195,3 +195,38 @@ def test_an_infinite_rate_is_refused_as_nan_is(cli, chain):
         res = cli("train-clf", "-c", TINY, "--set", f"data.train={chain['train']}", "--set", f"train.lr={value}",
                   "--print-config")
         assert res.exit_code == 2 and "train.lr" in res.output and "Traceback" not in res.output, res.output
+
+
+def test_any_random_bytes_as_weights_are_damaged(tmp_path):
+    from ulmfit_cli.errors import UlmfitError
+    from ulmfit_cli.files import load_weights
+    for i, data in enumerate((bytes(range(256)) * 4, b"\x80\x02" + bytes(range(200)), b"hello world" * 100)):
+        (tmp_path / f"{i}.pth").write_bytes(data)
+        with pytest.raises(UlmfitError, match="damaged") as e:
+            load_weights(tmp_path / f"{i}.pth")
+        assert "weights_only" not in str(e.value)
+
+
+def test_evaluate_writes_into_a_folder_that_holds_its_model(cli, chain, tmp_path):
+    clf = tmp_path / "runs" / "clf"
+    shutil.copytree(chain["clf"], clf)
+    before = _digest(clf)
+    res = cli("evaluate", "--model", clf, "--input", chain["test"], "--output", tmp_path / "runs", "--no-baseline")
+    assert res.exit_code == 0, res.output  # only written into: report.json beside the model, which stays
+    assert (tmp_path / "runs" / "report.json").is_file() and _digest(clf) == before
+
+
+def test_trials_csv_leaves_out_a_trial_killed_while_drawing_its_values(tmp_path):
+    import optuna
+    import pandas as pd
+
+    from ulmfit_cli.recipes.tune import _write_tables
+    dists = {"lr_scale": optuna.distributions.FloatDistribution(0.25, 4, log=True),
+             "bs": optuna.distributions.CategoricalDistribution([8, 16])}
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(params={"lr_scale": 1.0, "bs": 8}, distributions=dists, value=0.5))
+    study.add_trial(optuna.trial.create_trial(params={"lr_scale": 2.0}, distributions={"lr_scale": dists["lr_scale"]},
+                                              state=optuna.trial.TrialState.FAIL))  # killed before it drew bs
+    _write_tables(study, tmp_path, "accuracy")
+    rows = pd.read_csv(tmp_path / "trials.csv")
+    assert rows["trial"].tolist() == [1] and rows["bs"].isin([8, 16]).all()

@@ -317,8 +317,9 @@ class SearchSection(Section):
             raise ValueError("sampled on a log scale: both ends must be above 0")
         if name == "lr_div" and low < 1:
             raise ValueError("train.lr_div is at least 1 (and sampled on a log scale)")
-        if name == "drop_mult" and not 0 <= low <= high <= 1:
-            raise ValueError("model.drop_mult scales dropout probabilities: the range must lie within [0, 1]")
+        if name == "drop_mult" and not 0 <= low <= high < 2:  # the largest base dropout is 0.5
+            raise ValueError("model.drop_mult scales dropout probabilities up to 0.5: the range must lie "
+                             "within [0, 2)")
         if name in ("epochs", "early_epochs") and low < 1:
             raise ValueError("a stage trains at least 1 epoch")
         return value

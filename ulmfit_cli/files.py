@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import pickle
+import re
 import shutil
 import sys
 import tarfile
@@ -58,13 +59,14 @@ def reads(path, what: str) -> None:
         inputs.setdefault(Path(path).expanduser().resolve(), what)
 
 
-def check_writable(output: Path, what: str) -> None:
+def check_writable(output: Path, what: str, replaced: bool = True) -> None:
     """Refuse to write or replace `output` (named `what`, e.g. "run dir runs/x") when it is, contains or sits
     inside an input of the running command (through symlinks too; even with --force): the one place that
-    rule lives, called by `staged` and `atomic_write`."""
+    rule lives, called by `staged` and `atomic_write`. `replaced=False`: a folder only written into (what
+    it already holds is kept), which may hold inputs."""
     out = Path(output).expanduser().resolve()
     for path, named in (_INPUTS.get() or {}).items():
-        how = ("is" if out == path else "contains" if out in path.parents else
+        how = ("is" if out == path else "contains" if out in path.parents and replaced else
                "is inside" if path in out.parents else None)
         if how:
             raise UlmfitError(f"{what} {how} {named} {path}, which this command reads: a command never "
@@ -153,7 +155,7 @@ def check_output(output: Path, folder: bool) -> None:
         return
     if not folder and output.is_dir():  # a folder is never a file's name, whatever it holds
         raise UlmfitError(f"--output: {output} is a folder; give a file name, e.g. {output / 'preds.csv'}")
-    check_writable(output, f"--output {output}")
+    check_writable(output, f"--output {output}", replaced=not folder)  # evaluate writes files into a folder
     if folder and output.exists() and not output.is_dir():
         raise UlmfitError(f"--output: {output} is a file; evaluate writes a folder (report.json, "
                           f"confusion.png, probabilities.npy)")
@@ -192,6 +194,7 @@ def staged(final: Path, what: str, force: bool = False, resume: bool = False,
         raise UlmfitError(RESUME_AND_FORCE)
     final = Path(final)
     check_writable(final, what)
+    check_writable(staging_dir(final), what)  # emptied on a fresh start, replaced on a resume
     with (_unlocked() if locked else exclusive(final, what)):
         if final.exists() and not final.is_dir():
             raise UlmfitError(f"{what} exists and is not a directory")
@@ -324,18 +327,20 @@ def torch_load_safe(path: Path, refused: str, containers: tuple = ()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's message advises loading with weights_only=False: never repeat that; say what it names
-        named = [ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "WeightsUnpickler" in ln]
+        named = re.search(r"GLOBAL (\S+)", str(e))  # a pickle naming a class or function: code it would run
         if named:
-            raise UlmfitError(f"{refused} ({named[0]})") from None
-        raise _damaged(path, e) from None
+            raise UlmfitError(f"{refused} (it names {named[1]}, and only tensors are accepted)") from None
+        raise _damaged(path, e) from None  # random bytes also fail as 'Unsupported operand' and the like
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
             AttributeError) as e:  # random bytes fail inside torch's unpickler in many ways
         raise _damaged(path, e) from None
 
 
 def _damaged(path: Path, e: Exception) -> UlmfitError:
-    return UlmfitError(f"{path}: the file is damaged or truncated, not a whole PyTorch file "
-                       f"({type(e).__name__}: {_first_line(e)}); copy or write it again")
+    why = _first_line(e)
+    why = type(e).__name__ if "weights_only" in why else f"{type(e).__name__}: {why}"  # not torch's advice
+    return UlmfitError(f"{path}: the file is damaged or truncated, not a whole PyTorch file ({why}); copy or "
+                       f"write it again")
 
 
 def _first_line(e: Exception) -> str:

@@ -50,7 +50,8 @@ def config_of(stage, configs=(), overrides=(), run_dir: Path | None = None, resu
     if resume and not configs:
         configs = [resume_config(resumed_dir(run_dir))]
     cfg = load_config(stage, configs, list(overrides))
-    continued = [Path(run_dir).resolve(), staging_dir(Path(run_dir)).resolve()] if resume and run_dir else []
+    final = run_dir_of(cfg, run_dir)  # a resumed run's own config (`--config RUN/config.yaml`) is no input
+    continued = [final.resolve(), staging_dir(final).resolve()] if resume else []
     for path in ([] if own else configs):
         if not any(folder in Path(path).resolve().parents for folder in continued):  # not the run's own
             reads(path, "the config file")

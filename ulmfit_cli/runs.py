@@ -66,11 +66,15 @@ def checkpoint_of(folder: Path) -> Path | None:
     return last if last.is_file() else None
 
 
-def resume_config(final: Path) -> Path:
-    """The config.yaml of the run `--resume` continues (the unfinished one first)."""
-    # a pair's members hold the checkpoints: it resumes as a pair
+def refuse_pair(final: Path) -> None:
+    """A pair's members hold the checkpoints: it resumes as a pair, not as one run."""
     if any((folder / PAIR).is_file() for folder in (staging_dir(final), final)):
         raise UlmfitError(f"--resume: {final} is a forward+backward pair; resume it with --directions both")
+
+
+def resume_config(final: Path) -> Path:
+    """The config.yaml of the run `--resume` continues (the unfinished one first)."""
+    refuse_pair(final)
     for folder in (staging_dir(final), final):
         if checkpoint_of(folder) and (folder / CONFIG).is_file():
             return folder / CONFIG
@@ -91,6 +95,8 @@ def open_run(stage: str, cfg: StageConfig, requested: dict, force: bool, resume:
     (e.g. where an imported model came from) under `_meta`.
     """
     final = Path(cfg.run.dir)
+    if resume:
+        refuse_pair(final)
     with staged(final, f"run dir {final}", force, resume, resumable=lambda f: checkpoint_of(f) is not None,
                 kept_message=True) as staging:
         run = Run(path=staging, resume=resume)

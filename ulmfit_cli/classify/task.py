@@ -363,9 +363,11 @@ class Regression(Task):
             bad = ~np.isfinite(numbers.to_numpy(dtype=float).astype(np.float32))
         if bad.any():
             row = int(bad.argmax())
+            finite = bool(np.isfinite(numbers.to_numpy(dtype=float)[row]))
             raise UlmfitError(f"{key}: {path}: row {row + 1}, column '{label_col}' holds {col.iloc[row]!r}, "
-                              f"not a number; a regression label is a finite number the model trains on in "
-                              f"float32, below 3.4e38 in size (data.task: regression)")
+                              + ("too large for the float32 the model trains in (|x| < 3.4e38)" if finite
+                                 else "not a number; a regression label is a finite number")
+                              + " (data.task: regression)")
         return numbers.astype("float64")
 
     def parse_fasttext(self, labels, key, path) -> pd.Series:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ulmfit_cli.config import PretrainConfig, validate
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import ARCHIVES, extract_archive
+from ulmfit_cli.files import ARCHIVES, extract_archive, reads
 from ulmfit_cli.layout import ENCODER, LM_WEIGHTS, PRETRAIN_STAGE, RESULTS, SP_MODEL, VOCAB
 from ulmfit_cli.runs import open_run
 from ulmfit_cli.train.fastai_format import KEY, NAMED, fetch, find, lm_state, read_vocab_file, sizes, to_model
@@ -25,6 +25,7 @@ def import_lm(source: str, out: Path, backwards: bool | None = None, force: bool
                 raise UlmfitError(f"--backwards: {source} is a "
                                   f"{'backward' if named_backwards else 'forward'} model")
             folder, backwards = fetch(source), named_backwards
+            reads(folder, "SOURCE")  # fastai's download cache: never an output of this command
         else:
             path = Path(source)
             if not path.exists():

@@ -49,12 +49,12 @@ def lr_find(stage: str, configs: list[Path], overrides: list[str], output: Path,
             num_it: int = 100) -> dict:
     """Sweep the rate for `stage`'s config; write the plot to `output`; return {phase, suggestions}."""
     recipe = stage_named(stage, "lr-find")
-    check_output(output, folder=False)
     if not 0 < start_lr < end_lr:
         raise UlmfitError(f"--start-lr {start_lr} and --end-lr {end_lr}: need 0 < start < end")
     if num_it < 20:
         raise UlmfitError(f"--iters {num_it}: fastai's suggestions need at least 20 steps")
     resolved = resolve(recipe, configs, overrides)
+    check_output(output, folder=False)  # after resolve has recorded the inputs: refused before the sweep
     with tempfile.TemporaryDirectory(prefix="ulmfit-lr-find-") as tmp:
         plan = recipe.plan(resolved, Run(Path(tmp)), ())
         learn = plan.learn

@@ -102,7 +102,7 @@ def tune(configs: list[Path], overrides: list[str], run_dir: Path | None = None,
          force: bool = False, resume: bool = False) -> dict:
     """Run (or continue) the search; return the best trial's {value, params, best_config}."""
     optuna = _import_optuna()
-    own = resume and not configs  # the search's own search.yaml, which it rewrites: not an input
+    own = resume  # the search's own search.yaml (or a copy of it), which it rewrites: not an input
     if own:
         if run_dir is None or not (Path(run_dir) / SEARCH).is_file():
             raise UlmfitError(f"--resume: {run_dir} is not a tune dir (no search.yaml); give "
@@ -190,10 +190,11 @@ def _best(study):
 
 def _write_tables(study, out: Path, metric: str) -> None:
     """trials.csv (one row per trial: state, values, figure, seconds) and trials.png."""
-    # a trial a kill interrupted before it drew its values tried nothing: it is not a row
+    # a trial a kill interrupted before it drew all its values tried nothing: it is not a row
+    drawn = {name for t in study.trials for name in t.params}
     rows = [{"trial": t.number + 1, "state": t.state.name.lower(), f"valid_{metric}": t.value,
              "seconds": round(t.duration.total_seconds(), 1) if t.duration else None, **t.params}
-            for t in study.trials if t.params]
+            for t in study.trials if t.params and set(t.params) >= drawn]
     frame = pd.DataFrame(rows)
     atomic_write(out / TRIALS_TABLE, lambda f: f.write(frame.to_csv(index=False).encode("utf-8")))
     done = frame[frame["state"] == "complete"]
