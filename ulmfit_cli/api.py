@@ -38,7 +38,6 @@ from ulmfit_cli.recipes.forward_backward import check_directions, train_both
 from ulmfit_cli.recipes.tune import tune as search
 from ulmfit_cli.resolve import Resolved, config_of, resolve
 from ulmfit_cli.train.device import decide
-from ulmfit_cli.train.fastai_format import NAMED
 from ulmfit_cli.train.report import run_table  # noqa: F401  (`ulmfit report`)
 
 
@@ -198,11 +197,4 @@ def evaluate(models: Sequence[Path | str], input: str | Path, output: Path, text
 export = command(write_bundle)                # `ulmfit export`
 lr_find = command(sweep)                      # `ulmfit lr-find`
 tune = command(search)                        # `ulmfit tune`
-
-
-@command
-def import_lm(source: str, out: Path, backwards: bool | None = None, force: bool = False) -> dict:
-    """`ulmfit import-lm` (`recipes.import_lm`): the source folder or archive is an input of the command."""
-    if source not in NAMED:
-        reads(source, "SOURCE")
-    return convert(source, out, backwards, force)
+import_lm = command(convert)                  # `ulmfit import-lm`

@@ -21,7 +21,7 @@ import tarfile
 import time
 import zipfile
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -195,7 +195,7 @@ def staged(final: Path, what: str, force: bool = False, resume: bool = False,
     final = Path(final)
     check_writable(final, what)
     check_writable(staging_dir(final), what)  # emptied on a fresh start, replaced on a resume
-    with (_unlocked() if locked else exclusive(final, what)):
+    with (nullcontext() if locked else exclusive(final, what)):
         if final.exists() and not final.is_dir():
             raise UlmfitError(f"{what} exists and is not a directory")
         can_resume = resumable or (lambda folder: False)
@@ -242,11 +242,6 @@ def staged(final: Path, what: str, force: bool = False, resume: bool = False,
                       file=sys.stderr)
             raise
         publish(staging, final)
-
-
-@contextmanager
-def _unlocked():
-    yield
 
 
 def lock_path(target: Path) -> Path:

@@ -106,7 +106,7 @@ class Classifier:
         return out
 
     def predict(self, texts: list[str], **kwargs) -> list:
-        return decide_outputs(self, self.predict_proba(texts, **kwargs))
+        return self.task.decide(self.predict_proba(texts, **kwargs), self.labels, self.thresholds)
 
     @property
     def text_col(self):
@@ -140,12 +140,7 @@ class Ensemble:
         return np.mean([m.proba_of_ids(ids, **kwargs) for m in self.members], axis=0)
 
     def predict(self, texts: list[str], **kwargs) -> list:
-        return decide_outputs(self, self.predict_proba(texts, **kwargs))
-
-
-def decide_outputs(model, outputs: np.ndarray) -> list:
-    """What `model` (a Classifier or Ensemble) predicts from its outputs (`Task.decide`)."""
-    return model.task.decide(outputs, model.labels, model.thresholds)
+        return self.task.decide(self.predict_proba(texts, **kwargs), self.labels, self.thresholds)
 
 
 def _thresholds(path: Path, labels: list[str], key: str) -> np.ndarray:

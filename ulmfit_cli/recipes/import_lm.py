@@ -28,6 +28,7 @@ def import_lm(source: str, out: Path, backwards: bool | None = None, force: bool
             reads(folder, "SOURCE")  # fastai's download cache: never an output of this command
         else:
             path = Path(source)
+            reads(path, "SOURCE")
             if not path.exists():
                 raise UlmfitError(f"{KEY}: {source} is neither a file, a folder nor one of: "
                                   f"{', '.join(NAMED)}")
