@@ -6,6 +6,7 @@
     api.train("train-clf", ["configs/trec6/train-clf.yaml"], ["init.from_run=runs/lm"])
     api.generate("runs/lm", "The history of", n_words=20, seed=0)
     api.predict(["runs/clf"], "texts.csv", Path("preds.csv"))
+    api.curve(["configs/trec6/train-clf.yaml"], ["init.from_run=runs/lm"], sizes="100,200,all", seeds=3)
 
 Bad input raises `UlmfitError` (the CLI's exit 2), a NaN loss `TrainingFailed` (exit 3).
 """
@@ -32,6 +33,7 @@ from ulmfit_cli.inference.export import export as write_bundle
 from ulmfit_cli.inference.generate import generate as sample
 from ulmfit_cli.layout import CONFUSION_PLOT, REPORT
 from ulmfit_cli.recipes import STAGES, run_stage, stage_named  # noqa: F401  (STAGES: the stage names)
+from ulmfit_cli.recipes.curve import curve as learning_curve
 from ulmfit_cli.recipes.import_lm import import_lm as convert
 from ulmfit_cli.recipes.lr_find import lr_find as sweep
 from ulmfit_cli.recipes.forward_backward import check_directions, train_both
@@ -197,4 +199,5 @@ def evaluate(models: Sequence[Path | str], input: str | Path, output: Path, text
 export = command(write_bundle)                # `ulmfit export`
 lr_find = command(sweep)                      # `ulmfit lr-find`
 tune = command(search)                        # `ulmfit tune`
+curve = command(learning_curve)               # `ulmfit curve`
 import_lm = command(convert)                  # `ulmfit import-lm`

@@ -193,6 +193,29 @@ def tune(config: ConfigOpt = None, set_: SetOpt = None, run_dir: Annotated[Optio
           {k: v for k, v in results.items() if k not in ("best_value", "best_trial")})
 
 
+@command()
+def curve(config: ConfigOpt = None, set_: SetOpt = None,
+          sizes: Annotated[str, typer.Option(
+              "--sizes", help="Numbers of labelled training rows, comma-separated; all: the whole training "
+                              "set.")] = "50,100,200,500,1000,all",
+          seeds: Annotated[int, typer.Option(
+              "--seeds", min=1, help="Samples per size below the full set (each also seeds training).")] = 3,
+          run_dir: Annotated[Optional[Path], typer.Option(
+              "--run-dir", help="The curve dir (default runs/<run.name>-curve).")] = None,
+          force: Annotated[bool, typer.Option("--force", help="Discard a previous curve in the dir.")] = False,
+          resume: Annotated[bool, typer.Option("--resume", help="Continue the curve in --run-dir.")] = False):
+    """Draw the learning curve: do more labels help? At each --sizes, stratified samples of a train-clf
+    config's training rows are trained from the same fine-tuned LM and scored, beside the TF-IDF baseline
+    fitted on the same rows, on the same validation and test sets; writes curve.csv, curve.png and
+    summary.md (where the classifier overtakes the baseline, what the last doubling bought); --resume
+    continues."""
+    api = _api()
+    with _user_errors():
+        results = api.curve(config or [], set_ or [], sizes, seeds, run_dir, force, resume)
+    typer.echo(results["summary"])
+    typer.echo(f"curve: {results['curve_dir']} (curve.csv, curve.png, summary.md)")
+
+
 @command("lr-find")
 def lr_find(
     stage: Annotated[str, typer.Argument(help="pretrain, finetune-lm or train-clf: the config's stage.")],

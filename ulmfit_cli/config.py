@@ -111,6 +111,17 @@ class ClassifierModel(Arch):
     y_range: tuple[float, float] | None = Field(
         None, description="regression: outputs squashed into (low, high) by fastai's "
                           "sigmoid_range, e.g. [0, 5.5]")
+    blend: Literal["auto", "off"] | float = Field(
+        "auto", description="auto: predictions are w * classifier + (1 - w) * baseline, w chosen on the "
+                            "validation split from 0, 0.05, ... 1 (with data.baseline); a number in [0, 1] "
+                            "fixes w; off: the classifier alone")
+
+    @field_validator("blend")
+    @classmethod
+    def _weight(cls, value):
+        if not isinstance(value, str) and not 0 <= value <= 1:
+            raise ValueError("a blend weight is in [0, 1] (1: the classifier alone, 0: the baseline alone)")
+        return value
 
     @field_validator("y_range")
     @classmethod
@@ -211,6 +222,14 @@ class ClassifierData(VocabData, TextData):
                                         "joined by this, e.g. ';'")
     baseline: bool = Field(True, description="also fit TF-IDF + logistic regression on the same splits and "
                                              "report it beside the classifier (baseline_* in results.json)")
+    min_valid: int = Field(
+        100, ge=1, description="a validation split made from data.train (valid_pct) has at least this many "
+                               "documents, but at most a quarter of data.train; a smaller validation "
+                               "split, made or given, is warned about")
+    unlabelled: list[str] = Field(
+        default_factory=list, description="files of unlabelled texts (one per line, or a table with "
+                                          "data.text_col) for self-training (train.self_training_rounds); "
+                                          "never the validation or test texts")
 
 
 class TrainSection(Section):
@@ -284,6 +303,17 @@ class ClassifierTrain(TrainSection):
                                                              "train.monitor, or the last one")
     patience: int | None = Field(None, ge=1, description="stop the stage after this many epochs without a "
                                                          "better train.monitor (counted across train.stages)")
+    min_steps: int | None = Field(
+        None, ge=1, description="a small training set trains at least this many steps: every stage's "
+                                "epochs are multiplied by one factor until the schedule has them "
+                                "(null: the epochs as given)")
+    self_training_rounds: int | None = Field(
+        None, ge=0, description="rounds of self-training on data.unlabelled: the classifier labels them, "
+                                "the confident ones join the training set, and it is trained again from "
+                                "the encoder (default: 1 with data.unlabelled, else 0)")
+    self_training_top: float = Field(
+        0.5, gt=0, le=1, description="the share of each predicted class's unlabelled texts a round keeps, "
+                                     "most confident first (so the classes stay balanced)")
 
 
 class SearchSection(Section):
@@ -375,6 +405,12 @@ class ClassifierConfig(StageConfig):
         label_cols = d.label_col if isinstance(d.label_col, list) else [d.label_col]
         if set(label_cols) & set(cols):
             raise ValueError("data.label_col: names the same column as data.text_col")
+        if not d.baseline and not isinstance(self.model.blend, str):
+            raise ValueError("model.blend: a fixed weight mixes in the baseline, which data.baseline: false "
+                             "turns off")
+        if self.train.self_training_rounds and not d.unlabelled:
+            raise ValueError("train.self_training_rounds: self-training labels the texts of data.unlabelled, "
+                             "which is empty")
         self.task.check_config(d, self.model, self.train)
         return self
 

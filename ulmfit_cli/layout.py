@@ -5,6 +5,7 @@ bundle records (pyproject.toml is its one source). Plain constants: nothing here
 
     runs/NAME/                       a training run dir (`ulmfit_cli.runs`)
       config.yaml  vocab.json  labels.json  thresholds.json  tokenizer.model
+      blend.json  baseline.json  baseline.npz                     (a blend with the baseline)
       lm.pth  encoder.pth  model.pth  results.json  metrics.jsonl
       checkpoints/last.pt  checkpoints/best.pt  plots/loss.png  plots/lr.png
     PAIR/  directions.json  fwd/  bwd/  results.json              (`--directions both`)
@@ -22,6 +23,10 @@ CONFIG = "config.yaml"          # the resolved config, written first (`_meta`: s
 VOCAB = "vocab.json"            # the vocabulary, a JSON list of tokens
 LABELS = "labels.json"          # a classifier's outputs: class names, label names, or the regression target
 THRESHOLDS = "thresholds.json"  # a multi-label model's {label: threshold}, in its run dir and bundle
+BLEND = "blend.json"            # {weight}: predictions mix the classifier and the baseline (model.blend)
+BASELINE = "baseline.json"      # the fitted TF-IDF baseline a blend mixes in: settings and vocabularies
+BASELINE_ARRAYS = "baseline.npz"  # ... and its idf weights, coefficients and intercepts (no pickle)
+PSEUDO_LABELS = "pseudo_labels.csv"  # self-training: the unlabelled texts the kept round trained on
 SP_MODEL = "tokenizer.model"    # a SentencePiece model, in a token store or run dir that uses one
 LM_WEIGHTS = "lm.pth"           # the whole language model (plain state dict)
 ENCODER = "encoder.pth"         # its encoder, what train-clf starts from
@@ -57,6 +62,15 @@ TRIALS_TABLE = "trials.csv"
 TRIALS_PLOT = "trials.png"
 BEST_CONFIG = "best.yaml"       # a train-clf config with the best trial's values
 TRIALS = "trials"               # folder of the running trial's run dir
+
+# ---------------------------------------------------------------- a curve dir (`ulmfit curve`)
+CURVE_CONFIG = "curve.yaml"     # the curve's config, what --resume reads
+CURVE_PLAN = "curve.json"       # its sizes and seeds
+CURVE_TABLE = "curve.csv"       # one row per point (size, seed): the classifier's, baseline's and blend's figures
+CURVE_PLOT = "curve.png"
+CURVE_SUMMARY = "summary.md"
+SAMPLES = "samples"             # folder: the training rows of each point (CSV), and the validation rows
+POINTS = "points"               # folder of the running point's run dir
 
 # ---------------------------------------------------------------- an evaluate folder
 REPORT = "report.json"

@@ -35,8 +35,8 @@ class Resolved:
 
 
 # the keys whose values name files or runs the stage reads: inputs no output of the command may touch
-INPUT_KEYS = ("data.source", "data.train", "data.valid", "data.test", "data.extra_text", "init.from_run",
-              "init.from_run_backward")
+INPUT_KEYS = ("data.source", "data.train", "data.valid", "data.test", "data.extra_text", "data.unlabelled",
+              "init.from_run", "init.from_run_backward")
 
 
 def config_of(stage, configs=(), overrides=(), run_dir: Path | None = None, resume: bool = False,

@@ -45,12 +45,20 @@ def read_splits(cfg: ClassifierConfig, with_test: bool = True):
     if cfg.data.valid:
         valid = read_split(cfg, "data.valid")
     else:
-        train, valid = split_off(train, cfg.data.valid_pct, cfg.run.seed, stratify=task.by_class)
+        # valid_pct of a small set is too few texts to pick an epoch or a blend weight on: at least
+        # data.min_valid, as long as three quarters of the rows still train
+        pct = max(cfg.data.valid_pct, min(cfg.data.min_valid, len(train) // 4) / len(train))
+        train, valid = split_off(train, pct, cfg.run.seed, stratify=task.by_class)
         unseen = sorted(set(labels) - set(train["label"])) if task.by_class else []
         if unseen:  # a class with one row went to the validation split: it is never trained on
             info(f"warning: data.train: {cfg.data.train}: class(es) {', '.join(map(repr, unseen))} "
                  f"have too few rows to be in both splits and are not trained on; add rows, "
                  f"or give data.valid")
+    if len(valid) < cfg.data.min_valid:
+        info(f"warning: the validation split has {len(valid)} documents (fewer than data.min_valid="
+             f"{cfg.data.min_valid}): the best epoch{' and the blend weight are' if cfg.data.baseline else ' is'} "
+             f"chosen on them, and one document is {100 / len(valid):.1f} points of accuracy; give more "
+             f"labelled rows or a larger data.valid")
     test = read_split(cfg, "data.test") if cfg.data.test and with_test else None
     for key, part in (("data.valid", valid if cfg.data.valid else None), ("data.test", test)):
         if part is not None:

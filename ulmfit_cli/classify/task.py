@@ -23,6 +23,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import expit, softmax
 from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, MSELossFlat
 from fastai.metrics import (AccumMetric, ActivationType, F1Score, PearsonCorrCoef, SpearmanCorrCoef, accuracy,
                             accuracy_multi, mae, skm_to_fastai)
@@ -96,6 +97,10 @@ class Task:
                              f"(multi-label: train.class_weights weighs each label's positives)")
         if train.class_weights is not None and self.numeric:
             raise ValueError("train.class_weights: a regression task has no classes")
+        if data.unlabelled and not self.by_class:
+            raise ValueError(f"data.unlabelled: self-training keeps the most confident texts of each predicted "
+                             f"class, and a {self} task has no one class per text (a regression output has no "
+                             f"confidence; a multi-label one no class to balance by); single-label only")
 
     @property
     def _labels_given_wrong(self) -> str:
@@ -198,10 +203,20 @@ class Task:
         """(setting, fitted model) along the regularization path of this task's linear model."""
         raise NotImplementedError
 
-    def linear_outputs(self, model, x, n_labels: int) -> np.ndarray:
-        """The linear model's outputs, shaped as the classifier's (what `figures` reads): probabilities per
-        label when thresholds decide, else the predicted numbers."""
-        return model.predict_proba(x) if self.thresholded else model.predict(x)
+    def linear_state(self, model, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+        """A fitted linear model as (coefficients (outputs, features), intercepts (outputs,)), new arrays:
+        what `linear_apply` turns into outputs and a saved baseline keeps."""
+        raise NotImplementedError
+
+    def linear_apply(self, z: np.ndarray) -> np.ndarray:
+        """The linear model's outputs from its scores `x @ coef.T + intercept`, shaped as the classifier's
+        (what `figures` reads): probabilities per class or label, or the numbers."""
+        raise NotImplementedError
+
+    def output_loss(self, y_true: np.ndarray, outputs: np.ndarray) -> float:
+        """The task's loss of `outputs` (cross-entropy, binary cross-entropy, squared error): what breaks a
+        tie between two blends with the same figure."""
+        raise NotImplementedError
 
 
 class SingleLabel(Task):
@@ -253,9 +268,23 @@ class SingleLabel(Task):
         for c in self.baseline_grid:
             yield c, model.set_params(C=c).fit(x, y)
 
-    def linear_outputs(self, model, x, n_labels: int) -> np.ndarray:
-        # `predict`'s class ids, one-hot: a class absent from training has no `predict_proba` column
-        return np.eye(n_labels, dtype=np.float32)[model.predict(x)]
+    def linear_state(self, model, n_labels):
+        # one row per label; a class absent from the training rows never wins (intercept -inf), and a
+        # binary model's one row of scores is the softmax of (0, z): the sigmoid scikit-learn applies
+        coef = np.zeros((n_labels, model.coef_.shape[1]))
+        intercept = np.full(n_labels, -np.inf)
+        classes = model.classes_.astype(int)
+        if len(classes) == 2:
+            coef[classes[1]], intercept[classes] = model.coef_[0], (0.0, model.intercept_[0])
+        else:
+            coef[classes], intercept[classes] = model.coef_, model.intercept_
+        return coef, intercept
+
+    def linear_apply(self, z):
+        return softmax(z, axis=1)
+
+    def output_loss(self, y_true, outputs) -> float:
+        return float(-np.log(np.clip(outputs[np.arange(len(y_true)), y_true], 1e-12, None)).mean())
 
 
 class MultiLabel(Task):
@@ -343,6 +372,22 @@ class MultiLabel(Task):
         for c in self.baseline_grid:
             yield c, OneVsRestClassifier(LogisticRegression(C=c, max_iter=3000)).fit(x, y)
 
+    def linear_state(self, model, n_labels):
+        coef, intercept = np.zeros((n_labels, model.n_features_in_)), np.zeros(n_labels)
+        for j, est in enumerate(model.estimators_):
+            if hasattr(est, "coef_"):
+                coef[j], intercept[j] = est.coef_[0], est.intercept_[0]
+            else:  # a label always (or never) on in training: scikit-learn predicts it constantly
+                intercept[j] = np.inf if np.ravel(est.y_)[0] else -np.inf
+        return coef, intercept
+
+    def linear_apply(self, z):
+        return expit(z)
+
+    def output_loss(self, y_true, outputs) -> float:
+        p = np.clip(outputs, 1e-12, 1 - 1e-12)
+        return float(-(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)).mean())
+
 
 class Regression(Task):
     name = "regression"
@@ -409,6 +454,15 @@ class Regression(Task):
     def linear_fits(self, x, y):
         for alpha in self.baseline_grid:
             yield alpha, Ridge(alpha=alpha).fit(x, y)
+
+    def linear_state(self, model, n_labels):
+        return np.array(model.coef_, dtype=float).reshape(1, -1), np.array([model.intercept_], dtype=float)
+
+    def linear_apply(self, z):
+        return z
+
+    def output_loss(self, y_true, outputs) -> float:
+        return float(((np.asarray(y_true).reshape(-1) - outputs[:, 0]) ** 2).mean())
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (SingleLabel(), MultiLabel(), Regression())}

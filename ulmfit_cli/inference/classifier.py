@@ -5,9 +5,11 @@ or YAML. The classifier is rebuilt from the artifact's typed `ClassifierSpec` (t
 resolved config, or a bundle's classifier.json, both validated). Texts go through the tokenizer the
 model was trained with, are oriented for a backward model, and are batched by the training loader
 (`clf_dl`: fastai's SortedDL, padded as in training), so the probabilities are those
-`learn.get_preds` gives. Several models (a forward and a backward one) form an ensemble that
-averages their outputs (probabilities, or numbers; a multi-label ensemble cuts the mean
-probabilities at its members' mean thresholds).
+`learn.get_preds` gives. A classifier trained with a blend (`model.blend`: blend.json, baseline.json,
+baseline.npz) mixes in its TF-IDF baseline's outputs with its weight, as train-clf scored it. Several
+models (a forward and a backward one) form an ensemble that averages their (blended) outputs
+(probabilities, or numbers; a multi-label ensemble cuts the mean probabilities at its members' mean
+thresholds).
 
     from ulmfit_cli import load_classifier
     clf = load_classifier("runs/trec6-clf")       # or an `ulmfit export` bundle
@@ -21,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ulmfit_cli.classify.baseline import LinearBaseline
+from ulmfit_cli.classify.blend import mix
 from ulmfit_cli.classify.pairs import members as pair_members
 from ulmfit_cli.classify.task import TASKS
 from ulmfit_cli.config import ClassifierConfig, ClassifierSpec, validate
@@ -29,7 +33,8 @@ from ulmfit_cli.corpus.direction import orient_docs
 from ulmfit_cli.corpus.tokenize import numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import load_weights, read_json, reads
-from ulmfit_cli.layout import BUNDLE, BUNDLE_FORMAT, CLASSIFIER, CLASSIFIER_STAGE, LABELS, THRESHOLDS, VOCAB
+from ulmfit_cli.layout import (BLEND, BUNDLE, BUNDLE_FORMAT, CLASSIFIER, CLASSIFIER_STAGE, LABELS, THRESHOLDS,
+                               VOCAB)
 from ulmfit_cli.runs import read_run, read_vocab, sp_model_in
 from ulmfit_cli.train.device import decide, torch_device
 from ulmfit_cli.train.learners import clf_model
@@ -40,10 +45,12 @@ class Classifier:
     """One trained classifier, ready to predict."""
 
     def __init__(self, path: Path, spec: ClassifierSpec, vocab: list[str], labels: list[str], weights: dict,
-                 sp_model: Path | None, device: torch.device, thresholds: np.ndarray | None = None):
+                 sp_model: Path | None, device: torch.device, thresholds: np.ndarray | None = None,
+                 blend: tuple[float, LinearBaseline] | None = None):
         self.path, self.spec, self.vocab, self.labels, self.sp_model, self.device = \
             path, spec, vocab, labels, sp_model, device
         self.task, self.thresholds = TASKS[spec.task], thresholds
+        self.blend = blend  # (weight, baseline): outputs are weight * model + (1 - weight) * baseline
         self.model = clf_model(len(vocab), len(labels), spec.arch.model_dump(), spec.drop_mult, spec.lin_ftrs,
                                spec.max_len, spec.bptt, weights, str(path / CLASSIFIER), spec.y_range)
         self.model.to(device).eval()
@@ -74,7 +81,7 @@ class Classifier:
         thresholds = _thresholds(path, labels, key) if task.thresholded else None
         dev = torch_device(decide(device, "fp32", key="--")[0])
         return cls(path, spec, vocab, labels, load_weights(path / CLASSIFIER), sp_model_in(path), dev,
-                   thresholds)
+                   thresholds, _blend(path, task, len(labels), key))
 
     def token_ids(self, texts: list[str], workers: int | None = 0) -> list[np.ndarray]:
         """Token ids per text, in reading order (truncated as train-clf's data.max_chars)."""
@@ -84,8 +91,17 @@ class Classifier:
 
     def predict_proba(self, texts: list[str], workers: int | None = 0, **kwargs) -> np.ndarray:
         """Shape (len(texts), len(self.labels)), rows in the order of `texts`: class probabilities (softmax),
-        label probabilities (a sigmoid each, multi-label), or the predicted numbers (regression)."""
-        return self.proba_of_ids(self.token_ids(list(texts), workers), **kwargs)
+        label probabilities (a sigmoid each, multi-label), or the predicted numbers (regression); blended with
+        the baseline's when the classifier was trained with a blend."""
+        texts = list(texts)
+        return self.blended(self.proba_of_ids(self.token_ids(texts, workers), **kwargs), texts)
+
+    def blended(self, outputs: np.ndarray, texts: list[str]) -> np.ndarray:
+        """The model's `outputs` for `texts` mixed with its baseline's (as is, without a blend)."""
+        if self.blend is None:
+            return outputs
+        weight, baseline = self.blend
+        return mix(weight, outputs, baseline.outputs([t[-self.spec.max_chars:] for t in texts]))
 
     @torch.no_grad()
     def proba_of_ids(self, ids: list[np.ndarray], bs: int = 64, precision: str = "fp32",
@@ -136,11 +152,27 @@ class Ensemble:
         self.thresholds = np.mean([m.thresholds for m in members], axis=0) if self.task.thresholded else None
 
     def predict_proba(self, texts: list[str], workers: int | None = 0, **kwargs) -> np.ndarray:
-        ids = self.members[0].token_ids(list(texts), workers)  # one vocab: the texts are tokenized once
-        return np.mean([m.proba_of_ids(ids, **kwargs) for m in self.members], axis=0)
+        texts = list(texts)
+        ids = self.members[0].token_ids(texts, workers)  # one vocab: the texts are tokenized once
+        return np.mean([m.blended(m.proba_of_ids(ids, **kwargs), texts) for m in self.members], axis=0)
 
     def predict(self, texts: list[str], **kwargs) -> list:
         return self.task.decide(self.predict_proba(texts, **kwargs), self.labels, self.thresholds)
+
+
+def _blend(path: Path, task, n_labels: int, key: str) -> tuple[float, LinearBaseline] | None:
+    """A classifier's blend with its baseline (blend.json's weight, the baseline's files), or None."""
+    if not (path / BLEND).is_file():
+        return None
+    meta = read_json(path / BLEND, key)
+    weight = meta.get("weight") if isinstance(meta, dict) else None
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 <= weight <= 1:
+        raise UlmfitError(f"{key}: {path / BLEND} is not a blend weight in [0, 1] ({{\"weight\": w}})")
+    baseline = LinearBaseline.load(path, key)
+    if baseline.task != task or baseline.coef.shape[0] != n_labels:
+        raise UlmfitError(f"{key}: the baseline in {path} is not for this model's {n_labels} output(s) "
+                          f"({task})")
+    return float(weight), baseline
 
 
 def _thresholds(path: Path, labels: list[str], key: str) -> np.ndarray:

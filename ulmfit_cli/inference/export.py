@@ -1,8 +1,9 @@
 """`ulmfit export`: a self-contained bundle of a classifier or a language-model run.
 
 A classifier bundle holds `model.pth` (a weights-only state dict), `vocab.json`, `labels.json`,
-`classifier.json` (architecture, head, task, input handling), for a multi-label model `thresholds.json`
-and, for a subword model, `tokenizer.model`:
+`classifier.json` (architecture, head, task, input handling), for a multi-label model `thresholds.json`,
+for a blend with the baseline `blend.json`, `baseline.json` and `baseline.npz`, and, for a subword model,
+`tokenizer.model`:
 everything `ulmfit predict` and `load_classifier` need, nothing pickled. A language-model bundle is the
 run's config.yaml, vocab.json, lm.pth, encoder.pth (and tokenizer.model): a run dir without checkpoints
 or logs, which `init.from_run` and `generate` take. `fmt="fastai"` writes an LM as the files fastai's
@@ -20,8 +21,9 @@ from ulmfit_cli.classify.pairs import members
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import reads, staged
 from ulmfit_cli.inference.classifier import Classifier
-from ulmfit_cli.layout import (BUNDLE, BUNDLE_FORMAT, CLASSIFIER, LABELS, LM_BUNDLE_FILES, LM_STAGES,
-                               LM_WEIGHTS, PAIR, RESULTS, SP_MODEL, THRESHOLDS, VOCAB, __version__)
+from ulmfit_cli.layout import (BASELINE, BASELINE_ARRAYS, BLEND, BUNDLE, BUNDLE_FORMAT, CLASSIFIER, LABELS,
+                               LM_BUNDLE_FILES, LM_STAGES, LM_WEIGHTS, PAIR, RESULTS, SP_MODEL, THRESHOLDS, VOCAB,
+                               __version__)
 from ulmfit_cli.train.fastai_format import export_fastai
 from ulmfit_cli.runs import read_run, stage_of
 
@@ -70,7 +72,8 @@ def _export(model_dir: Path, staging: Path, fmt: str) -> None:
 
 
 def _classifier_bundle(clf: Classifier, model_dir: Path, staging: Path) -> None:
-    for name in (CLASSIFIER, VOCAB, LABELS) + ((THRESHOLDS,) if clf.thresholds is not None else ()):
+    blend = (BLEND, BASELINE, BASELINE_ARRAYS) if clf.blend is not None else ()
+    for name in (CLASSIFIER, VOCAB, LABELS) + ((THRESHOLDS,) if clf.thresholds is not None else ()) + blend:
         shutil.copyfile(clf.path / name, staging / name)
     if clf.sp_model is not None:
         shutil.copyfile(clf.sp_model, staging / SP_MODEL)

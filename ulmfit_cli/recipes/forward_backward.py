@@ -128,11 +128,9 @@ def train_both(stage: Stage, configs: list[Path], overrides: list[str], run_dir:
 
 
 def _member(cfg: StageConfig, stage: Stage, final: Path, name: str, backwards: bool, upstream: str | None):
-    changes = {"data.backwards": backwards, "run.name": f"{final.name}-{name}",
-               "init.from_run_backward": None, "init.from_run": upstream}
-    if stage.name == CLASSIFIER_STAGE and backwards:
-        changes["data.baseline"] = False  # the same splits as the forward member's: fitted once
-    return derive(cfg, changes)
+    # each classifier member fits the baseline of the same splits: its blend weight is its own
+    return derive(cfg, {"data.backwards": backwards, "run.name": f"{final.name}-{name}",
+                        "init.from_run_backward": None, "init.from_run": upstream})
 
 
 def _pair_results(stage: Stage, staging: Path, results: dict) -> dict:

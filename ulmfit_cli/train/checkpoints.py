@@ -111,6 +111,36 @@ def fit_plan(plan: Plan, run, cfg) -> dict:
     return plan.finish(Outcome(best.last_epoch, best.best, best.best_epoch, patience.stopped, load_best))
 
 
+class _KeepBest(TrainingEpochs):
+    """The weights of the best epoch so far, in memory (for a fit without checkpoints)."""
+    order = 54  # after BestTracker (53) has judged the epoch
+
+    def __init__(self, best: BestTracker):
+        self.best, self.state = best, None
+
+    def after_epoch(self):
+        if self.trained and self.best.new_best:
+            self.state = {k: v.detach().clone() for k, v in unwrap(self.learn.model).state_dict().items()}
+
+
+def fit_in_memory(learn, phases: list[Phase], monitor: Monitor, patience: int | None, folder: Path,
+                  keep_best: bool) -> int:
+    """The phases with the stage's trackers (best epoch, patience, NaN) but no checkpoint: for a fit that is
+    cheap to redo whole on --resume (a self-training round). With `keep_best`, the best epoch's weights are
+    put back at the end. Returns the epoch the model holds (1-based)."""
+    position = Position()
+    best = BestTracker(monitor, position)
+    stop = EarlyStopping(patience, best)
+    keeper, nan_watch = _KeepBest(best), NanWatch(position, folder)
+    learn.add_cbs([best, stop, nan_watch, keeper])
+    fit_phases(learn, phases, position, learn.metrics_log, None, stop)
+    nan_watch.check()  # no checkpoint reads the flag here
+    if keep_best and keeper.state is not None:
+        unwrap(learn.model).load_state_dict(keeper.state)
+        return best.best_epoch
+    return best.last_epoch
+
+
 def _read_resume(run, folder: Path, fp: dict) -> dict | None:
     """With `--resume`: checkpoints/last.pt, checked against the config, and metrics.jsonl cut back to it."""
     if not run.resume:
@@ -128,7 +158,7 @@ def _read_resume(run, folder: Path, fp: dict) -> dict | None:
     return resume
 
 
-def fit_phases(learn, phases: list[Phase], position: Position, log: MetricsLog, ckpt: "Checkpointer",
+def fit_phases(learn, phases: list[Phase], position: Position, log: MetricsLog, ckpt: "Checkpointer | None",
                patience: "EarlyStopping", resume: dict | None = None) -> None:
     """`fit_one_cycle` for each phase; on resume, skip what the checkpoint had finished."""
     for i, ph in enumerate(phases):
