@@ -145,7 +145,8 @@ def test_bad_task_inputs_are_named(cli, chain, tasks, tmp_path):
 
 def test_weights_and_monitors_of_each_task(cli, chain, tasks, tmp_path):
     results, _ = _train(cli, chain, tasks, tmp_path / "w", *MULTI_COLUMNS, "train.class_weights=balanced",
-                        "train.monitor=micro_f1", "train.keep=best", "model.threshold=0.4", "data.baseline=false")
+                        "train.monitor=micro_f1", "train.keep=best", "model.threshold=0.4", "data.baseline=false",
+                        "data.min_valid=1")  # a 10 % split: as many positives as negatives per label
     assert results["class_weights"] == {"pos": 1.0, "neg": 1.0}  # as many positives as negatives per label
     assert results["thresholds"] == {"pos": 0.4, "neg": 0.4} and results["monitor"] == "micro_f1"
     lines = [json.loads(x) for x in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]

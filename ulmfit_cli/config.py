@@ -116,6 +116,12 @@ class ClassifierModel(Arch):
                             "validation split from 0, 0.05, ... 1 (with data.baseline); a number in [0, 1] "
                             "fixes w; off: the classifier alone")
 
+    @field_validator("blend", mode="before")
+    @classmethod
+    def _off(cls, value):
+        # YAML reads a bare `off` as false (and `on` as true)
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
+
     @field_validator("blend")
     @classmethod
     def _weight(cls, value):

@@ -36,8 +36,8 @@ from ulmfit_cli.corpus.tables import read_texts
 from ulmfit_cli.corpus.tokenize import build_vocab, numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import input_path
-from ulmfit_cli.layout import (BLEND, CLASSIFIER, LABELS, PSEUDO_LABELS, RESULTS, SP_MODEL, THRESHOLDS,
-                               VOCAB)
+from ulmfit_cli.layout import (BLEND, CHECKPOINTS, CLASSIFIER, LABELS, PSEUDO_LABELS, RESULTS, SP_MODEL,
+                               THRESHOLDS, VOCAB)
 from ulmfit_cli.resolve import Resolved
 from ulmfit_cli.runs import Run
 from ulmfit_cli.train import distributed
@@ -151,6 +151,7 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
         sign = -1 if task.lower_is_better(task.selection) else 1
         best = valid_figure(first)
         record = [{"round": 0, f"valid_{task.selection}": best, "pseudo_labels": 0, "kept": True}]
+        chosen = []
         for r in range(1, rounds + 1):
             probs = _outputs(learn, clf_dl(pool_ids, np.zeros(len(pool_ids), dtype=np.int64), vocab, t.bs * 2,
                                            t.bptt, device))
@@ -161,22 +162,22 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
             round_phases, _, _ = schedule(cfg, len(ids[0]) + len(rows), f"round {r}: ")
             info(f"self-training round {r}: {len(rows):,} pseudo-labelled documents join the "
                  f"{len(ids[0]):,} labelled ones")
-            epoch = fit_in_memory(round_learn, round_phases, monitor, t.patience, run.path / "checkpoints",
+            epoch = fit_in_memory(round_learn, round_phases, monitor, t.patience, run.path / CHECKPOINTS,
                                   keep_best=t.keep == "best")
             value = valid_figure(_outputs(round_learn, round_learn.dls.valid))
             kept = sign * value > sign * best
             record.append({"round": r, f"valid_{task.selection}": value, "pseudo_labels": int(len(rows)),
                            "kept_epoch": epoch, "kept": kept})
+            chosen.append(pd.DataFrame({"round": r, "kept": kept, "text": [pool[i] for i in rows],
+                                        "label": [labels[c] for c in pseudo], "confidence": probs[rows].max(1)}))
             info(f"self-training round {r}: valid {task.selection} {value:.4f} against {best:.4f}: "
                  + ("kept" if kept else "dropped (no better on the validation split); the rounds end"))
             if not kept:
                 break
             best = value
             learn.model.load_state_dict(round_learn.model.state_dict())
-            frame = pd.DataFrame({"text": [pool[i] for i in rows], "label": [labels[c] for c in pseudo],
-                                  "confidence": probs[rows].max(1), "round": r})
-            if run.writes:
-                frame.to_csv(run.path / PSEUDO_LABELS, index=False)
+        if run.writes:  # every round's pseudo-labels, for a person to read (and a test to check)
+            pd.concat(chosen).to_csv(run.path / PSEUDO_LABELS, index=False)
         return record
 
     def finish(outcome: Outcome) -> dict:
