@@ -31,6 +31,7 @@ for ds in trec6 sst2; do
   read -ra CLF <<< "$(clf_args $ds | tr '\n' ' ')"
   if [[ " $STEPS " == *" choose "* ]]; then
     for steps in null 400; do
+      [ -f "runs/$ds-choose-steps-$steps/summary.md" ] && continue
       t=$SECONDS
       "$U" curve -c "configs/$ds/train-clf.yaml" "${CLF[@]}" --set "train.min_steps=$steps" \
         --sizes 200,1000 --seeds 2 --run-dir "runs/$ds-choose-steps-$steps" --force > /dev/null

@@ -310,13 +310,14 @@ class ClassifierTrain(TrainSection):
     patience: int | None = Field(None, ge=1, description="stop the stage after this many epochs without a "
                                                          "better train.monitor (counted across train.stages)")
     min_steps: int | None = Field(
-        None, ge=1, description="a small training set trains at least this many steps: every stage's "
-                                "epochs are multiplied by one factor until the schedule has them "
-                                "(null: the epochs as given)")
+        None, ge=1, description="a small training set trains at least this many steps: each epoch goes "
+                                "over the training documents as many times as that takes (the epochs, and "
+                                "the validations that pick the best one, stay as given)")
     self_training_rounds: int | None = Field(
-        None, ge=0, description="rounds of self-training on data.unlabelled: the classifier labels them, "
-                                "the confident ones join the training set, and it is trained again from "
-                                "the encoder (default: 1 with data.unlabelled, else 0)")
+        None, ge=0, description="rounds of self-training on data.unlabelled (else the fine-tuned LM's "
+                                "data.extra_text): the classifier labels them, the confident ones join the "
+                                "training set, and it is trained again from the encoder (default: 1 with "
+                                "data.unlabelled, else 0)")
     self_training_top: float = Field(
         0.5, gt=0, le=1, description="the share of each predicted class's unlabelled texts a round keeps, "
                                      "most confident first (so the classes stay balanced)")
@@ -414,9 +415,6 @@ class ClassifierConfig(StageConfig):
         if not d.baseline and not isinstance(self.model.blend, str):
             raise ValueError("model.blend: a fixed weight mixes in the baseline, which data.baseline: false "
                              "turns off")
-        if self.train.self_training_rounds and not d.unlabelled:
-            raise ValueError("train.self_training_rounds: self-training labels the texts of data.unlabelled, "
-                             "which is empty")
         self.task.check_config(d, self.model, self.train)
         return self
 

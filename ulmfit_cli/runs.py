@@ -142,6 +142,11 @@ class UpstreamRun:
     def sp_model(self) -> Path | None:
         return sp_model_in(self.path)
 
+    @property
+    def extra_text(self) -> list[str]:
+        """The unlabelled target-domain files a finetune-lm run read (its data.extra_text)."""
+        return list((self.config.get("data") or {}).get("extra_text") or [])
+
 
 def sp_model_in(folder: Path) -> Path | None:
     """The SentencePiece model a token store, run dir or bundle was made with, if any."""

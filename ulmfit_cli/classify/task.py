@@ -97,8 +97,9 @@ class Task:
                              f"(multi-label: train.class_weights weighs each label's positives)")
         if train.class_weights is not None and self.numeric:
             raise ValueError("train.class_weights: a regression task has no classes")
-        if data.unlabelled and not self.by_class:
-            raise ValueError(f"data.unlabelled: self-training keeps the most confident texts of each predicted "
+        if (data.unlabelled or train.self_training_rounds) and not self.by_class:
+            raise ValueError(f"{'data.unlabelled' if data.unlabelled else 'train.self_training_rounds'}: "
+                             f"self-training keeps the most confident texts of each predicted "
                              f"class, and a {self} task has no one class per text (a regression output has no "
                              f"confidence; a multi-label one no class to balance by); single-label only")
 

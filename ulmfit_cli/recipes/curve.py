@@ -28,7 +28,7 @@ from sklearn.model_selection import train_test_split
 
 from ulmfit_cli.classify.splits import read_splits
 from ulmfit_cli.config import derive, to_yaml
-from ulmfit_cli.console import info
+from ulmfit_cli.console import info, quiet
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import atomic_write, read_json, staged, write_json
 from ulmfit_cli.layout import (CLASSIFIER_STAGE, CURVE_CONFIG, CURVE_PLAN, CURVE_PLOT, CURVE_SUMMARY,
@@ -116,6 +116,9 @@ def curve(configs: list[Path], overrides: list[str], sizes: str | list = "50,100
         points = [(min(s if s != ALL else len(train), len(train)), k) for s in sizes
                   for k in range(seeds if s != ALL and s < len(train) else 1)]
         points = list(dict.fromkeys(points))  # a size at or above the set's is the full set, once
+        info(f"curve: {len(points)} point(s), each a train-clf run from {cfg.init.from_run}: sizes "
+             f"{', '.join(str(s) for s in dict.fromkeys(s for s, _ in points))} of {len(train):,} labelled rows, "
+             f"{seeds} seed(s) below the full set; scored on {len(valid):,} validation and {len(test):,} test rows")
         if done:
             info(f"curve: {out}: {len(done)} of {len(points)} point(s) already done")
         for size, seed in points:
@@ -130,7 +133,8 @@ def curve(configs: list[Path], overrides: list[str], sizes: str | list = "50,100
                                  "data.label_delim": None, "data.encoding": "utf-8", "run.seed": cfg.run.seed + seed,
                                  "run.dir": str(out / POINTS / name), "run.name": f"{cfg.run.name}-{name}"})
             try:
-                r = run_stage(resolve(STAGE, cfg=point), force=True)
+                with quiet():  # one line per point, below; the split's warnings were printed once above
+                    r = run_stage(resolve(STAGE, cfg=point), force=True)
             finally:
                 shutil.rmtree(out / POINTS, ignore_errors=True)
             row = {"size": size, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),

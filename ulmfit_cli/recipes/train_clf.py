@@ -3,7 +3,7 @@
 fastai's `text_classifier_learner` (concat pooling, head `model.lin_ftrs`) with the upstream encoder and
 vocabulary, trained by gradual unfreezing: each entry of `train.stages` calls `freeze_to` and
 `fit_one_cycle(epochs, slice(lr / lr_div, lr))`; a small training set trains at least `train.min_steps`
-steps (every stage's epochs multiplied by one factor). The recipe composes the classifier layer
+steps (each epoch goes several times over the training documents). The recipe composes the classifier layer
 (`ulmfit_cli.classify`): the task decides the targets, the loss and the figures; the splits are read there
 and scored there (a multi-label model's per-label thresholds chosen on the validation set:
 thresholds.json), and a TF-IDF + linear baseline is fitted on the same splits and reported beside it
@@ -55,29 +55,34 @@ def _outputs(learn, dl) -> np.ndarray:
     return out.float().numpy()
 
 
-def _unlabelled(cfg: ClassifierConfig) -> list[str]:
-    """The texts of data.unlabelled, cut to data.max_chars as the labelled ones are."""
+def _unlabelled(cfg: ClassifierConfig, upstream) -> list[str]:
+    """The texts of data.unlabelled (else of the upstream LM's data.extra_text), cut to data.max_chars as the
+    labelled ones are."""
     d, texts = cfg.data, []
-    for i, f in enumerate(d.unlabelled):
-        key = f"data.unlabelled[{i}]"
+    files, named = ((d.unlabelled, "data.unlabelled") if d.unlabelled or upstream is None
+                    else (upstream.extra_text, f"init.from_run: {upstream.path}: data.extra_text"))
+    if not files:
+        raise UlmfitError("train.self_training_rounds: no unlabelled texts to label: set data.unlabelled "
+                          "(or fine-tune the LM of init.from_run with data.extra_text)")
+    for i, f in enumerate(files):
+        key = f"{named}[{i}]"
         frame = read_texts(input_path(f, key), key, d.text_col, encoding=d.encoding, errors=d.encoding_errors)
         texts += [t[-d.max_chars:] for t in frame["text"]]
     return texts
 
 
 def schedule(cfg: ClassifierConfig, n_train: int, label: str = "") -> tuple[list[Phase], int, int]:
-    """The phases of gradual unfreezing for `n_train` training documents, the factor their epochs were
-    multiplied by so that the schedule has at least train.min_steps steps (1: as configured), and the steps
-    of the schedule as configured."""
+    """The phases of gradual unfreezing, how many passes over the `n_train` training documents an epoch
+    makes so that the schedule has at least train.min_steps steps (1: as configured; the epochs, and so the
+    validations that pick the best one, stay as configured), and the steps of the schedule as configured."""
     t = cfg.train
     epochs = [st.epochs or t.epochs for st in t.stages]
     steps = max(1, n_train // min(t.bs, n_train)) * sum(epochs)  # training drops the last partial batch
-    factor = math.ceil(t.min_steps / steps) if t.min_steps and steps < t.min_steps else 1
-    phases = [Phase(f"{label}freeze_to {st.freeze_to}", n * factor,
-                    slice((st.lr or t.lr) / t.lr_div, st.lr or t.lr),
+    passes = math.ceil(t.min_steps / steps) if t.min_steps and steps < t.min_steps else 1
+    phases = [Phase(f"{label}freeze_to {st.freeze_to}", n, slice((st.lr or t.lr) / t.lr_div, st.lr or t.lr),
                     lambda lrn, k=st.freeze_to: lrn.freeze_to(k))
               for st, n in zip(t.stages, epochs)]
-    return phases, factor, steps
+    return phases, passes, steps
 
 
 def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
@@ -96,7 +101,7 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
         if distributed.world().active:
             raise UlmfitError("data.unlabelled: self-training runs in one process; train without "
                               "torchrun/accelerate launch, or leave data.unlabelled out")
-        pool, left_out = unlabelled_pool(_unlabelled(cfg), [x for p in parts for x in p["text"]])
+        pool, left_out = unlabelled_pool(_unlabelled(cfg, upstream), [x for p in parts for x in p["text"]])
         info(f"self-training: {len(pool):,} unlabelled document(s) for {rounds} round(s)"
              + (f" ({left_out:,} left out: repeated, or among the labelled, validation or test texts)"
                 if left_out else ""))
@@ -123,10 +128,11 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
     weights = task.class_weights(t.class_weights, ys[0], labels)
     monitor = Monitor(t.monitor, task.monitors[t.monitor], task.lower_is_better(t.monitor))
 
-    def learner(train_ids, train_y, extra_cbs):
-        """A classifier learner on these training documents (and the validation split), from the encoder."""
-        dls = clf_dls(train_ids, train_y, ids[1], ys[1], vocab, t.bs, t.bptt, device, cfg.run.seed,
-                      balanced=t.sampler == "balanced")
+    def learner(train_ids, train_y, extra_cbs, passes: int = 1):
+        """A classifier learner on these training documents (each epoch `passes` times over them) and the
+        validation split, from the encoder."""
+        dls = clf_dls(train_ids * passes, np.tile(train_y, passes), ids[1], ys[1], vocab, t.bs, t.bptt, device,
+                      cfg.run.seed, balanced=t.sampler == "balanced")
         learn = clf_learner(dls, cfg.model.sizes(), len(labels), cfg.model, t, cfg.run.precision, run,
                             "train-clf", (*extra_cbs, *logger_callbacks(cfg.run, run)), weights,
                             task.loss_and_metrics)
@@ -134,13 +140,13 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
             load_encoder(learn, upstream)
         return learn
 
-    learn = learner(ids[0], ys[0], cbs)
+    phases, passes, steps = schedule(cfg, len(train))
+    if passes > 1:
+        info(f"train.min_steps={t.min_steps}: {len(train)} training documents make {steps} steps; each epoch "
+             f"goes {passes} times over them")
+    learn = learner(ids[0], ys[0], cbs, passes)
     for i, st in enumerate(t.stages):
         check_freeze_to(learn, st.freeze_to, f"train.stages[{i}]")
-    phases, factor, steps = schedule(cfg, len(train))
-    if factor > 1:
-        info(f"train.min_steps={t.min_steps}: {len(train)} training documents make {steps} steps; every "
-             f"stage trains {factor}x its epochs")
 
     def valid_figure(outputs: np.ndarray) -> float:
         _, figures = score(lambda o: o, {"valid": (outputs, ys[1])}, task, labels, fixed=cfg.model.threshold)
@@ -158,8 +164,9 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
             rows = confident_rows(probs, ys[0], t.self_training_top)
             pseudo = probs[rows].argmax(1)
             set_seed(cfg.run.seed + r, reproducible=cfg.run.deterministic)  # the same round on --resume
-            round_learn = learner(ids[0] + [pool_ids[i] for i in rows], np.concatenate([ys[0], pseudo]), ())
-            round_phases, _, _ = schedule(cfg, len(ids[0]) + len(rows), f"round {r}: ")
+            round_phases, round_passes, _ = schedule(cfg, len(ids[0]) + len(rows), f"round {r}: ")
+            round_learn = learner(ids[0] + [pool_ids[i] for i in rows], np.concatenate([ys[0], pseudo]), (),
+                                  round_passes)
             info(f"self-training round {r}: {len(rows):,} pseudo-labelled documents join the "
                  f"{len(ids[0]):,} labelled ones")
             epoch = fit_in_memory(round_learn, round_phases, monitor, t.patience, run.path / CHECKPOINTS,
@@ -186,7 +193,7 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
         results = {"task": task.name, "labels": labels, "pretrained_encoder": upstream is not None,
                    "kept_epoch": kept or outcome.last_epoch, "keep": t.keep if kept else "last",
                    "monitor": t.monitor, "best_epoch": outcome.best_epoch, f"best_{t.monitor}": outcome.best,
-                   "stopped_early": outcome.stopped, "epochs_scaled_by": factor,
+                   "stopped_early": outcome.stopped, "passes_per_epoch": passes,
                    "class_weights": None if weights is None else dict(zip(labels, weights)),
                    "sampler": t.sampler}
         if rounds:
