@@ -49,15 +49,17 @@ class LinearBaseline:
     numbers)."""
 
     def __init__(self, task: Task, vectorizers: list[TfidfVectorizer], coef: np.ndarray, intercept: np.ndarray,
-                 name: str, setting: float):
+                 name: str, setting: float, y_range: tuple[float, float] | None = None):
         self.task, self.vectorizers, self.coef, self.intercept = task, vectorizers, coef, intercept
         self.name, self.setting = name, setting
+        self.y_range = y_range  # regression: numbers kept in model.y_range, as the classifier's are
 
     def features(self, texts: list[str]):
         return scipy.sparse.hstack([v.transform(texts) for v in self.vectorizers]).tocsr()
 
     def outputs_of_features(self, x) -> np.ndarray:
-        return self.task.linear_apply(np.asarray(x @ self.coef.T) + self.intercept)
+        out = self.task.linear_apply(np.asarray(x @ self.coef.T) + self.intercept)
+        return out if self.y_range is None else np.clip(out, *self.y_range)
 
     def outputs(self, texts: list[str]) -> np.ndarray:
         return self.outputs_of_features(self.features(list(texts)))
@@ -65,6 +67,7 @@ class LinearBaseline:
     def save(self, folder: Path) -> None:
         """baseline.json and baseline.npz in `folder`."""
         meta = {"format": FORMAT, "task": self.task.name, "name": self.name, "setting": self.setting,
+                "y_range": None if self.y_range is None else list(self.y_range),
                 "vectorizers": [{"settings": s, "vocabulary": _terms(v)}
                                 for s, v in zip(VECTORIZERS, self.vectorizers)]}
         write_json(folder / BASELINE, meta)
@@ -103,7 +106,12 @@ class LinearBaseline:
         if coef is None or intercept is None or coef.ndim != 2 or coef.shape[1] != width \
                 or intercept.shape != (coef.shape[0],):
             raise UlmfitError(f"{key}: {npz}: coef/intercept do not match {width} features")
-        return cls(TASKS[meta["task"]], vecs, coef, intercept, str(meta.get("name")), meta.get("setting"))
+        y_range = meta.get("y_range")
+        if y_range is not None and not (isinstance(y_range, list) and len(y_range) == 2
+                                        and all(isinstance(v, (int, float)) for v in y_range)):
+            raise bad
+        return cls(TASKS[meta["task"]], vecs, coef, intercept, str(meta.get("name")), meta.get("setting"),
+                   None if y_range is None else tuple(y_range))
 
 
 def _terms(vectorizer: TfidfVectorizer) -> list[str]:
@@ -116,16 +124,18 @@ def _terms(vectorizer: TfidfVectorizer) -> list[str]:
 
 def tfidf_baseline(train: tuple[list[str], np.ndarray], valid: tuple[list[str], np.ndarray],
                    test: tuple[list[str], np.ndarray] | None, labels: list[str], task: Task = SINGLE_LABEL,
-                   threshold: float | None = None) -> tuple[dict, LinearBaseline, dict[str, np.ndarray]]:
+                   threshold: float | None = None, y_range: tuple[float, float] | None = None,
+                   ) -> tuple[dict, LinearBaseline, dict[str, np.ndarray]]:
     """(`baseline_*` figures, the fitted `LinearBaseline`, its outputs on valid and test): the task's
     headline figures on valid and test, the setting picked on valid and the seconds; each (texts, targets)
     pair scored as `ulmfit evaluate` scores the classifier; multi-label thresholds are chosen on valid as
-    the classifier's are (or `threshold`). The task's linear model (`Task.linear_fits`: logistic
+    the classifier's are (or `threshold`); regression numbers are clipped into `y_range` (model.y_range).
+    The task's linear model (`Task.linear_fits`: logistic
     regression, one per label for multi-label, ridge for numbers) is fitted along its regularization path,
     and the setting with the best `task.selection` on valid is kept."""
     t0 = time.perf_counter()
     vecs = [_vectorizer(s).fit(train[0]) for s in VECTORIZERS]  # one vocabulary for every setting
-    base = LinearBaseline(task, vecs, np.zeros((0, 0)), np.zeros(0), task.baseline_name, 0.0)
+    base = LinearBaseline(task, vecs, np.zeros((0, 0)), np.zeros(0), task.baseline_name, 0.0, y_range)
     x_train = base.features(train[0])
     splits = {"valid": valid, **({"test": test} if test is not None else {})}
     xs = {name: (base.features(texts), ys) for name, (texts, ys) in splits.items()}
@@ -164,7 +174,8 @@ def baseline_of_run(run_dir: Path, texts: list[str], targets: np.ndarray, labels
         info(f"baseline: not refitted ({e})")
         return None
     pairs = [(p["text"].tolist(), cfg.task.targets(labels, p)) for p in (train, valid)]
-    figures, _, _ = tfidf_baseline(*pairs, (texts, targets), labels, cfg.task, cfg.model.threshold)
+    figures, _, _ = tfidf_baseline(*pairs, (texts, targets), labels, cfg.task, cfg.model.threshold,
+                                   cfg.model.y_range)
     head = {k[len("baseline_test_"):]: v for k, v in figures.items() if k.startswith("baseline_test_")}
     return {"name": figures["baseline"], "fit_on": f"the training split of {run_dir}", **head,
             "seconds": figures["baseline_seconds"]}

@@ -211,7 +211,8 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
         if cfg.data.baseline and distributed.is_main():
             pairs = [(p["text"].tolist(), y) for p, y in zip(parts, ys)]
             base_results, base, base_outs = tfidf_baseline(pairs[0], pairs[1], pairs[2] if test is not None
-                                                           else None, labels, task, cfg.model.threshold)
+                                                           else None, labels, task, cfg.model.threshold,
+                                                           cfg.model.y_range)
             results.update(base_results)
             if cfg.model.blend != "off":
                 grid = GRID if cfg.model.blend == "auto" else [cfg.model.blend]

@@ -5,8 +5,9 @@ stage's rate scaled by `lr_scale`, `train.lr_div`, `model.drop_mult`, the epochs
 earlier `train.stages`, `train.bs`. A trial is scored by its best validation figure (`search.metric`,
 with `train.keep: best` and `train.monitor` set to it), and pruned when Optuna's MedianPruner finds it
 behind the earlier trials at the same epoch (each epoch's figure is reported from a fastai callback).
-Trials never see the test set: `data.test` and the baseline are switched off in them, and the test file
-is not opened.
+Trials never see the test set: `data.test` and the baseline (and so the blend) are switched off in them,
+and the test file is not opened; self-training rounds are off in trials too (the search is over the
+classifier's recipe; best.yaml keeps the config's rounds).
 
 The tune dir (`runs/<run.name>-tune` by default) holds the Optuna storage (`study.db`, SQLite), so an
 interrupted search continues with `--resume`; `trials.csv` and `trials.png` (every trial's figure and the
@@ -147,9 +148,11 @@ def tune(configs: list[Path], overrides: list[str], run_dir: Path | None = None,
             trial_dir = out / TRIALS / f"{trial.number:03d}"
             t0 = time.perf_counter()
             try:
-                # never the test set (nor the baseline, which would score it): the search sees valid only
+                # never the test set (nor the baseline, which would score it, nor the blend with it): the
+                # search scores the classifier's recipe on valid only, without self-training's rounds
                 trial_cfg = derive(apply(cfg, values, metric), {
-                    "data.test": None, "data.baseline": False, "run.dir": str(trial_dir),
+                    "data.test": None, "data.baseline": False, "model.blend": "off",
+                    "train.self_training_rounds": 0, "run.dir": str(trial_dir),
                     "run.name": f"{cfg.run.name}-trial-{trial.number:03d}"})
                 reporter = ReportToOptuna(trial, column)
                 results = run_stage(resolve(STAGE, cfg=trial_cfg), force=True, callbacks=[reporter])
