@@ -2,7 +2,9 @@
 # Reproduces docs/results.md's "Few labels" section (issue 25; needs ../shared/data; 2-core CPU, ~75 min).
 # Expects the demo-size Wikipedia-excerpt LM fine-tuned on each set: runs/trec6-ft and runs/sst2-ft
 # (scripts/results.sh makes them; made here when absent).
-#   1. choose train.min_steps on the validation splits of 200- and 1,000-label samples (2 seeds);
+#   1. the defaults before this issue (the best epoch by valid_loss, no train.min_steps) and with
+#      train.min_steps=400 alone, on 200- and 1,000-label samples (2 seeds; the curves of step 2, which use
+#      the defaults chosen, train-clf's best epoch by accuracy and min_steps 400, train the same samples);
 #   2. the learning curves at 100/200/500/1000/all labels (3 seeds below the full set), classifier against
 #      the baseline fitted on the same rows, with the blend;
 #   3. self-training at 200 labels, the rest of the training texts unlabelled, against none (3 seeds).
@@ -33,7 +35,9 @@ for ds in trec6 sst2; do
     for steps in null 400; do
       [ -f "runs/$ds-choose-steps-$steps/summary.md" ] && continue
       t=$SECONDS
+      # before issue 25's defaults: the best epoch by valid_loss; with and without a floor on the steps
       "$U" curve -c "configs/$ds/train-clf.yaml" "${CLF[@]}" --set "train.min_steps=$steps" \
+        --set train.monitor=valid_loss \
         --sizes 200,1000 --seeds 2 --run-dir "runs/$ds-choose-steps-$steps" --force > /dev/null
       echo "$ds min_steps=$steps: $((SECONDS - t)) s"
     done

@@ -35,6 +35,21 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
 
 
+def tiny_classifier_defaults() -> None:
+    """Tests train classifiers on a couple of hundred rows in batches of 8, a few epochs: train-clf's floor of
+    `train.min_steps` (400) would repeat every test's training rows several times an epoch. Off here, as
+    configs/tiny.yaml shrinks the models (the key is train-clf's alone, so it cannot be in that overlay for
+    every stage); the tests about it set it, and subprocesses that `tests/faults.py` does not start are
+    given `--set train.min_steps=null`."""
+    from ulmfit_cli.config import ClassifierConfig, ClassifierTrain
+    ClassifierTrain.model_fields["min_steps"].default = None
+    ClassifierTrain.model_rebuild(force=True)
+    ClassifierConfig.model_rebuild(force=True)
+
+
+tiny_classifier_defaults()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _token_store_cache(tmp_path_factory):
     """Token stores built by tests go to a temporary cache, never the user's ~/.cache/ulmfit."""

@@ -135,9 +135,11 @@ def main(argv: list[str]) -> int:
         cbs.append(NanAtStep(a.nan_at_step))
 
     import typer
+    from conftest import tiny_classifier_defaults
 
     from ulmfit_cli import api
     from ulmfit_cli.cli import _user_errors, handle_sigterm
+    tiny_classifier_defaults()  # as the in-process runs the tests compare with
     handle_sigterm()
     try:
         with _user_errors():

@@ -101,7 +101,8 @@ def test_two_processes_pretrain_and_classify_like_one(data, tmp_path):
     assert res.stderr.count("pretrain finished") <= 1 and res.stdout.count("pretrain finished") == 1
     clf = tmp_path / "clf"
     res = _torchrun("train-clf", "-c", TINY, "--set", f"data.train={data['csv']}", "--set", f"init.from_run={lm}",
-                    "--set", "train.stages=[{freeze_to: -1}, {freeze_to: 0, epochs: 2}]", "--run-dir", clf)
+                    "--set", "train.stages=[{freeze_to: -1}, {freeze_to: 0, epochs: 2}]", "--set", "train.min_steps=null",
+                    "--run-dir", clf)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (clf / "model.pth").exists() and len((clf / "metrics.jsonl").read_text().splitlines()) == 3
     assert not list(tmp_path.glob(".*partial"))

@@ -198,7 +198,8 @@ def test_curve_refuses_what_it_cannot_draw(cli, chain, tmp_path):
 
 def test_curve_finishes_resumes_after_a_kill_and_its_baseline_is_train_clfs(cli, chain, tmp_path):
     out = tmp_path / "curve"
-    sets = [f"data.train={chain['train']}", f"data.test={chain['test']}", f"init.from_run={chain['ft']}", STAGES]
+    sets = [f"data.train={chain['train']}", f"data.test={chain['test']}", f"init.from_run={chain['ft']}", STAGES,
+            "train.min_steps=null"]  # a subprocess: not the tests' defaults (conftest)
     args = ["-c", str(TINY), *(a for s in sets for a in ("--set", s)), "--sizes", "20,60", "--seeds", "2",
             "--run-dir", str(out)]
     env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT)}

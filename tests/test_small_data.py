@@ -94,7 +94,7 @@ def test_tune_searches_on_valid_only_resumes_after_a_kill_and_writes_a_config_tr
                                       f"init.from_run={chain['ft']}",
                                       "train.stages=[{freeze_to: -1, lr: 0.05}, {freeze_to: 0, lr: 0.02}]",
                                       "search.epochs=[1, 2]", "search.bs=[8, 16]", "search.early_epochs=null",
-                                      "search.prune=false") for a in ("--set", s)),
+                                      "search.prune=false", "train.min_steps=null") for a in ("--set", s)),
             "--trials", "3", "--run-dir", str(out)]
     env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "ulmfit_cli", "tune", *map(str, args)], env=env,

@@ -301,16 +301,17 @@ class ClassifierTrain(TrainSection):
     sampler: Literal["shuffle", "balanced"] = Field(
         "shuffle", description="balanced: each epoch draws its training documents with replacement, every "
                                "class equally often (fastai's weighted_dataloaders)")
-    monitor: Literal[FIGURES] = Field(
-        "valid_loss", description="the validation figure that picks the best epoch (checkpoints/best.pt): "
-                                  "valid_loss; single-label accuracy, macro_f1; multi-label macro_f1, "
-                                  "micro_f1; regression mae, rmse, pearson, spearman")
+    monitor: Literal[("auto", *FIGURES)] = Field(
+        "auto", description="the validation figure that picks the best epoch (checkpoints/best.pt): auto "
+                            "(the task's: accuracy, micro_f1 for multi-label, rmse for regression), "
+                            "valid_loss; single-label accuracy, macro_f1; multi-label macro_f1, "
+                            "micro_f1; regression mae, rmse, pearson, spearman")
     keep: Literal["last", "best"] = Field("best", description="the epoch model.pth holds: the best by "
                                                              "train.monitor, or the last one")
     patience: int | None = Field(None, ge=1, description="stop the stage after this many epochs without a "
                                                          "better train.monitor (counted across train.stages)")
     min_steps: int | None = Field(
-        None, ge=1, description="a small training set trains at least this many steps: each epoch goes "
+        400, ge=1, description="a small training set trains at least this many steps: each epoch goes "
                                 "over the training documents as many times as that takes (the epochs, and "
                                 "the validations that pick the best one, stay as given)")
     self_training_rounds: int | None = Field(

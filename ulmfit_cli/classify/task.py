@@ -76,6 +76,10 @@ class Task:
     def lower_is_better(figure: str) -> bool:
         return figure in LOWER_IS_BETTER
 
+    def monitor(self, name: str) -> str:
+        """The figure `train.monitor` names (`auto`: the task's `selection`, what the results lead with)."""
+        return self.selection if name == "auto" else name
+
     # -- the config
     def check_config(self, data, model, train) -> None:
         """Refuse keys that contradict this task (a ValueError naming the key, as a config validator
@@ -85,7 +89,7 @@ class Task:
         if isinstance(data.label_col, list) and data.label_delim is not None:
             raise ValueError("data.label_delim: data.label_col is a list of 0/1 columns, so there is nothing "
                              "to split; give one of them")
-        if train.monitor not in self.monitors:
+        if self.monitor(train.monitor) not in self.monitors:
             raise ValueError(f"train.monitor: {train.monitor} is not a figure of a {self} task; use one of "
                              f"{', '.join(self.monitors)}")
         if model.threshold is not None and not self.thresholded:

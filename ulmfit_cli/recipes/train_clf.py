@@ -126,7 +126,8 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
     run.write_json(LABELS, labels)
     run.copy_in(sp_model, SP_MODEL)
     weights = task.class_weights(t.class_weights, ys[0], labels)
-    monitor = Monitor(t.monitor, task.monitors[t.monitor], task.lower_is_better(t.monitor))
+    watched = task.monitor(t.monitor)
+    monitor = Monitor(watched, task.monitors[watched], task.lower_is_better(watched))
 
     def learner(train_ids, train_y, extra_cbs, passes: int = 1):
         """A classifier learner on these training documents (each epoch `passes` times over them) and the
@@ -192,7 +193,7 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
         kept = outcome.load_best() if t.keep == "best" else None
         results = {"task": task.name, "labels": labels, "pretrained_encoder": upstream is not None,
                    "kept_epoch": kept or outcome.last_epoch, "keep": t.keep if kept else "last",
-                   "monitor": t.monitor, "best_epoch": outcome.best_epoch, f"best_{t.monitor}": outcome.best,
+                   "monitor": watched, "best_epoch": outcome.best_epoch, f"best_{watched}": outcome.best,
                    "stopped_early": outcome.stopped, "passes_per_epoch": passes,
                    "class_weights": None if weights is None else dict(zip(labels, weights)),
                    "sampler": t.sampler}
