@@ -19,9 +19,10 @@ from ulmfit_cli import load_classifier
 
 r = json.load(open("runs/demo-clf/results.json"))
 print("== TREC-6 question classifier (runs/demo-clf), 500 test questions ==")
-print(f"  ULMFiT (this run)                     test accuracy {r['test_accuracy']:.1%}   macro-F1 {r['test_macro_f1']:.3f}")
-print(f"  TF-IDF + logistic regression baseline test accuracy {r['baseline_test_accuracy']:.1%}   "
-      f"macro-F1 {r['baseline_test_macro_f1']:.3f}")
+rows = [(f"blend, w {r['blend_weight']:.2f} (what predict uses)", "")] if "blend_weight" in r else []
+rows += [("ULMFiT classifier alone", "classifier_"), ("TF-IDF + logistic regression baseline", "baseline_")]
+for name, prefix in rows:
+    print(f"  {name:<38} test accuracy {r[prefix + 'test_accuracy']:.1%}   macro-F1 {r[prefix + 'test_macro_f1']:.3f}")
 questions = ["What is the capital of Australia ?", "Who painted the Mona Lisa ?",
              "How many miles is it from London to Paris ?", "What does NASA stand for ?",
              "Why is the sky blue ?"]
