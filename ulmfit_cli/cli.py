@@ -204,7 +204,7 @@ def curve(config: ConfigOpt = None, set_: SetOpt = None,
               "--run-dir", help="The curve dir (default runs/<run.name>-curve).")] = None,
           force: Annotated[bool, typer.Option("--force", help="Discard a previous curve in the dir.")] = False,
           resume: Annotated[bool, typer.Option("--resume", help="Continue the curve in --run-dir.")] = False):
-    """Draw the learning curve: do more labels help? At each --sizes, stratified samples of a train-clf
+    """Draw the learning curve: what more labels would buy. At each --sizes, stratified samples of a train-clf
     config's training rows are trained from the same fine-tuned LM and scored, beside the TF-IDF baseline
     fitted on the same rows, on the same validation and test sets; writes curve.csv, curve.png and
     summary.md (where the classifier overtakes the baseline, what the last doubling bought); --resume

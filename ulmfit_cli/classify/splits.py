@@ -57,8 +57,8 @@ def read_splits(cfg: ClassifierConfig, with_test: bool = True):
     if len(valid) < cfg.data.min_valid:
         info(f"warning: the validation split has {len(valid)} documents (fewer than data.min_valid="
              f"{cfg.data.min_valid}): the best epoch{' and the blend weight are' if cfg.data.baseline else ' is'} "
-             f"chosen on them, and one document is {100 / len(valid):.1f} points of accuracy; give more "
-             f"labelled rows or a larger data.valid")
+             f"chosen on them, and one document is {100 / len(valid):.1f} % of them; give more labelled rows "
+             f"or a larger data.valid")
     test = read_split(cfg, "data.test") if cfg.data.test and with_test else None
     for key, part in (("data.valid", valid if cfg.data.valid else None), ("data.test", test)):
         if part is not None:

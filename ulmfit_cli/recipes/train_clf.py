@@ -106,8 +106,8 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
              + (f" ({left_out:,} left out: repeated, or among the labelled, validation or test texts)"
                 if left_out else ""))
         if not pool:
-            raise UlmfitError(f"data.unlabelled: {', '.join(cfg.data.unlabelled)} holds no text that is not "
-                              f"already labelled, validation or test")
+            raise UlmfitError(f"self-training: the unlabelled texts ({left_out:,}) are all repeats or among the "
+                              f"labelled, validation or test texts: none is left to label")
     sp_model = upstream.sp_model if upstream is not None else None
     texts = [x for p in parts for x in p["text"]] + pool
     toks = distributed.from_main(  # tokenized once, on rank 0, in a multi-process run
