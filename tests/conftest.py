@@ -167,6 +167,27 @@ def cli():
     return invoke
 
 
+def sigkill_after_first_row(args: list, table: Path, what: str, timeout: float = 240) -> None:
+    """`python -m ulmfit_cli ARGS` in a subprocess, killed with SIGKILL once `table` (a CSV the command
+    rewrites as it goes: tune's trials.csv, curve's curve.csv) has a row: in the middle of the next one."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pandas as pd
+    env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "ulmfit_cli", *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + timeout
+    while not (table.is_file() and len(pd.read_csv(table)) >= 1):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < end, f"no {what} finished"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
 CLF_STAGES = "train.stages=[{freeze_to: -1, epochs: 3, lr: 0.05}, {freeze_to: 0, epochs: 8, lr: 0.02}]"
 
 

@@ -3,16 +3,11 @@ unlabelled text, the schedule and validation split that adapt to a small set, an
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, TINY, write_easy_csv, write_tasks_csv
+from conftest import TINY, sigkill_after_first_row, write_easy_csv, write_tasks_csv
 
 from ulmfit_cli import api, load_classifier
 from ulmfit_cli.classify.baseline import LinearBaseline, tfidf_baseline
@@ -202,16 +197,7 @@ def test_curve_finishes_resumes_after_a_kill_and_its_baseline_is_train_clfs(cli,
             "train.min_steps=null"]  # a subprocess: not the tests' defaults (conftest)
     args = ["-c", str(TINY), *(a for s in sets for a in ("--set", s)), "--sizes", "20,60", "--seeds", "2",
             "--run-dir", str(out)]
-    env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "ulmfit_cli", "curve", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    end = time.monotonic() + 240
-    while not ((out / "curve.csv").is_file() and len(pd.read_csv(out / "curve.csv")) >= 1):
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < end, "no point finished"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)  # during the second point
-    proc.wait(timeout=30)
+    sigkill_after_first_row(["curve", *args], out / "curve.csv", "point")  # during the second point
     first = pd.read_csv(out / "curve.csv")
     res = cli("curve", "--run-dir", out, "--resume")
     assert res.exit_code == 0, res.output

@@ -79,13 +79,7 @@ def test_directions_both_trains_a_pair_that_predicts_as_one_ensemble(cli, chain,
 
 
 def test_tune_searches_on_valid_only_resumes_after_a_kill_and_writes_a_config_train_clf_takes(cli, chain, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from conftest import ROOT
+    from conftest import sigkill_after_first_row
     test = tmp_path / "test.csv"
     test.write_bytes(b"text,label\n\xff\xfe not text\n")  # opening it fails: a trial that read it would stop
     test.chmod(0)
@@ -96,16 +90,7 @@ def test_tune_searches_on_valid_only_resumes_after_a_kill_and_writes_a_config_tr
                                       "search.epochs=[1, 2]", "search.bs=[8, 16]", "search.early_epochs=null",
                                       "search.prune=false", "train.min_steps=null") for a in ("--set", s)),
             "--trials", "3", "--run-dir", str(out)]
-    env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "ulmfit_cli", "tune", *map(str, args)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    end = time.monotonic() + 240
-    while not ((out / "trials.csv").is_file() and len(pd.read_csv(out / "trials.csv")) >= 1):
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < end, "no trial finished"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)  # during the second trial
-    proc.wait(timeout=30)
+    sigkill_after_first_row(["tune", *args], out / "trials.csv", "trial")  # during the second trial
     res = cli("tune", "--run-dir", out, "--resume")
     assert res.exit_code == 0, res.output
     assert "1 of 3 trial(s) already done" in res.output and "(3/3 done)" in res.output
