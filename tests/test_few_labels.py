@@ -139,6 +139,18 @@ def test_self_training_never_labels_validation_or_test_texts(chain, tmp_path):
     assert r["classifier_valid_accuracy"] == pytest.approx(best)
 
 
+def test_self_training_falls_back_to_the_lms_extra_text(chain, tmp_path):
+    new = write_easy_csv(tmp_path / "new.csv", 40, seed=11)
+    ft = tmp_path / "ft"
+    api.train("finetune-lm", [TINY], [f"data.train={chain['train']}", f"init.from_run={chain['lm']}",
+                                      f"data.extra_text=[{new}]", "train.epochs=1"], run_dir=ft)
+    run = tmp_path / "clf"
+    r = api.train("train-clf", [TINY], [f"data.train={chain['train']}", f"init.from_run={ft}", STAGES,
+                                        "train.self_training_rounds=1", "model.blend=off"], run_dir=run)
+    assert r["self_training"][1]["pseudo_labels"] > 0
+    assert set(pd.read_csv(run / "pseudo_labels.csv")["text"]) <= set(_texts(new))
+
+
 def test_unlabelled_pool_and_confident_rows():
     pool, left = unlabelled_pool(["a", " b ", "b", "held", ""], ["held"])
     assert pool == ["a", " b "] and left == 3
