@@ -202,7 +202,8 @@ def curve(config: ConfigOpt = None, set_: SetOpt = None,
               "--seeds", min=1, help="Samples per size below the full set (each also seeds training).")] = 3,
           run_dir: Annotated[Optional[Path], typer.Option(
               "--run-dir", help="The curve dir (default runs/<run.name>-curve).")] = None,
-          force: Annotated[bool, typer.Option("--force", help="Discard a previous curve in the dir.")] = False,
+          force: Annotated[bool, typer.Option(
+              "--force", help="Discard a previous curve in the dir.")] = False,
           resume: Annotated[bool, typer.Option("--resume", help="Continue the curve in --run-dir.")] = False):
     """Draw the learning curve: what more labels would buy. At each --sizes, stratified samples of a train-clf
     config's training rows are trained from the same fine-tuned LM and scored, beside the TF-IDF baseline

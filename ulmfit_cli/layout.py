@@ -66,7 +66,7 @@ TRIALS = "trials"               # folder of the running trial's run dir
 # ---------------------------------------------------------------- a curve dir (`ulmfit curve`)
 CURVE_CONFIG = "curve.yaml"     # the curve's config, what --resume reads
 CURVE_PLAN = "curve.json"       # its sizes and seeds
-CURVE_TABLE = "curve.csv"       # one row per point (size, seed): the classifier's, baseline's and blend's figures
+CURVE_TABLE = "curve.csv"       # a row per point (size, seed): the classifier's, baseline's, blend's figures
 CURVE_PLOT = "curve.png"
 CURVE_SUMMARY = "summary.md"
 SAMPLES = "samples"             # folder: the training rows of each point (CSV), and the validation rows

@@ -48,8 +48,9 @@ class LinearBaseline:
     output; `outputs(texts)` is shaped as the classifier's (probabilities per class or label, or the
     numbers)."""
 
-    def __init__(self, task: Task, vectorizers: list[TfidfVectorizer], coef: np.ndarray, intercept: np.ndarray,
-                 name: str, setting: float, y_range: tuple[float, float] | None = None):
+    def __init__(self, task: Task, vectorizers: list[TfidfVectorizer], coef: np.ndarray,
+                 intercept: np.ndarray, name: str, setting: float,
+                 y_range: tuple[float, float] | None = None):
         self.task, self.vectorizers, self.coef, self.intercept = task, vectorizers, coef, intercept
         self.name, self.setting = name, setting
         self.y_range = y_range  # regression: numbers kept in model.y_range, as the classifier's are
@@ -84,8 +85,8 @@ class LinearBaseline:
                 and isinstance(meta.get("vectorizers"), list)
                 and [v.get("settings") if isinstance(v, dict) else None for v in meta["vectorizers"]]
                 == [dict(s) for s in VECTORIZERS]
-                and all(isinstance(v.get("vocabulary"), list) and all(isinstance(t, str) for t in v["vocabulary"])
-                        for v in meta["vectorizers"])):
+                and all(isinstance(v.get("vocabulary"), list)
+                        and all(isinstance(t, str) for t in v["vocabulary"]) for v in meta["vectorizers"])):
             raise bad
         try:
             with np.load(npz, allow_pickle=False) as z:
@@ -96,7 +97,8 @@ class LinearBaseline:
         for i, v in enumerate(meta["vectorizers"]):
             idf = arrays.get(f"idf_{i}")
             if idf is None or idf.shape != (len(v["vocabulary"]),):
-                raise UlmfitError(f"{key}: {npz}: idf_{i} does not match the vocabulary in {folder / BASELINE}")
+                raise UlmfitError(f"{key}: {npz}: idf_{i} does not match the vocabulary in "
+                                  f"{folder / BASELINE}")
             vec = _vectorizer(v["settings"])
             vec.vocabulary_ = {t: j for j, t in enumerate(v["vocabulary"])}
             vec.idf_ = idf

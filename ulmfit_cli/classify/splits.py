@@ -55,10 +55,10 @@ def read_splits(cfg: ClassifierConfig, with_test: bool = True):
                  f"have too few rows to be in both splits and are not trained on; add rows, "
                  f"or give data.valid")
     if len(valid) < cfg.data.min_valid:
+        chosen = "the best epoch and the blend weight are" if cfg.data.baseline else "the best epoch is"
         info(f"warning: the validation split has {len(valid)} documents (fewer than data.min_valid="
-             f"{cfg.data.min_valid}): the best epoch{' and the blend weight are' if cfg.data.baseline else ' is'} "
-             f"chosen on them, and one document is {100 / len(valid):.1f} % of them; give more labelled rows "
-             f"or a larger data.valid")
+             f"{cfg.data.min_valid}): {chosen} chosen on them, and one document is {100 / len(valid):.1f} % "
+             f"of them; give more labelled rows or a larger data.valid")
     test = read_split(cfg, "data.test") if cfg.data.test and with_test else None
     for key, part in (("data.valid", valid if cfg.data.valid else None), ("data.test", test)):
         if part is not None:

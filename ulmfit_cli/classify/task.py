@@ -104,8 +104,8 @@ class Task:
         if (data.unlabelled or train.self_training_rounds) and not self.by_class:
             raise ValueError(f"{'data.unlabelled' if data.unlabelled else 'train.self_training_rounds'}: "
                              f"self-training keeps the most confident texts of each predicted "
-                             f"class, and a {self} task has no one class per text (a regression output has no "
-                             f"confidence; a multi-label one no class to balance by); single-label only")
+                             f"class, and a {self} task has no one class per text (a regression output has "
+                             f"no confidence; a multi-label one no class to balance by); single-label only")
 
     @property
     def _labels_given_wrong(self) -> str:

@@ -22,8 +22,8 @@ from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import reads, staged
 from ulmfit_cli.inference.classifier import Classifier
 from ulmfit_cli.layout import (BASELINE, BASELINE_ARRAYS, BLEND, BUNDLE, BUNDLE_FORMAT, CLASSIFIER, LABELS,
-                               LM_BUNDLE_FILES, LM_STAGES, LM_WEIGHTS, PAIR, RESULTS, SP_MODEL, THRESHOLDS, VOCAB,
-                               __version__)
+                               LM_BUNDLE_FILES, LM_STAGES, LM_WEIGHTS, PAIR, RESULTS, SP_MODEL, THRESHOLDS,
+                               VOCAB, __version__)
 from ulmfit_cli.train.fastai_format import export_fastai
 from ulmfit_cli.runs import read_run, stage_of
 

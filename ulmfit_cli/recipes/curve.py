@@ -85,8 +85,8 @@ def curve(configs: list[Path], overrides: list[str], sizes: str | list = "50,100
     own = resume  # the curve's own curve.yaml, which it rewrites: not an input
     if resume:
         if run_dir is None or not (Path(run_dir) / CURVE_CONFIG).is_file():
-            raise UlmfitError(f"--resume: {run_dir} is not a curve dir (no {CURVE_CONFIG}); give --run-dir of a "
-                              f"curve")
+            raise UlmfitError(f"--resume: {run_dir} is not a curve dir (no {CURVE_CONFIG}); give --run-dir "
+                              f"of a curve")
         configs = [Path(run_dir) / CURVE_CONFIG]
         asked = read_json(Path(run_dir) / CURVE_PLAN, "--resume")
         sizes, seeds = asked["sizes"], asked["seeds"]
@@ -104,7 +104,8 @@ def curve(configs: list[Path], overrides: list[str], sizes: str | list = "50,100
     first = task.headline[0]
     out = curve_dir_of(cfg, run_dir)
     with staged(out, f"curve dir {out}", force, resume, in_place=True):
-        atomic_write(out / CURVE_CONFIG, lambda f: f.write(to_yaml(cfg).encode("utf-8")))  # what --resume reads
+        # what --resume reads
+        atomic_write(out / CURVE_CONFIG, lambda f: f.write(to_yaml(cfg).encode("utf-8")))
         write_json(out / CURVE_PLAN, {"sizes": sizes, "seeds": seeds})
         shutil.rmtree(out / POINTS, ignore_errors=True)  # a killed point's run dir, staging and lock
         labels, train, valid, test = read_splits(cfg)
@@ -116,9 +117,10 @@ def curve(configs: list[Path], overrides: list[str], sizes: str | list = "50,100
         points = [(min(s if s != ALL else len(train), len(train)), k) for s in sizes
                   for k in range(seeds if s != ALL and s < len(train) else 1)]
         points = list(dict.fromkeys(points))  # a size at or above the set's is the full set, once
-        info(f"curve: {len(points)} point(s), each a train-clf run from {cfg.init.from_run}: sizes "
-             f"{', '.join(str(s) for s in dict.fromkeys(s for s, _ in points))} of {len(train):,} labelled rows, "
-             f"{seeds} seed(s) below the full set; scored on {len(valid):,} validation and {len(test):,} test rows")
+        shown = ", ".join(str(s) for s in dict.fromkeys(s for s, _ in points))
+        info(f"curve: {len(points)} point(s), each a train-clf run from {cfg.init.from_run}: sizes {shown} "
+             f"of {len(train):,} labelled rows, {seeds} seed(s) below the full set; scored on {len(valid):,} "
+             f"validation and {len(test):,} test rows")
         if done:
             info(f"curve: {out}: {len(done)} of {len(points)} point(s) already done")
         for size, seed in points:
@@ -129,9 +131,11 @@ def curve(configs: list[Path], overrides: list[str], sizes: str | list = "50,100
             rows_file = _write_rows(_sample(train, size, cfg.run.seed + seed, task.by_class),
                                     out / SAMPLES / f"{name}.csv")
             point = derive(cfg, {"data.train": str(rows_file), "data.valid": str(valid_file),
-                                 "data.test": str(test_file), "data.text_col": "text", "data.label_col": "label",
-                                 "data.label_delim": None, "data.encoding": "utf-8", "run.seed": cfg.run.seed + seed,
-                                 "run.dir": str(out / POINTS / name), "run.name": f"{cfg.run.name}-{name}"})
+                                 "data.test": str(test_file), "data.text_col": "text",
+                                 "data.label_col": "label", "data.label_delim": None,
+                                 "data.encoding": "utf-8",
+                                 "run.seed": cfg.run.seed + seed, "run.dir": str(out / POINTS / name),
+                                 "run.name": f"{cfg.run.name}-{name}"})
             try:
                 with quiet():  # one line per point, below; the split's warnings were printed once above
                     r = run_stage(resolve(STAGE, cfg=point), force=True)
@@ -146,10 +150,10 @@ def curve(configs: list[Path], overrides: list[str], sizes: str | list = "50,100
             rows.append(row)
             frame = pd.DataFrame(rows)
             atomic_write(table, lambda f: f.write(frame.to_csv(index=False).encode("utf-8")))
+            base_test = row[f"baseline_test_{first}"]
             info(f"curve: {size} labels, seed {seed} ({len(rows)}/{len(points)}): test {first} classifier "
                  f"{row[f'classifier_test_{first}']:.4f}"
-                 + (f", baseline {row[f'baseline_test_{first}']:.4f}" if row[f"baseline_test_{first}"] is not None
-                    else "")
+                 + (f", baseline {base_test:.4f}" if base_test is not None else "")
                  + (f", blend {row[f'blend_test_{first}']:.4f} (w {row['blend_weight']:.2f})"
                     if row["blend_weight"] is not None else "") + f" ({row['seconds']:.0f} s)")
         frame = pd.DataFrame(rows)
@@ -180,15 +184,21 @@ def summarize(frame: pd.DataFrame, figure: str, lower_is_better: bool, name: str
     blend = _means(frame, f"blend_test_{figure}") if has_blend else None
     weights = frame.groupby("size")["blend_weight"].mean() if has_blend else None
     lines = [f"# Learning curve: {name}", "",
-             f"Test {figure}{' (%)' if pct else ''}, the mean over seeds (min-max); each point trained on that "
-             f"many labelled rows and scored on the same validation and test sets.", "",
+             f"Test {figure}{' (%)' if pct else ''}, the mean over seeds (min-max); each point trained on "
+             f"that many labelled rows and scored on the same validation and test sets.", "",
              "| labelled rows | seeds | classifier | baseline, same rows | blend (mean w) |",
              "| --- | --- | --- | --- | --- |"]
+    def cell(m: pd.DataFrame, size) -> str:
+        """The mean at `size`, with the min-max over seeds when there are several."""
+        row = m.loc[size]
+        if row["count"] > 1:
+            return f"{show(row['mean'])} ({show(row['min'])}-{show(row['max'])})"
+        return show(row["mean"])
+
     for size, c in clf.iterrows():
-        cell = lambda m: (f"{show(m.loc[size, 'mean'])} ({show(m.loc[size, 'min'])}-{show(m.loc[size, 'max'])})"  # noqa: E731
-                          if m.loc[size, "count"] > 1 else show(m.loc[size, "mean"]))
-        lines.append(f"| {size:,} | {int(c['count'])} | {cell(clf)} | {cell(base) if has_base else ''} | "
-                     + (f"{cell(blend)} ({weights[size]:.2f})" if has_blend else "") + " |")
+        lines.append(f"| {size:,} | {int(c['count'])} | {cell(clf, size)} | "
+                     f"{cell(base, size) if has_base else ''} | "
+                     + (f"{cell(blend, size)} ({weights[size]:.2f})" if has_blend else "") + " |")
     lines.append("")
     sizes = list(clf.index)
     sign = -1 if lower_is_better else 1
@@ -198,20 +208,21 @@ def summarize(frame: pd.DataFrame, figure: str, lower_is_better: bool, name: str
             lines.append(f"- **The classifier is ahead of the baseline at every size measured**, from "
                          f"{sizes[0]:,} labelled rows.")
         elif not ahead[-1]:
-            lines.append(f"- **The classifier does not overtake the baseline** at any size up to {sizes[-1]:,} "
-                         f"labelled rows: below it by {show(abs(clf.loc[sizes[-1], 'mean'] - base.loc[sizes[-1], 'mean']))}"
-                         f"{unit} at the largest.")
+            behind = abs(clf.loc[sizes[-1], "mean"] - base.loc[sizes[-1], "mean"])
+            lines.append(f"- **The classifier does not overtake the baseline** at any size up to "
+                         f"{sizes[-1]:,} labelled rows: below it by {show(behind)}{unit} at the largest.")
         else:
             first_ahead = next(s for i, s in enumerate(sizes) if all(ahead[i:]))
-            lines.append(f"- **The classifier overtakes the baseline at {first_ahead:,} labelled rows** and stays "
-                         f"ahead at every larger size measured.")
+            lines.append(f"- **The classifier overtakes the baseline at {first_ahead:,} labelled rows** and "
+                         f"stays ahead at every larger size measured.")
     if len(sizes) >= 2:
         a, b = sizes[-2], sizes[-1]
         doublings = math.log2(b / a)
         gain = sign * (clf.loc[b, "mean"] - clf.loc[a, "mean"])
         text = (f"- **The last doubling**: from {a:,} to {b:,} labelled rows ({doublings:.1f} doubling"
                 f"{'s' if abs(doublings - 1) > 0.05 else ''}), the classifier's test {figure} "
-                f"{'rose' if gain > 0 else 'did not rise'}: {'+' if gain >= 0 else '-'}{show(abs(gain))}{unit}, "
+                f"{'rose' if gain > 0 else 'did not rise'}: "
+                f"{'+' if gain >= 0 else '-'}{show(abs(gain))}{unit}, "
                 f"{show(gain / doublings) if doublings else ''}{unit} per doubling")
         if has_base:
             base_gain = sign * (base.loc[b, "mean"] - base.loc[a, "mean"])

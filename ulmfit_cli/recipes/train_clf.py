@@ -106,8 +106,8 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
              + (f" ({left_out:,} left out: repeated, or among the labelled, validation or test texts)"
                 if left_out else ""))
         if not pool:
-            raise UlmfitError(f"self-training: the unlabelled texts ({left_out:,}) are all repeats or among the "
-                              f"labelled, validation or test texts: none is left to label")
+            raise UlmfitError(f"self-training: the unlabelled texts ({left_out:,}) are all repeats or among "
+                              f"the labelled, validation or test texts: none is left to label")
     sp_model = upstream.sp_model if upstream is not None else None
     texts = [x for p in parts for x in p["text"]] + pool
     toks = distributed.from_main(  # tokenized once, on rank 0, in a multi-process run
@@ -132,8 +132,8 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
     def learner(train_ids, train_y, extra_cbs, passes: int = 1):
         """A classifier learner on these training documents (each epoch `passes` times over them) and the
         validation split, from the encoder."""
-        dls = clf_dls(train_ids * passes, np.tile(train_y, passes), ids[1], ys[1], vocab, t.bs, t.bptt, device,
-                      cfg.run.seed, balanced=t.sampler == "balanced")
+        dls = clf_dls(train_ids * passes, np.tile(train_y, passes), ids[1], ys[1], vocab, t.bs, t.bptt,
+                      device, cfg.run.seed, balanced=t.sampler == "balanced")
         learn = clf_learner(dls, cfg.model.sizes(), len(labels), cfg.model, t, cfg.run.precision, run,
                             "train-clf", (*extra_cbs, *logger_callbacks(cfg.run, run)), weights,
                             task.loss_and_metrics)
@@ -177,7 +177,8 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
             record.append({"round": r, f"valid_{task.selection}": value, "pseudo_labels": int(len(rows)),
                            "kept_epoch": epoch, "kept": kept})
             chosen.append(pd.DataFrame({"round": r, "kept": kept, "text": [pool[i] for i in rows],
-                                        "label": [labels[c] for c in pseudo], "confidence": probs[rows].max(1)}))
+                                        "label": [labels[c] for c in pseudo],
+                                        "confidence": probs[rows].max(1)}))
             info(f"self-training round {r}: valid {task.selection} {value:.4f} against {best:.4f}: "
                  + ("kept" if kept else "dropped (no better on the validation split); the rounds end"))
             if not kept:
