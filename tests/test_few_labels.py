@@ -109,16 +109,8 @@ def test_train_clf_blends_and_predict_evaluate_export_agree_with_results(chain, 
     np.testing.assert_allclose(frame[["prob_neg", "prob_pos"]].to_numpy(), probs, rtol=1e-5)
 
 
-def test_blend_off_keeps_the_classifier_alone(chain, tmp_path):
-    run = tmp_path / "clf"
-    r = api.train("train-clf", [TINY], [f"data.train={chain['train']}", f"data.test={chain['test']}",
-                                        f"init.from_run={chain['ft']}", STAGES, "model.blend=off"], run_dir=run)
-    assert "blend_weight" not in r and not (run / "blend.json").exists()
-    assert r["test_accuracy"] == r["classifier_test_accuracy"] and load_classifier(run).blend is None
-
-
 # ---------------------------------------------------------------- self-training
-def test_self_training_never_labels_validation_or_test_texts(chain, tmp_path):
+def test_self_training_never_labels_validation_or_test_texts_and_blend_off_keeps_the_classifier(chain, tmp_path):
     valid, test = write_easy_csv(tmp_path / "valid.csv", 40, seed=7), chain["test"]
     new = write_easy_csv(tmp_path / "new.csv", 60, seed=9)
     pile = tmp_path / "unlabelled.txt"  # every text the user has: labelled, validation, test and new ones
@@ -127,6 +119,8 @@ def test_self_training_never_labels_validation_or_test_texts(chain, tmp_path):
     r = api.train("train-clf", [TINY], [f"data.train={chain['train']}", f"data.valid={valid}", f"data.test={test}",
                                         f"init.from_run={chain['ft']}", STAGES, f"data.unlabelled=[{pile}]",
                                         "train.self_training_top=1.0", "model.blend=off"], run_dir=run)
+    assert "blend_weight" not in r and not (run / "blend.json").exists()  # model.blend: off
+    assert r["test_accuracy"] == r["classifier_test_accuracy"] and load_classifier(run).blend is None
     rounds = r["self_training"]
     assert [x["round"] for x in rounds][:2] == [0, 1] and "valid_accuracy" in rounds[1]
     new_texts = set(_texts(new)) - set(_texts(chain["train"]))
