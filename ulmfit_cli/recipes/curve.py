@@ -210,7 +210,7 @@ def summarize(frame: pd.DataFrame, figure: str, lower_is_better: bool, name: str
         elif not ahead[-1]:
             behind = abs(clf.loc[sizes[-1], "mean"] - base.loc[sizes[-1], "mean"])
             lines.append(f"- **The classifier does not overtake the baseline** at any size up to "
-                         f"{sizes[-1]:,} labelled rows: below it by {show(behind)}{unit} at the largest.")
+                         f"{sizes[-1]:,} labelled rows: behind it by {show(behind)}{unit} at the largest.")
         else:
             first_ahead = next(s for i, s in enumerate(sizes) if all(ahead[i:]))
             lines.append(f"- **The classifier overtakes the baseline at {first_ahead:,} labelled rows** and "
@@ -219,14 +219,15 @@ def summarize(frame: pd.DataFrame, figure: str, lower_is_better: bool, name: str
         a, b = sizes[-2], sizes[-1]
         doublings = math.log2(b / a)
         gain = sign * (clf.loc[b, "mean"] - clf.loc[a, "mean"])
+        per = f", {show(gain / doublings)}{unit} per doubling" if doublings else ""
         text = (f"- **The last doubling**: from {a:,} to {b:,} labelled rows ({doublings:.1f} doubling"
                 f"{'s' if abs(doublings - 1) > 0.05 else ''}), the classifier's test {figure} "
-                f"{'rose' if gain > 0 else 'did not rise'}: "
-                f"{'+' if gain >= 0 else '-'}{show(abs(gain))}{unit}, "
-                f"{show(gain / doublings) if doublings else ''}{unit} per doubling")
+                + (f"improved by {show(gain)}{unit}{per}" if gain > 0
+                   else f"did not improve ({show(-gain)}{unit} worse)"))
         if has_base:
             base_gain = sign * (base.loc[b, "mean"] - base.loc[a, "mean"])
-            text += f" (the baseline's: {'+' if base_gain >= 0 else '-'}{show(abs(base_gain))}{unit})"
+            text += (f" (the baseline's: {'improved' if base_gain > 0 else 'worse'} by "
+                     f"{show(abs(base_gain))}{unit})")
         lines.append(text + ". Another doubling buys about as much if the curve keeps its slope, and less as "
                      "it flattens.")
     return "\n".join(lines) + "\n"
