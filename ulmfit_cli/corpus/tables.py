@@ -15,7 +15,7 @@ from fastai.text.core import FLD
 
 from ulmfit_cli.console import info
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import atomic_write, reads
+from ulmfit_cli.files import atomic_write, input_path, reads
 
 FASTTEXT_PREFIX = "__label__"
 
@@ -226,6 +226,15 @@ def read_texts(path: str | Path, key: str, text_col="text", label_col: str | lis
     if out.attrs["dropped_empty"]:
         info(f"{key}: {path}: dropped {out.attrs['dropped_empty']:,} empty document(s)")
     return out
+
+
+def read_documents(files: list[str], key: str, text_col="text", encoding: str = "utf-8",
+                   errors: str = "strict") -> list[str]:
+    """The texts of several files named by a config list (`key[i]` in errors), labels unused: finetune-lm's
+    data.extra_text, train-clf's data.unlabelled."""
+    return [t for i, f in enumerate(files)
+            for t in read_texts(input_path(f, f"{key}[{i}]"), f"{key}[{i}]", text_col, encoding=encoding,
+                                errors=errors)["text"]]
 
 
 def iter_text_documents(path: Path, key: str, encoding: str = "utf-8",

@@ -15,19 +15,18 @@ points in curve.csv are kept, the one it was in is trained again.
 """
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.model_selection import train_test_split
 
 from ulmfit_cli.classify.splits import read_splits
 from ulmfit_cli.config import derive, to_yaml
+from ulmfit_cli.corpus.tables import write_table
 from ulmfit_cli.console import info, quiet
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import atomic_write, read_json, staged, write_json
@@ -75,7 +74,7 @@ def _sample(train: pd.DataFrame, size: int, seed: int, by_class: bool) -> pd.Dat
 
 def _write_rows(frame: pd.DataFrame, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: f.write(frame[["text", "label"]].to_csv(index=False).encode("utf-8")))
+    write_table(frame[["text", "label"]], path)
     return path
 
 
@@ -148,8 +147,7 @@ def curve(configs: list[Path], overrides: list[str], sizes: str | list = "50,100
                 row[f"baseline_{split}_{first}"] = r.get(f"baseline_{split}_{first}")
                 row[f"blend_{split}_{first}"] = r[f"{split}_{first}"] if "blend_weight" in r else None
             rows.append(row)
-            frame = pd.DataFrame(rows)
-            atomic_write(table, lambda f: f.write(frame.to_csv(index=False).encode("utf-8")))
+            write_table(pd.DataFrame(rows), table)
             base_test = row[f"baseline_test_{first}"]
             info(f"curve: {size} labels, seed {seed} ({len(rows)}/{len(points)}): test {first} classifier "
                  f"{row[f'classifier_test_{first}']:.4f}"

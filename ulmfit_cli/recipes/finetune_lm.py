@@ -10,7 +10,7 @@ from __future__ import annotations
 from ulmfit_cli.config import FinetuneConfig
 from ulmfit_cli.console import info
 from ulmfit_cli.files import input_path
-from ulmfit_cli.corpus.tables import read_texts
+from ulmfit_cli.corpus.tables import read_documents, read_texts
 from ulmfit_cli.layout import SP_MODEL, VOCAB
 from ulmfit_cli.resolve import Resolved
 from ulmfit_cli.runs import Run
@@ -33,9 +33,7 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
     else:
         train, valid = split_docs(texts["text"].tolist(), d.valid_pct, cfg.run.seed,
                                   f"data.train: {train_path}")
-    extra = [t for i, f in enumerate(d.extra_text) for t in read_texts(
-        input_path(f, f"data.extra_text[{i}]"), f"data.extra_text[{i}]", d.text_col, encoding=d.encoding,
-        errors=d.encoding_errors)["text"]]
+    extra = read_documents(d.extra_text, "data.extra_text", d.text_col, d.encoding, d.encoding_errors)
     # the paper fine-tunes on all the target task's text; held out from nothing, validated on nothing
     if extra:
         info(f"data.extra_text: {len(extra):,} more document(s) in the training split (their labels unused)")

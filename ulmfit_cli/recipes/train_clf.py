@@ -32,10 +32,9 @@ from ulmfit_cli.classify.splits import read_splits
 from ulmfit_cli.config import ClassifierConfig
 from ulmfit_cli.console import info
 from ulmfit_cli.corpus.direction import orient_docs
-from ulmfit_cli.corpus.tables import read_texts
+from ulmfit_cli.corpus.tables import read_documents
 from ulmfit_cli.corpus.tokenize import build_vocab, numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import input_path
 from ulmfit_cli.layout import (BLEND, CHECKPOINTS, CLASSIFIER, LABELS, PSEUDO_LABELS, RESULTS, SP_MODEL,
                                THRESHOLDS, VOCAB)
 from ulmfit_cli.resolve import Resolved
@@ -58,17 +57,14 @@ def _outputs(learn, dl) -> np.ndarray:
 def _unlabelled(cfg: ClassifierConfig, upstream) -> list[str]:
     """The texts of data.unlabelled (else of the upstream LM's data.extra_text), cut to data.max_chars as the
     labelled ones are."""
-    d, texts = cfg.data, []
+    d = cfg.data
     files, named = ((d.unlabelled, "data.unlabelled") if d.unlabelled or upstream is None
                     else (upstream.extra_text, f"init.from_run: {upstream.path}: data.extra_text"))
     if not files:
         raise UlmfitError("train.self_training_rounds: no unlabelled texts to label: set data.unlabelled "
                           "(or fine-tune the LM of init.from_run with data.extra_text)")
-    for i, f in enumerate(files):
-        key = f"{named}[{i}]"
-        frame = read_texts(input_path(f, key), key, d.text_col, encoding=d.encoding, errors=d.encoding_errors)
-        texts += [t[-d.max_chars:] for t in frame["text"]]
-    return texts
+    texts = read_documents(files, named, d.text_col, d.encoding, d.encoding_errors)
+    return [t[-d.max_chars:] for t in texts]
 
 
 def schedule(cfg: ClassifierConfig, n_train: int, label: str = "") -> tuple[list[Phase], int, int]:
@@ -153,10 +149,11 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
         _, figures = score(lambda o: o, {"valid": (outputs, ys[1])}, task, labels, fixed=cfg.model.threshold)
         return figures["valid"][task.selection]
 
-    def self_train(first: np.ndarray) -> list[dict]:
-        """The rounds of self-training; `learn` ends up holding the best round's weights."""
+    def self_train(first: np.ndarray) -> tuple[list[dict], np.ndarray]:
+        """The rounds of self-training, and the validation outputs of the round kept (`first`: round 0's);
+        `learn` ends up holding the kept round's weights."""
         sign = -1 if task.lower_is_better(task.selection) else 1
-        best = valid_figure(first)
+        best, best_outputs = valid_figure(first), first
         record = [{"round": 0, f"valid_{task.selection}": best, "pseudo_labels": 0, "kept": True}]
         chosen = []
         for r in range(1, rounds + 1):
@@ -172,7 +169,8 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
                  f"{len(ids[0]):,} labelled ones")
             epoch = fit_in_memory(round_learn, round_phases, monitor, t.patience, run.path / CHECKPOINTS,
                                   keep_best=t.keep == "best")
-            value = valid_figure(_outputs(round_learn, round_learn.dls.valid))
+            outputs = _outputs(round_learn, round_learn.dls.valid)
+            value = valid_figure(outputs)
             kept = sign * value > sign * best
             record.append({"round": r, f"valid_{task.selection}": value, "pseudo_labels": int(len(rows)),
                            "kept_epoch": epoch, "kept": kept})
@@ -183,11 +181,11 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
                  + ("kept" if kept else "dropped (no better on the validation split); the rounds end"))
             if not kept:
                 break
-            best = value
+            best, best_outputs = value, outputs
             learn.model.load_state_dict(round_learn.model.state_dict())
         if run.writes:  # every round's pseudo-labels, for a person to read (and a test to check)
             pd.concat(chosen).to_csv(run.path / PSEUDO_LABELS, index=False)
-        return record
+        return record, best_outputs
 
     def finish(outcome: Outcome) -> dict:
         # model.pth, and every figure below, of that epoch
@@ -198,10 +196,10 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
                    "stopped_early": outcome.stopped, "passes_per_epoch": passes,
                    "class_weights": None if weights is None else dict(zip(labels, weights)),
                    "sampler": t.sampler}
-        if rounds:
-            results["self_training"] = self_train(_outputs(learn, learn.dls.valid))
         # loaders made when scored: a new one draws from `random`
         outs = {"valid": _outputs(learn, learn.dls.valid)}
+        if rounds:  # the validation outputs are then the kept round's
+            results["self_training"], outs["valid"] = self_train(outs["valid"])
         truth = {"valid": ys[1]}
         if test is not None:
             outs["test"] = _outputs(learn, clf_dl(ids[2], ys[2], vocab, t.bs * 2, t.bptt, device))
