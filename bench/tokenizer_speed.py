@@ -17,7 +17,7 @@ warnings.filterwarnings("ignore")
 import pandas as pd  # noqa: E402
 from fastai.text.core import SpacyTokenizer, TokenizeWithRules, defaults  # noqa: E402
 
-from ulmfit_cli.corpus.tokenize import WordTokenizer  # noqa: E402
+from ulmfit_cli.corpus.text import WordTokenizer  # noqa: E402
 from ulmfit_cli.corpus.wikidump import DumpStats, clean_pages, iter_pages  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

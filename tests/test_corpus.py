@@ -1,5 +1,8 @@
 """Reading corpora: dump extraction, tables and fastText files, and fastai-compatible tokens."""
 
+from pathlib import Path
+
+import pandas as pd
 import pytest
 
 from conftest import SHARED_DATA, write_dump
@@ -77,3 +80,54 @@ def test_real_dump_sample_extracts_clean_articles():
     assert stats.pages == 206 and len(docs) > 80 and stats.skipped["redirect"] > 50
     assert docs[0].startswith("Anarchism is a political philosophy")
     assert not any("{{" in d or "[[" in d or "<ref" in d for d in docs)
+
+
+EDGE_CASES = ["", "   ", "ALL CAPS HERE and Sentence Case", "aaaaah!!!! no no no no way", "a/b#c\\d  e",
+              "&amp; &quot;x&quot; #39;s <br /> <unk> 3 @.@ 5 @-@ 6...", "Ünïcode Ärger ÉTÉ çà", "tab\tand\nline",
+              "word word word word, The The The end", "x" * 50 + " I A B"]
+
+
+def _real_texts() -> list[str]:
+    """The project's TREC-6 questions (always here) and, where ../shared/data is, SST-2 and a Wikipedia dump."""
+    texts = pd.read_csv(Path(__file__).resolve().parents[1] / "data/trec6/train.csv")["text"].tolist()[:1500]
+    shared = SHARED_DATA
+    if (shared / "sst2/train.csv").is_file():
+        texts += pd.read_csv(shared / "sst2/train.csv")["text"].tolist()[:1500]
+    if (shared / "wiki/enwiki-pages-articles-sample.xml.bz2").is_file():
+        import bz2
+        with bz2.open(shared / "wiki/enwiki-pages-articles-sample.xml.bz2", "rt", encoding="utf-8") as f:
+            texts += [f.read(400_000)[i:i + 2000] for i in range(0, 400_000, 2000)]  # raw markup: hostile text
+    return texts
+
+
+def test_ported_rules_and_tokenizer_match_fastai_on_real_text():
+    """corpus.text runs without torch: its copy of fastai's rules, and the word tokenizer built on it, must
+    give fastai's tokenize1 output token for token."""
+    from fastai.text.core import SpacyTokenizer, defaults, tokenize1
+
+    from ulmfit_cli.corpus import text
+    assert text.SPECIAL_TOKENS == defaults.text_spec_tok
+    assert [f.__name__ for f in text.TEXT_RULES] == [f.__name__ for f in defaults.text_proc_rules]
+    texts = EDGE_CASES + _real_texts()
+    for t in texts:
+        ported = t
+        for ours, theirs in zip(text.TEXT_RULES, defaults.text_proc_rules):
+            t, ported = theirs(t), ours(ported)
+            assert ported == t, (ours.__name__, t)
+    spacy_tok, ours = SpacyTokenizer(), text.WordTokenizer("en")
+    assert list(ours(texts)) == [list(tokenize1(t, spacy_tok)) for t in texts]
+
+
+def test_subword_tokenizer_batches_as_fastai_encodes_one_text(tmp_path):
+    from fastai.text.core import SentencePieceTokenizer, tokenize1
+
+    from ulmfit_cli.corpus.text import SubwordTokenizer
+    from ulmfit_cli.corpus.tokenize import train_sentencepiece
+    corpus = tmp_path / "text.txt"
+    texts = _real_texts()[:1500] + EDGE_CASES
+    corpus.write_text("\n".join(t.replace("\n", " ") for t in texts[:1000]), encoding="utf-8")
+    model = train_sentencepiece(corpus, tmp_path / "sp", 400)
+    ours = SubwordTokenizer(model)
+    fastai_sp = SentencePieceTokenizer(sp_model=model)
+    assert list(ours(texts)) == [list(tokenize1(t, fastai_sp)) for t in texts]
+    assert list(ours(texts)) == [ours.tokenize(t) for t in texts]

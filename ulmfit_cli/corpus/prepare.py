@@ -27,6 +27,7 @@ import numpy as np
 from ulmfit_cli.config import PretrainData
 from ulmfit_cli.console import info, progress
 from ulmfit_cli.corpus import tokenize as tok
+from ulmfit_cli.corpus.text import apply_rules
 from ulmfit_cli.corpus.store import COMPLETE, StoreWriter, TokenStore
 from ulmfit_cli.corpus.tables import iter_text_documents
 from ulmfit_cli.corpus.wikidump import DumpStats, clean_pages, is_dump, iter_pages
@@ -111,7 +112,7 @@ def _train_sentencepiece(files: list[Path], data: PretrainData, out_dir: Path) -
     with open(sample, "w", encoding="utf-8") as f:
         for kind, batch, _ in _jobs(files, data, DumpStats(), None):
             for text in _texts(kind, batch, data.min_doc_chars, {}):
-                line = tok.apply_rules(text).replace("\n", " ")
+                line = apply_rules(text).replace("\n", " ")
                 f.write(line + "\n")
                 size += len(line)
             if size >= data.sp_train_chars:

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
-from fastai.text.core import FLD
 
 from ulmfit_cli.console import info
+from ulmfit_cli.corpus.text import FLD
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import atomic_write, input_path, reads
 

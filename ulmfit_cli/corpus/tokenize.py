@@ -1,101 +1,27 @@
-"""fastai's word tokenization (spaCy's blank pipeline for `data.lang` + fastai's default rules), vocab and
-numericalization.
+"""Tokenizing many documents (on a process pool when there are enough of them), vocab and numericalization.
 
-Produces exactly what `TextBlock`/`tokenize_df` produce (`xxbos`, `xxmaj`, `xxup`, `xxrep`,
-`xxwrep`), so vocabularies stay compatible with fastai's pretrained models, several times
-faster (see `WordTokenizer`). Documents are tokenized in batches on a process pool so a
-progress bar can follow the work; `prepare` uses the same worker entry points.
+The tokenizers are `corpus.text`'s: fastai's word tokenization (spaCy's blank pipeline for `data.lang` +
+fastai's default rules) or SentencePiece, producing exactly what `TextBlock`/`tokenize_df` produce
+(`xxbos`, `xxmaj`, `xxup`, `xxrep`, `xxwrep`), so vocabularies stay compatible with fastai's pretrained
+models. Documents are tokenized in batches so a progress bar can follow the work; `prepare` uses the
+same worker entry points.
 """
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
-from fastai.text.core import defaults, replace_space
 from fastai.text.data import make_vocab
 
 from ulmfit_cli.console import progress
+from ulmfit_cli.corpus.text import PAD, SPECIAL_TOKENS, UNK, make_tokenizer
 from ulmfit_cli.errors import UlmfitError
 
-UNK, PAD = "xxunk", "xxpad"
 _BATCH_CHARS = 200_000     # text per task sent to a worker
 _IN_PROCESS_CHARS = 1_000_000  # below this, starting workers costs more than it saves
-_RUNS = re.compile(r"\s+|\S+")  # `\s` is str.isspace(), the test spaCy's tokenizer loop uses
-_MEMO_MAX = 1 << 20            # cached runs per process (a few hundred MB at most)
-
-
-class WordTokenizer:
-    """fastai's `TokenizeWithRules(SpacyTokenizer())`: the same rules, spaCy tokenizer and special
-    cases, the same output, in plain lists, and several times faster.
-
-    spaCy's tokenizer cuts the text at whitespace and tokenizes each run of non-space characters
-    on its own (prefixes, suffixes, infixes, special cases); a run of whitespace becomes a token,
-    less the single space that marks the previous token's trailing whitespace. The loop below
-    repeats that cut (a port of `Tokenizer._tokenize_affixes`) and asks spaCy only about runs
-    it has not seen before: most words of a corpus repeat, and building a spaCy `Doc` per token
-    is where spaCy spends its time. Tests compare the output with fastai's on real text.
-    """
-
-    def __init__(self, lang: str = "en"):
-        import spacy
-        from spacy.symbols import ORTH
-        self.nlp = spacy.blank(lang)
-        for w in defaults.text_spec_tok:
-            self.nlp.tokenizer.add_special_case(w, [{ORTH: w}])
-        self.nlp.max_length = 10 ** 9  # spaCy's 1M-char guard is for its parser; we only split words
-        # fastai's only post rule turns spaces inside a token into '▁';
-        # applied below without a call per token
-        assert defaults.text_postproc_rules == [replace_space], "fastai's post rules changed"
-        self.memo: dict[str, list[str]] = {}
-
-    def _run(self, run: str) -> list[str]:
-        toks = self.memo.get(run)
-        if toks is None:
-            toks = [t.text.replace(" ", "▁") if " " in t.text else t.text for t in self.nlp.tokenizer(run)]
-            if len(self.memo) >= _MEMO_MAX:
-                self.memo.clear()
-            self.memo[run] = toks
-        return toks
-
-    def tokenize(self, text: str) -> list[str]:
-        """Tokens of one text after fastai's rules."""
-        out: list[str] = []
-        for m in _RUNS.finditer(text):
-            run = m.group()
-            if m.start() and run[0] == " ":  # marks the previous token's trailing space
-                run = run[1:]
-                if not run:
-                    continue
-            out.extend(self._run(run))
-        return out
-
-    def __call__(self, texts: list[str]) -> Iterator[list[str]]:
-        for text in texts:
-            yield self.tokenize(apply_rules(text))
-
-
-def apply_rules(text: str) -> str:
-    for rule in defaults.text_proc_rules:
-        text = rule(text)
-    return text
-
-
-class SubwordTokenizer:
-    """fastai's `TokenizeWithRules(SentencePieceTokenizer(sp_model=...))`, in plain lists."""
-
-    def __init__(self, sp_model: Path):
-        from sentencepiece import SentencePieceProcessor
-        self.sp = SentencePieceProcessor()
-        self.sp.Load(str(sp_model))
-
-    def __call__(self, texts: list[str]) -> Iterator[list[str]]:
-        for text in texts:
-            yield [p.replace(" ", "▁") for p in self.sp.EncodeAsPieces(apply_rules(text))]
 
 
 def train_sentencepiece(text_file: Path, out_dir: Path, vocab_size: int | None) -> Path:
@@ -105,12 +31,6 @@ def train_sentencepiece(text_file: Path, out_dir: Path, vocab_size: int | None) 
     model = SentencePieceTokenizer(vocab_sz=vocab_size, cache_dir=out_dir).train(text_file)
     (out_dir / "spm.vocab").unlink(missing_ok=True)  # the model file alone is used
     return Path(model)
-
-
-def make_tokenizer(sp_model: Path | None = None, lang: str = "en"):
-    """The word tokenizer for spaCy language `lang`, or the SentencePiece one when the corpus was prepared
-    with a model."""
-    return SubwordTokenizer(sp_model) if sp_model else WordTokenizer(lang)
 
 
 def check_lang(lang: str, key: str) -> None:
@@ -130,7 +50,7 @@ def detokenize(tokens: list[str], subwords: bool) -> str:
     (xxmaj, xxup, xxrep, xxwrep), without xxbos and xxpad."""
     from fastai.text.learner import decode_spec_tokens
     if subwords:  # fastai's bare special tokens (xxunk, xxmaj...) stand alone between pieces
-        spec = set(defaults.text_spec_tok)
+        spec = set(SPECIAL_TOKENS)
         tokens = "".join(f"▁{t}▁" if t in spec else t for t in tokens).replace("▁", " ").split()
     return " ".join(w for w in decode_spec_tokens(tokens) if w not in ("xxbos", PAD))
 
