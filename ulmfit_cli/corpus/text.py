@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 UNK, PAD, BOS, EOS, FLD, TK_REP, TK_WREP, TK_UP, TK_MAJ = \
     "xxunk xxpad xxbos xxeos xxfld xxrep xxwrep xxup xxmaj".split()
 SPECIAL_TOKENS = [UNK, PAD, BOS, EOS, FLD, TK_REP, TK_WREP, TK_UP, TK_MAJ]  # fastai's defaults.text_spec_tok
@@ -153,3 +155,11 @@ def make_tokenizer(sp_model: Path | None = None, lang: str = "en"):
     """The word tokenizer for spaCy language `lang`, or the SentencePiece one when the corpus was prepared
     with a model."""
     return SubwordTokenizer(sp_model) if sp_model else WordTokenizer(lang)
+
+
+def numericalize(docs: list[list[str]], vocab: list[str] | dict[str, int]) -> list[np.ndarray]:
+    """Token ids (int64, as fastai's embedding expects); unknown words map to `xxunk`. `vocab` is the list of
+    tokens, or its index `{token: id}` (built once by a loaded model: a call per text then costs no rebuild)."""
+    o2i = vocab if isinstance(vocab, dict) else {w: i for i, w in enumerate(vocab)}
+    unk = o2i[UNK]
+    return [np.fromiter((o2i.get(t, unk) for t in d), dtype=np.int64, count=len(d)) for d in docs]

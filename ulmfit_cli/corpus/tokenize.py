@@ -17,11 +17,12 @@ import numpy as np
 from fastai.text.data import make_vocab
 
 from ulmfit_cli.console import progress
-from ulmfit_cli.corpus.text import PAD, SPECIAL_TOKENS, UNK, make_tokenizer
+from ulmfit_cli.corpus.text import PAD, SPECIAL_TOKENS, UNK, make_tokenizer, numericalize  # noqa: F401
 from ulmfit_cli.errors import UlmfitError
 
 _BATCH_CHARS = 200_000     # text per task sent to a worker
 _IN_PROCESS_CHARS = 1_000_000  # below this, starting workers costs more than it saves
+_BAR_DOCS = 10_000         # fewer documents take well under a second in one process: no bar
 
 
 def train_sentencepiece(text_file: Path, out_dir: Path, vocab_size: int | None) -> Path:
@@ -85,17 +86,24 @@ def _batches(texts: list[str]) -> list[tuple[int, int]]:
 
 
 def tokenize(texts: list[str], workers: int | None = None, desc: str = "tokenizing",
-             sp_model: Path | None = None, lang: str = "en") -> list[list[str]]:
+             sp_model: Path | None = None, lang: str = "en", tokenizer=None) -> list[list[str]]:
     """Token lists for `texts`, in order (SentencePiece pieces when `sp_model` is given, else words by
-    spaCy's rules for `lang`)."""
+    spaCy's rules for `lang`); in this process, with `tokenizer` when given (one made for the same
+    `sp_model` and `lang`), unless the texts are long enough to pay for starting `workers` processes."""
     n = len(texts)
     workers = (os.cpu_count() or 1) if workers is None else workers
+    in_process = workers == 0 or sum(map(len, texts)) < _IN_PROCESS_CHARS
+    if in_process:
+        if tokenizer is None:
+            init_worker(sp_model, lang)
+            tokenizer = _tokenizer
+        if n < _BAR_DOCS:
+            return list(tokenizer(texts))
     out: list = [None] * n
     bar = progress(total=n, desc=desc, unit="doc")
-    if workers == 0 or sum(map(len, texts)) < _IN_PROCESS_CHARS:
-        init_worker(sp_model, lang)
+    if in_process:
         for st, end in _batches(texts):
-            out[st:end] = tokenize_batch(texts[st:end])
+            out[st:end] = tokenizer(texts[st:end])
             bar.update(end - st)
     else:
         with ProcessPoolExecutor(workers, initializer=init_worker, initargs=(sp_model, lang)) as ex:
@@ -112,10 +120,3 @@ def tokenize(texts: list[str], workers: int | None = None, desc: str = "tokenizi
 def build_vocab(docs: list[list[str]], max_vocab: int, min_freq: int) -> list[str]:
     """fastai's `make_vocab`: special tokens first, most frequent next, padded to a multiple of 8."""
     return make_vocab(Counter(t for d in docs for t in d), min_freq=min_freq, max_vocab=max_vocab)
-
-
-def numericalize(docs: list[list[str]], vocab: list[str]) -> list[np.ndarray]:
-    """Token ids (int64, as fastai's embedding expects); unknown words map to `xxunk`."""
-    o2i = {w: i for i, w in enumerate(vocab)}
-    unk = o2i[UNK]
-    return [np.fromiter((o2i.get(t, unk) for t in d), dtype=np.int64, count=len(d)) for d in docs]

@@ -3,9 +3,10 @@
 Loading never unpickles: the weights are a weights-only state dict, vocab/labels/settings JSON
 or YAML. The classifier is rebuilt from the artifact's typed `ClassifierSpec` (taken from a run's
 resolved config, or a bundle's classifier.json, both validated). Texts go through the tokenizer the
-model was trained with, are oriented for a backward model, and are batched by the training loader
-(`clf_dl`: fastai's SortedDL, padded as in training), so the probabilities are those
-`learn.get_preds` gives. A classifier trained with a blend (`model.blend`: blend.json, baseline.json,
+model was trained with (built once per loaded model), are oriented for a backward model, sorted by length
+and batched by tokens in this process (`train.batches`: no DataLoader workers), padded as in training,
+and run under `torch.inference_mode`, so the probabilities are those `learn.get_preds` gives, without its
+per-call cost. A classifier trained with a blend (`model.blend`: blend.json, baseline.json,
 baseline.npz) mixes in its TF-IDF baseline's outputs with its weight, as train-clf scored it. Several
 models (a forward and a backward one) form an ensemble that averages their (blended) outputs
 (probabilities, or numbers; a multi-label ensemble cuts the mean probabilities at its members' mean
@@ -30,15 +31,16 @@ from ulmfit_cli.classify.task import TASKS
 from ulmfit_cli.config import ClassifierConfig, ClassifierSpec, validate
 from ulmfit_cli.console import progress as bar
 from ulmfit_cli.corpus.direction import orient_docs
-from ulmfit_cli.corpus.tokenize import numericalize, tokenize
+from ulmfit_cli.corpus.text import PAD, make_tokenizer, numericalize
+from ulmfit_cli.corpus.tokenize import tokenize
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import load_weights, read_json, reads
 from ulmfit_cli.layout import (BLEND, BUNDLE, BUNDLE_FORMAT, CLASSIFIER, CLASSIFIER_STAGE, LABELS, THRESHOLDS,
                                VOCAB)
 from ulmfit_cli.runs import read_run, read_vocab, sp_model_in
+from ulmfit_cli.train.batches import MAX_ROWS, MAX_TOKENS, by_length, pad_chunks
 from ulmfit_cli.train.device import decide, torch_device
 from ulmfit_cli.train.learners import clf_model
-from ulmfit_cli.train.loaders import clf_dl
 
 
 class Classifier:
@@ -54,6 +56,8 @@ class Classifier:
         self.model = clf_model(len(vocab), len(labels), spec.arch.model_dump(), spec.drop_mult, spec.lin_ftrs,
                                spec.max_len, spec.bptt, weights, str(path / CLASSIFIER), spec.y_range)
         self.model.to(device).eval()
+        self.tokenizer = make_tokenizer(sp_model, spec.lang)
+        self.index = {w: i for i, w in enumerate(vocab)}
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", key: str = "--model") -> "Classifier":
@@ -83,13 +87,14 @@ class Classifier:
         return cls(path, spec, vocab, labels, load_weights(path / CLASSIFIER), sp_model_in(path), dev,
                    thresholds, _blend(path, task, len(labels), key))
 
-    def token_ids(self, texts: list[str], workers: int | None = 0) -> list[np.ndarray]:
-        """Token ids per text, in reading order (truncated as train-clf's data.max_chars)."""
+    def token_ids(self, texts: list[str], workers: int | None = None) -> list[np.ndarray]:
+        """Token ids per text, in reading order (truncated as train-clf's data.max_chars); worker processes
+        only for inputs large enough to pay for them (`workers`: at most that many, 0: none)."""
         texts = [t[-self.spec.max_chars:] for t in texts]
-        return numericalize(tokenize(texts, workers=workers, sp_model=self.sp_model, lang=self.spec.lang),
-                            self.vocab)
+        return numericalize(tokenize(texts, workers=workers, sp_model=self.sp_model, lang=self.spec.lang,
+                                     tokenizer=self.tokenizer), self.index)
 
-    def predict_proba(self, texts: list[str], workers: int | None = 0, **kwargs) -> np.ndarray:
+    def predict_proba(self, texts: list[str], workers: int | None = None, **kwargs) -> np.ndarray:
         """Shape (len(texts), len(self.labels)), rows in the order of `texts`: class probabilities (softmax),
         label probabilities (a sigmoid each, multi-label), or the predicted numbers (regression); blended with
         the baseline's when the classifier was trained with a blend."""
@@ -103,22 +108,21 @@ class Classifier:
         weight, baseline = self.blend
         return mix(weight, outputs, baseline.outputs([t[-self.spec.max_chars:] for t in texts]))
 
-    @torch.no_grad()
-    def proba_of_ids(self, ids: list[np.ndarray], bs: int = 64, precision: str = "fp32",
-                     progress: bool = False) -> np.ndarray:
-        """`predict_proba` for texts already turned into token ids (by `token_ids`)."""
-        dl = clf_dl(orient_docs(ids, self.spec.backwards), np.zeros(len(ids), dtype=np.int64), self.vocab, bs,
-                    self.spec.bptt, self.device)
-        order = np.asarray(dl.get_idxs())  # SortedDL's longest-first order, undone below as get_preds does
-        out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
+    @torch.inference_mode()
+    def proba_of_ids(self, ids: list[np.ndarray], bs: int = MAX_ROWS, max_tokens: int = MAX_TOKENS,
+                     precision: str = "fp32", progress: bool = False) -> np.ndarray:
+        """`predict_proba` for texts already turned into token ids (by `token_ids`): batches of at most `bs`
+        texts and `max_tokens` token slots (`train.batches`)."""
+        docs = orient_docs(ids, self.spec.backwards)
+        out = np.zeros((len(docs), len(self.labels)), dtype=np.float32)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
-        done = 0
-        for x, _ in (bar(dl, desc="predict", unit="batch") if progress else dl):
-            self.model.reset()
+        pad = self.index[PAD]
+        batches = by_length(np.array([len(d) for d in docs]), bs, max_tokens)
+        for rows in (bar(batches, desc="predict", unit="batch") if progress else batches):
+            x = torch.from_numpy(pad_chunks([docs[i] for i in rows], pad, self.spec.bptt)).to(self.device)
             with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 logits = self.model(x)[0]
-            out[order[done:done + len(x)]] = self.task.activation(logits.float()).cpu().numpy()
-            done += len(x)
+            out[rows] = self.task.activation(logits.float()).cpu().numpy()
         return out
 
     def predict(self, texts: list[str], **kwargs) -> list:
@@ -151,7 +155,7 @@ class Ensemble:
         self.spec = first.spec
         self.thresholds = np.mean([m.thresholds for m in members], axis=0) if self.task.thresholded else None
 
-    def predict_proba(self, texts: list[str], workers: int | None = 0, **kwargs) -> np.ndarray:
+    def predict_proba(self, texts: list[str], workers: int | None = None, **kwargs) -> np.ndarray:
         texts = list(texts)
         ids = self.members[0].token_ids(texts, workers)  # one vocab: the texts are tokenized once
         return np.mean([m.blended(m.proba_of_ids(ids, **kwargs), texts) for m in self.members], axis=0)
@@ -187,10 +191,13 @@ def _thresholds(path: Path, labels: list[str], key: str) -> np.ndarray:
     return np.array([float(cuts[lbl]) for lbl in labels])
 
 
-def load_classifier(*paths: str | Path, device: str = "auto") -> Classifier | Ensemble:
+def load_classifier(*paths: str | Path, device: str = "auto", threads: int | None = None) -> Classifier | Ensemble:
     """A classifier from a train-clf run dir or an `ulmfit export` bundle; several paths, or a
-    forward+backward pair (`--directions both`): their ensemble."""
+    forward+backward pair (`--directions both`): their ensemble. `threads`: PyTorch's CPU threads (default:
+    its own choice; 1 per process where several serve side by side)."""
     if not paths:
         raise UlmfitError("load_classifier: give at least one run dir or bundle")
+    if threads is not None:
+        torch.set_num_threads(threads)
     members = [Classifier.load(m, device) for p in paths for m in (pair_members(p) or [p])]
     return members[0] if len(members) == 1 else Ensemble(members)

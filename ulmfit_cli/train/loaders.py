@@ -17,7 +17,7 @@ from functools import partial
 import numpy as np
 import torch
 from fastai.data.core import DataLoaders
-from fastai.text.data import LMDataLoader, SortedDL, TensorText, pad_input_chunk
+from fastai.text.data import LMDataLoader, SortedDL, TensorText
 from fastai.torch_core import TensorCategory, TensorMultiCategory
 from fastcore.foundation import L
 
@@ -25,6 +25,7 @@ from ulmfit_cli.corpus.direction import orient_stream
 from ulmfit_cli.corpus.tokenize import PAD
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.train import distributed
+from ulmfit_cli.train.batches import pad_chunks
 
 Split = tuple  # (tokens: np.ndarray, offsets: np.ndarray of document starts, n_docs + 1 entries)
 
@@ -239,10 +240,17 @@ def _samples(docs: list[np.ndarray], ys: np.ndarray) -> list[tuple]:
 
 def clf_dl(docs: list[np.ndarray], ys: np.ndarray, vocab: list[str], bs: int, bptt: int, device: torch.device,
            shuffle: bool = False, weights: list[float] | None = None) -> SortedDL:
-    pad = partial(pad_input_chunk, pad_idx=vocab.index(PAD), pad_first=True, seq_len=bptt)
+    pad = partial(_pad_batch, pad=vocab.index(PAD), bptt=bptt)
     # Training drops the last partial batch (as fastai does): a batch of one breaks BatchNorm.
     return _SortedDL(_samples(docs, ys), bs=min(bs, len(docs)) if shuffle else bs, shuffle=shuffle,
                      drop_last=shuffle, before_batch=pad, device=device, weights=weights)
+
+
+def _pad_batch(samples: list[tuple], pad: int, bptt: int) -> list[tuple]:
+    """fastai's `pad_input_chunk` to whole bptt chunks (`batches.pad_chunks`: with fastai's width, the
+    SentenceEncoder skips some short texts of a batch that holds longer ones)."""
+    rows = pad_chunks([np.asarray(s[0]) for s in samples], pad, bptt)
+    return [(TensorText(torch.from_numpy(r)), *s[1:]) for r, s in zip(rows, samples)]
 
 
 def balanced_weights(ys: np.ndarray) -> list[float]:
