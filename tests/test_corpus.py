@@ -51,7 +51,7 @@ def test_fasttext_tsv_and_lines(tmp_path):
 def test_tokens_match_fastai_tokenize1():
     from fastai.text.core import SpacyTokenizer, tokenize1
 
-    from ulmfit_cli.corpus.tokenize import tokenize
+    from ulmfit_cli.corpus.text import tokenize
     texts = ["The QUICK brown fox!!!! jumps over the lazy dog dog dog dog.", "Hello <br /> world &amp; co."]
     ours = tokenize(texts, workers=0)
     assert ours == [list(tokenize1(t, SpacyTokenizer())) for t in texts]
@@ -59,7 +59,7 @@ def test_tokens_match_fastai_tokenize1():
 
 
 def test_parallel_tokenization_matches_in_process(monkeypatch):
-    from ulmfit_cli.corpus import tokenize as tk
+    from ulmfit_cli.corpus import text as tk
     monkeypatch.setattr(tk, "_IN_PROCESS_CHARS", 0)
     monkeypatch.setattr(tk, "_BATCH_CHARS", 50)
     texts = [f"Document number {i} talks about Rivers and CITIES." for i in range(40)]

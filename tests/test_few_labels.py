@@ -10,7 +10,8 @@ import pytest
 from conftest import TINY, sigkill_after_first_row, write_easy_csv, write_tasks_csv
 
 from ulmfit_cli import api, load_classifier
-from ulmfit_cli.classify.baseline import LinearBaseline, tfidf_baseline
+from ulmfit_cli.classify.baseline import tfidf_baseline
+from ulmfit_cli.classify.linear import LinearBaseline
 from ulmfit_cli.classify.blend import GRID, choose_weight, mix
 from ulmfit_cli.classify.self_training import confident_rows, unlabelled_pool
 from ulmfit_cli.classify.task import MULTI_LABEL, REGRESSION, SINGLE_LABEL

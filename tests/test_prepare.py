@@ -10,7 +10,7 @@ from conftest import TINY, articles, write_dump
 from ulmfit_cli.config import PretrainData
 from ulmfit_cli.corpus import prepare as prep
 from ulmfit_cli.corpus.store import COMPLETE, TokenStore
-from ulmfit_cli.corpus.tokenize import numericalize, tokenize
+from ulmfit_cli.corpus.text import numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
 
 

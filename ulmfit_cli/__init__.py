@@ -8,11 +8,15 @@ from ulmfit_cli.layout import __version__  # noqa: F401
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated")
 
 
-def load_classifier(*paths, device: str = "auto"):
+def load_classifier(*paths, device: str = "auto", threads: int | None = None, runtime: str = "auto"):
     """A trained classifier (train-clf run dir or `ulmfit export` bundle); several paths: their ensemble.
+    Bundles exported with `--format onnx` load on onnxruntime without importing torch or fastai.
 
     See `ulmfit_cli.inference.classifier` for the API (`predict`, `predict_proba`, `labels`).
     """
-    # late: `import ulmfit_cli` (and --help) stay light
+    # late: `import ulmfit_cli` (and --help) stay light, and an ONNX bundle never imports torch
+    from ulmfit_cli.inference.runtime import chooses_onnx, load_onnx
+    if chooses_onnx(paths, runtime, device):
+        return load_onnx(*paths, threads=threads)
     from ulmfit_cli.inference.classifier import load_classifier as load
-    return load(*paths, device=device)
+    return load(*paths, device=device, threads=threads, runtime=runtime)

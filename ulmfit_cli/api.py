@@ -23,15 +23,16 @@ from ulmfit_cli.classify.scoring import score
 from ulmfit_cli.config import derive, to_yaml
 from ulmfit_cli.corpus.prepare import prepare as build_store
 from ulmfit_cli.corpus.store import TokenStore
-from ulmfit_cli.corpus.tables import (check_table_output, join_fields, named_columns, read_frame, read_texts,
-                                      text_columns, write_table)
+from ulmfit_cli.corpus.tables import check_table_output, read_texts
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import check_output, command_inputs, reads, write_json
+from ulmfit_cli.inference.card import card_text
 from ulmfit_cli.inference.classifier import load_classifier
 from ulmfit_cli.inference.evaluate import plot_confusion, report_text  # noqa: F401  (report_text: the CLI's)
 from ulmfit_cli.inference.export import export as write_bundle
 from ulmfit_cli.inference.generate import generate as sample
-from ulmfit_cli.layout import CONFUSION_PLOT, REPORT
+from ulmfit_cli.inference.predict import predict_table
+from ulmfit_cli.layout import CARD, CONFUSION_PLOT, REPORT
 from ulmfit_cli.recipes import STAGES, run_stage, stage_named  # noqa: F401  (STAGES: the stage names)
 from ulmfit_cli.recipes.curve import curve as learning_curve
 from ulmfit_cli.recipes.import_lm import import_lm as convert
@@ -40,7 +41,8 @@ from ulmfit_cli.recipes.forward_backward import check_directions, train_both
 from ulmfit_cli.recipes.tune import tune as search
 from ulmfit_cli.resolve import Resolved, config_of, resolve
 from ulmfit_cli.train.device import decide
-from ulmfit_cli.train.report import run_table  # noqa: F401  (`ulmfit report`)
+from ulmfit_cli.train.batches import MAX_ROWS, MAX_TOKENS
+from ulmfit_cli.train.report import run_table
 
 
 def command(f):
@@ -127,36 +129,27 @@ def _inputs(models: Sequence[Path | str], input) -> list[Path]:
     return [Path(m) for m in models]
 
 
-def _classifiers(models: Sequence[Path], device: str, precision: str):
+def _classifiers(models: Sequence[Path], device: str, precision: str, threads: int | None = None,
+                 runtime: str = "auto"):
     device, precision = decide(device, precision, key="--")  # fp16/bf16 need a GPU
-    return load_classifier(*models, device=device), precision
+    return load_classifier(*models, device=device, threads=threads, runtime=runtime), precision
 
 
 @command
 def predict(models: Sequence[Path | str], input: str | Path, output: Path, text_col=None,
-            input_format: str | None = None, bs: int = 64, device: str = "auto", precision: str = "fp32",
-            encoding: str = "utf-8"):
+            input_format: str | None = None, bs: int = MAX_ROWS, device: str = "auto", precision: str = "fp32",
+            encoding: str = "utf-8", threads: int | None = None, runtime: str = "auto",
+            max_tokens: int = MAX_TOKENS):
     """Classify the texts of `input` (a table, fastText or text file; `-`: stdin) with the models (several:
     their ensemble) and write its rows plus `prediction` and one `prob_<label>` column per output to `output`
-    (`-`: stdout); `text_col` defaults to the columns the model was trained on. Returns the frame written."""
+    (`-`: stdout); `text_col` defaults to the columns the model was trained on. Returns the frame written.
+    ONNX bundles run on onnxruntime (`runtime`: auto, onnx or torch; `lite.predict` is this without torch)."""
     models = _inputs(models, input)
     check_output(output, folder=False)
     check_table_output(output)
-    clf, precision = _classifiers(models, device, precision)
-    cols = clf.text_col if text_col is None else text_col
-    df, fmt = read_frame(input, "--input", encoding, fmt=input_format, columns=named_columns(cols))
-    fields = (["text"] if fmt in ("lines", "fasttext")
-              else text_columns(df, cols, "--text-col", "--input", input))
-    if df.empty:
-        raise UlmfitError(f"--input: {input} has no rows to classify")
-    probs = clf.predict_proba(join_fields(df, fields).tolist(), bs=bs, precision=precision, progress=True)
-    task = clf.task
-    df["prediction"] = task.written(task.decide(probs, clf.labels, clf.thresholds), clf.spec.label_delim)
-    if task.probability_columns():
-        for j, label in enumerate(clf.labels):
-            df[f"prob_{label}"] = probs[:, j]
-    write_table(df, output)
-    return df
+    clf, precision = _classifiers(models, device, precision, threads, runtime)
+    return predict_table(clf, input, output, text_col, input_format, encoding, bs=bs, max_tokens=max_tokens,
+                         precision=precision)
 
 
 @command
@@ -194,6 +187,11 @@ def evaluate(models: Sequence[Path | str], input: str | Path, output: Path, text
         written.append(output / CONFUSION_PLOT)
     np.save(output / task.outputs_file, probs)
     return report, written
+
+
+def report(path: Path) -> str:
+    """`ulmfit report`: a training run's figures, or an export bundle's model card."""
+    return card_text(Path(path)) if (Path(path) / CARD).is_file() else run_table(Path(path))
 
 
 export = command(write_bundle)                # `ulmfit export`

@@ -2,7 +2,8 @@
 
 Bad input ends with a one-screen message and exit code 2, a NaN loss with exit code 3, Ctrl-C with 130 and
 SIGTERM with 143 (after saying what was kept). The API (and with it fastai, spaCy and torch) is imported when
-a command runs (`_api`), so that `ulmfit --help` stays fast.
+a command runs (`_api`), so that `ulmfit --help` stays fast; `predict` on ONNX bundles imports `lite` instead,
+which needs neither torch nor fastai.
 """
 from __future__ import annotations
 
@@ -80,6 +81,12 @@ def _api():
     """`ulmfit_cli.api`, imported on first use: `ulmfit --help` must not wait for fastai, spaCy and torch."""
     from ulmfit_cli import api
     return api
+
+
+def _lite():
+    """`ulmfit_cli.lite`, imported on first use: predict on ONNX bundles without torch or fastai."""
+    from ulmfit_cli import lite
+    return lite
 
 
 def fail(message: str, code: int = 2):
@@ -273,7 +280,7 @@ ModelOpt = Annotated[list[Path], typer.Option(
                           "(e.g. the forward and the backward classifier).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 PrecisionOpt = Annotated[str, typer.Option(help="fp32, or fp16/bf16 autocast on a GPU.")]
-BatchOpt = Annotated[int, typer.Option("--bs", min=1, help="Texts per batch.")]
+BatchOpt = Annotated[int, typer.Option("--bs", min=1, help="Texts per batch at most.")]
 EncodingOpt = Annotated[str, typer.Option(help="Text encoding of the input file.")]
 
 
@@ -302,16 +309,30 @@ def predict(
     = Path("preds.csv"),
     text_col: TextColOpt = None,
     input_format: InputFormatOpt = None,
-    bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32",
+    bs: BatchOpt = 256,
+    max_tokens: Annotated[int, typer.Option(
+        "--max-tokens", min=1, help="Token slots per batch at most (texts x the longest): batches of long "
+                                    "texts hold fewer texts.")] = 32_768,
+    device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32",
     encoding: EncodingOpt = "utf-8",
+    threads: Annotated[Optional[int], typer.Option(
+        min=1, help="CPU threads (default: the library's choice; 1 per process when several run side by "
+                    "side).")] = None,
+    runtime: Annotated[str, typer.Option(
+        help="auto (onnxruntime for bundles exported with --format onnx, PyTorch otherwise), onnx or "
+             "torch.")] = "auto",
 ):
     """Classify texts. Writes the input rows plus `prediction` and one `prob_<class>` column per class
     (multi-label: the predicted labels joined by the model's data.label_delim, or ';'; regression: the
-    number)."""
-    api = _api()
+    number). ONNX bundles run on onnxruntime, without importing torch or fastai."""
+    cols = None if text_col is None else _columns(text_col)
     with _user_errors():
-        df = api.predict(model, input, output, None if text_col is None else _columns(text_col), input_format,
-                         bs, device, precision, encoding)
+        lite = _lite()
+        if lite.runs_without_torch(model, runtime, device) and precision == "fp32":
+            df = lite.predict(model, input, output, cols, input_format, bs, encoding, threads, max_tokens)
+        else:
+            df = _api().predict(model, input, output, cols, input_format, bs, device, precision, encoding,
+                                threads, runtime, max_tokens)
     if str(output) != "-":
         typer.echo(f"{len(df):,} predictions written to {output}", err=True)
 
@@ -353,18 +374,23 @@ def export(
                                                              "(pretrain, finetune-lm, import-lm).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the bundle.")],
     format: Annotated[str, typer.Option("--format", help="ulmfit: a pickle-free bundle that predict, "
-                                                         "load_classifier or init.from_run take; fastai: a "
+                                                         "load_classifier or init.from_run take; onnx: that "
+                                                         "bundle plus model.onnx, which predicts without "
+                                                         "torch or fastai (docs/deploying.md); fastai: a "
                                                          "language model as fastai's pretrained_fnames "
                                                          "loads it (lm.pth, lm_vocab.pkl).")] = "ulmfit",
+    quantize: Annotated[Optional[str], typer.Option(
+        "--quantize", help="int8 (--format onnx): onnxruntime's dynamic quantization, kept only if the "
+                           "validation figure stays within 0.5 points of fp32's (needs the run's data).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --output.")] = False,
 ):
     """Write a self-contained bundle of a classifier or a language model. A classifier bundle is a
-    weights-only state dict and vocab/labels/settings as JSON, which `ulmfit predict --model` and
-    `ulmfit_cli.load_classifier` accept; a language-model bundle is what `init.from_run` and `generate`
-    take."""
+    weights-only state dict and vocab/labels/settings as JSON with a model card (card.json), which `ulmfit
+    predict --model` and `ulmfit_cli.load_classifier` accept; a language-model bundle is what `init.from_run`
+    and `generate` take."""
     api = _api()
     with _user_errors():
-        out = api.export(model, output, force, format)
+        out = api.export(model, output, force, format, quantize)
     typer.echo(f"bundle written to {out}")
 
 
@@ -392,11 +418,12 @@ def import_lm(
 
 
 @command()
-def report(run_dir: Annotated[Path, typer.Argument(help="A training run dir.")]):
-    """Print a run's figures. Per-epoch losses, perplexity/accuracy, tokens/s, time, final results."""
+def report(run_dir: Annotated[Path, typer.Argument(help="A training run dir, or an export bundle.")]):
+    """Print a run's figures (per-epoch losses, perplexity/accuracy, tokens/s, time, final results), or a
+    bundle's model card."""
     api = _api()
     with _user_errors():
-        typer.echo(api.run_table(run_dir))
+        typer.echo(api.report(run_dir))
 
 
 def _version(value: bool):

@@ -25,8 +25,6 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from ulmfit_cli.errors import Abandoned, UlmfitError
 
 PKG_PREFIX = "pkg:"
@@ -317,6 +315,7 @@ def torch_load_safe(path: Path, refused: str, containers: tuple = ()):
     `refused (reason)`; a file that is not whole (truncated copy, broken zip) says so instead.
     `containers`: list-like classes to admit too (fastcore's `L` in the optimizer state `learn.save`
     writes)."""
+    import torch  # here, not at the top: the runtime of an exported model reads files without torch
     try:
         with torch.serialization.safe_globals(list(containers)):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -344,6 +343,7 @@ def _first_line(e: Exception) -> str:
 
 def load_weights(path: Path) -> dict:
     """A plain state dict, loaded with `weights_only=True`: a pickle that would run code is refused."""
+    import torch  # as in torch_load_safe
     state = torch_load_safe(path, f"{path}: not a weights-only state dict, refused to load it")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UlmfitError(f"{path}: expected a state dict of tensors")

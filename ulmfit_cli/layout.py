@@ -9,9 +9,11 @@ bundle records (pyproject.toml is its one source). Plain constants: nothing here
       lm.pth  encoder.pth  model.pth  results.json  metrics.jsonl
       checkpoints/last.pt  checkpoints/best.pt  plots/loss.png  plots/lr.png
     PAIR/  directions.json  fwd/  bwd/  results.json              (`--directions both`)
-    BUNDLE/  classifier.json  model.pth  vocab.json  labels.json   (`ulmfit export`)
+    BUNDLE/  classifier.json  model.pth  vocab.json  labels.json  card.json  (`ulmfit export`)
+             model.onnx                                            (`--format onnx`)
 """
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 try:
     __version__ = version("ulmfit-cli")
@@ -54,6 +56,8 @@ MEMBERS = (("fwd", False), ("bwd", True))  # (member folder, backwards), forward
 # ---------------------------------------------------------------- an export bundle
 BUNDLE = "classifier.json"      # marks a classifier bundle: format, version, source, spec
 BUNDLE_FORMAT = 1
+ONNX_MODEL = "model.onnx"       # the classifier as an ONNX graph (`export --format onnx`), beside model.pth
+CARD = "card.json"              # the model card: task, labels, data digests, figures, upstream LM, versions
 
 # ---------------------------------------------------------------- a tune dir
 SEARCH = "search.yaml"          # the search's config, what --resume reads
@@ -77,3 +81,8 @@ REPORT = "report.json"
 CONFUSION_PLOT = "confusion.png"
 PROBABILITIES = "probabilities.npy"  # predictions.npy for regression
 PREDICTIONS = "predictions.npy"
+
+
+def sp_model_in(folder: Path) -> Path | None:
+    """The SentencePiece model a token store, run dir or bundle was made with, if any."""
+    return folder / SP_MODEL if (folder / SP_MODEL).is_file() else None

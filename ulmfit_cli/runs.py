@@ -23,8 +23,8 @@ from ulmfit_cli.config import ARCH_KEYS, META_KEY, REQUESTED, StageConfig, to_ya
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import (atomic_write, load_weights, read_token_json, reads, staged, staging_dir,
                               write_json)
-from ulmfit_cli.layout import (CHECKPOINTS, CONFIG, LAST_CHECKPOINT, METRICS, PAIR, SP_MODEL, VOCAB,
-                               __version__)
+from ulmfit_cli.layout import (CHECKPOINTS, CONFIG, LAST_CHECKPOINT, METRICS, PAIR, VOCAB, __version__,
+                               sp_model_in)
 from ulmfit_cli.ranks import is_main
 
 
@@ -146,11 +146,6 @@ class UpstreamRun:
     def extra_text(self) -> list[str]:
         """The unlabelled target-domain files a finetune-lm run read (its data.extra_text)."""
         return list((self.config.get("data") or {}).get("extra_text") or [])
-
-
-def sp_model_in(folder: Path) -> Path | None:
-    """The SentencePiece model a token store, run dir or bundle was made with, if any."""
-    return folder / SP_MODEL if (folder / SP_MODEL).is_file() else None
 
 
 def _run_config(path: Path, key: str) -> dict | None:

@@ -23,7 +23,6 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import torch
-from scipy.special import expit, softmax
 from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, MSELossFlat
 from fastai.metrics import (AccumMetric, ActivationType, F1Score, PearsonCorrCoef, SpearmanCorrCoef, accuracy,
                             accuracy_multi, mae, skm_to_fastai)
@@ -31,13 +30,13 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import f1_score
 from sklearn.multiclass import OneVsRestClassifier
 
+from ulmfit_cli.classify.outputs import MultiLabelOutputs, Outputs, RegressionOutputs, SingleLabelOutputs
 from ulmfit_cli.classify.scoring import choose_thresholds, class_scores, multi_scores, regression_scores
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.layout import PREDICTIONS, PROBABILITIES
 from ulmfit_cli.train.device_metrics import DeviceAvgMetric
 
 LOWER_IS_BETTER = frozenset({"valid_loss", "mae", "rmse"})
-MULTI_DELIM = ";"  # how `ulmfit predict` writes a predicted label set when the model was trained on columns
 ZERO_ONE = {"0": False, "1": True, "0.0": False, "1.0": True, "false": False, "true": True}
 
 
@@ -46,17 +45,16 @@ def _positions(labels: list[str]) -> dict[str, int]:
 
 
 @dataclass(frozen=True, eq=False)
-class Task:
-    """What a kind of classifier task decides; one instance per kind (`TASKS`)."""
+class Task(Outputs):
+    """What a kind of classifier task decides; one instance per kind (`TASKS`). Its outputs side (the
+    decision, how predict writes it, the baseline's linear outputs) is `classify.outputs`'."""
     name: ClassVar[str]
     monitors: ClassVar[dict[str, str]]  # train.monitor -> the Recorder's column (the name in metrics.jsonl)
     # the figures results.json, the printed summary and evaluate lead with
     headline: ClassVar[tuple[str, ...]]
     # what picks a setting on valid: tune's metric (auto), the baseline's C
     selection: ClassVar[str]
-    least_labels: ClassVar[int] = 1      # labels.json entries a model of this task has at least
     label_lists: ClassVar[bool] = False  # labels given as several 0/1 columns or a delimited column
-    thresholded: ClassVar[bool] = False  # decided by per-label thresholds (thresholds.json, model.threshold)
     numeric: ClassVar[bool] = False      # a number per document (model.y_range; no classes to weigh)
     # one class per document (train.sampler: balanced, a confusion matrix)
     by_class: ClassVar[bool] = False
@@ -178,19 +176,6 @@ class Task:
         """The model's outputs from its logits (a torch tensor): probabilities, or the numbers."""
         raise NotImplementedError
 
-    def decide(self, outputs: np.ndarray, labels: list[str], thresholds) -> list:
-        """What the outputs predict: the likeliest class, the tuple of labels at or above their thresholds, or
-        the number."""
-        raise NotImplementedError
-
-    def written(self, predicted: list, delim: str | None) -> list:
-        """Predictions as `ulmfit predict` writes them in its `prediction` column."""
-        return predicted
-
-    def probability_columns(self) -> bool:
-        """Whether `ulmfit predict` writes a `prob_<label>` column per output."""
-        return True
-
     def choose_thresholds(self, y_valid: np.ndarray, outputs: np.ndarray, fixed: float | None):
         """Per-label decision thresholds chosen on the validation split (multi-label only; else None)."""
         return None
@@ -213,23 +198,17 @@ class Task:
         what `linear_apply` turns into outputs and a saved baseline keeps."""
         raise NotImplementedError
 
-    def linear_apply(self, z: np.ndarray) -> np.ndarray:
-        """The linear model's outputs from its scores `x @ coef.T + intercept`, shaped as the classifier's
-        (what `figures` reads): probabilities per class or label, or the numbers."""
-        raise NotImplementedError
-
     def output_loss(self, y_true: np.ndarray, outputs: np.ndarray) -> float:
         """The task's loss of `outputs` (cross-entropy, binary cross-entropy, squared error): what breaks a
         tie between two blends with the same figure."""
         raise NotImplementedError
 
 
-class SingleLabel(Task):
+class SingleLabel(SingleLabelOutputs, Task):
     name = "single_label"
     monitors = {"valid_loss": "valid_loss", "accuracy": "accuracy", "macro_f1": "f1_score"}
     headline = ("accuracy", "macro_f1")
     selection = "accuracy"
-    least_labels = 2
     by_class = True
 
     def check_parsed(self, labels, label_col, key, path) -> None:
@@ -262,9 +241,6 @@ class SingleLabel(Task):
     def activation(self, logits):
         return logits.softmax(-1)
 
-    def decide(self, outputs, labels, thresholds) -> list:
-        return [labels[i] for i in outputs.argmax(1)]
-
     def figures(self, y_true, outputs, labels, thresholds=None) -> dict:
         return class_scores(y_true, outputs.argmax(1), labels)
 
@@ -285,20 +261,16 @@ class SingleLabel(Task):
             coef[classes], intercept[classes] = model.coef_, model.intercept_
         return coef, intercept
 
-    def linear_apply(self, z):
-        return softmax(z, axis=1)
-
     def output_loss(self, y_true, outputs) -> float:
         return float(-np.log(np.clip(outputs[np.arange(len(y_true)), y_true], 1e-12, None)).mean())
 
 
-class MultiLabel(Task):
+class MultiLabel(MultiLabelOutputs, Task):
     name = "multi_label"
     monitors = {"valid_loss": "valid_loss", "macro_f1": "f1_macro", "micro_f1": "f1_micro"}
     headline = ("micro_f1", "macro_f1", "subset_accuracy", "roc_auc")
     selection = "micro_f1"
     label_lists = True
-    thresholded = True
 
     _labels_given_wrong = ("data.task: multi_label reads a list of 0/1 columns (data.label_col: [a, b]) "
                            "or one column of delimited labels (data.label_delim: ';')")
@@ -360,13 +332,6 @@ class MultiLabel(Task):
     def activation(self, logits):
         return logits.sigmoid()
 
-    def decide(self, outputs, labels, thresholds) -> list:
-        on = outputs >= thresholds[None, :]
-        return [tuple(lbl for lbl, o in zip(labels, row) if o) for row in on]
-
-    def written(self, predicted, delim) -> list:
-        return [(delim or MULTI_DELIM).join(p) for p in predicted]
-
     def choose_thresholds(self, y_valid, outputs, fixed):
         return choose_thresholds(y_valid, outputs, fixed)
 
@@ -386,15 +351,12 @@ class MultiLabel(Task):
                 intercept[j] = np.inf if np.ravel(est.y_)[0] else -np.inf
         return coef, intercept
 
-    def linear_apply(self, z):
-        return expit(z)
-
     def output_loss(self, y_true, outputs) -> float:
         p = np.clip(outputs, 1e-12, 1 - 1e-12)
         return float(-(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)).mean())
 
 
-class Regression(Task):
+class Regression(RegressionOutputs, Task):
     name = "regression"
     numeric = True
     outputs_file = PREDICTIONS
@@ -447,12 +409,6 @@ class Regression(Task):
     def activation(self, logits):
         return logits
 
-    def decide(self, outputs, labels, thresholds) -> list:
-        return outputs[:, 0].tolist()
-
-    def probability_columns(self) -> bool:
-        return False
-
     def figures(self, y_true, outputs, labels, thresholds=None) -> dict:
         return regression_scores(y_true, outputs)
 
@@ -462,9 +418,6 @@ class Regression(Task):
 
     def linear_state(self, model, n_labels):
         return np.array(model.coef_, dtype=float).reshape(1, -1), np.array([model.intercept_], dtype=float)
-
-    def linear_apply(self, z):
-        return z
 
     def output_loss(self, y_true, outputs) -> float:
         return float(((np.asarray(y_true).reshape(-1) - outputs[:, 0]) ** 2).mean())

@@ -27,7 +27,7 @@ import numpy as np
 from ulmfit_cli.config import PretrainData
 from ulmfit_cli.console import info, progress
 from ulmfit_cli.corpus import tokenize as tok
-from ulmfit_cli.corpus.text import apply_rules
+from ulmfit_cli.corpus.text import UNK, apply_rules, init_worker, numericalize, tokenize_batch
 from ulmfit_cli.corpus.store import COMPLETE, StoreWriter, TokenStore
 from ulmfit_cli.corpus.tables import iter_text_documents
 from ulmfit_cli.corpus.wikidump import DumpStats, clean_pages, is_dump, iter_pages
@@ -98,7 +98,7 @@ def _work(kind: str, batch: list, min_chars: int) -> tuple:
     skipped: dict = {}
     local: dict[str, int] = {}
     lengths, ids = [], []
-    for doc in tok.tokenize_batch(_texts(kind, batch, min_chars, skipped)):
+    for doc in tokenize_batch(_texts(kind, batch, min_chars, skipped)):
         lengths.append(len(doc))
         ids.extend(local.setdefault(t, len(local)) for t in doc)
     return (np.asarray(lengths, dtype=np.int64), np.asarray(ids, dtype=np.int32), list(local), skipped)
@@ -239,12 +239,12 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial:
                     else None)
         jobs = _jobs(files, data, stats, bar)
         if workers == 0:
-            tok.init_worker(sp_model, data.lang)
+            init_worker(sp_model, data.lang)
             for kind, batch, split in jobs:
                 if consume(_work(kind, batch, data.min_doc_chars), split):
                     break
         else:
-            with ProcessPoolExecutor(workers, initializer=tok.init_worker,
+            with ProcessPoolExecutor(workers, initializer=init_worker,
                                      initargs=(sp_model, data.lang)) as ex:
                 pending: deque = deque()
                 stop = False
@@ -279,8 +279,8 @@ def _finish(writer: StoreWriter, data: PretrainData, key: dict, itos: list[str],
             stats: DumpStats, t0: float, n_bytes: int) -> None:
     vocab = tok.make_vocab(Counter(dict(zip(itos, counts.tolist()))), min_freq=data.min_freq,
                            max_vocab=data.max_vocab)
-    remap = tok.numericalize([itos], vocab)[0]  # provisional id -> final id
-    n_unk = int(counts[remap == vocab.index(tok.UNK)].sum())
+    remap = numericalize([itos], vocab)[0]  # provisional id -> final id
+    n_unk = int(counts[remap == vocab.index(UNK)].sum())
     n_tokens = int(writer.offsets["train"][-1] + writer.offsets["valid"][-1])
     seconds = time.perf_counter() - t0
     out = {

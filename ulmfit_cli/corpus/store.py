@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.layout import VOCAB
-from ulmfit_cli.runs import sp_model_in
+from ulmfit_cli.layout import VOCAB, sp_model_in
 
 COMPLETE = "COMPLETE"
 SPLITS = ("train", "valid")

@@ -1,5 +1,10 @@
-"""Text to tokens without torch or fastai: fastai's special tokens and text rules, ported, and the word
-(spaCy) and subword (SentencePiece) tokenizers every path shares, from `prepare` to the ONNX runtime.
+"""Text to token ids without torch or fastai: fastai's special tokens and text rules, ported; the word (spaCy)
+and subword (SentencePiece) tokenizers every path shares, from `prepare` to the ONNX runtime; tokenizing many
+documents (in batches a progress bar follows, on a process pool when there are enough of them: `prepare`
+uses the same worker entry points); numericalization.
+
+The tokens are exactly what fastai's `TextBlock`/`tokenize_df` produce (`xxbos`, `xxmaj`, `xxup`, `xxrep`,
+`xxwrep`), so vocabularies stay compatible with fastai's pretrained models.
 
 The rules are fastai's `defaults.text_proc_rules` (fastai/text/core.py, Apache-2.0), copied function for
 function: importing fastai.text.core imports torch, which a deployment of an exported model does not have.
@@ -8,11 +13,15 @@ A test keeps them equal to fastai's on real text (TREC-6, SST-2, a Wikipedia dum
 from __future__ import annotations
 
 import html
+import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+
+from ulmfit_cli.console import progress
 
 UNK, PAD, BOS, EOS, FLD, TK_REP, TK_WREP, TK_UP, TK_MAJ = \
     "xxunk xxpad xxbos xxeos xxfld xxrep xxwrep xxup xxmaj".split()
@@ -155,6 +164,72 @@ def make_tokenizer(sp_model: Path | None = None, lang: str = "en"):
     """The word tokenizer for spaCy language `lang`, or the SentencePiece one when the corpus was prepared
     with a model."""
     return SubwordTokenizer(sp_model) if sp_model else WordTokenizer(lang)
+
+
+_BATCH_CHARS = 200_000     # text per task sent to a worker
+_IN_PROCESS_CHARS = 1_000_000  # below this, starting workers costs more than it saves
+_BAR_DOCS = 10_000         # fewer documents take well under a second in one process: no bar
+
+
+# one per worker process (kept in-process between calls: spaCy and the memo are slow to rebuild)
+_tokenizer = None
+_tokenizer_for: object = ()  # the (sp_model, lang) `_tokenizer` was made for
+
+
+def init_worker(sp_model: Path | None = None, lang: str = "en") -> None:
+    global _tokenizer, _tokenizer_for
+    if _tokenizer is None or _tokenizer_for != (sp_model, lang):
+        _tokenizer, _tokenizer_for = make_tokenizer(sp_model, lang), (sp_model, lang)
+
+
+def tokenize_batch(texts: list[str]) -> list[list[str]]:
+    """Tokens of `texts` with the tokenizer `init_worker` made in this process."""
+    return list(_tokenizer(texts))
+
+
+def _batches(texts: list[str]) -> list[tuple[int, int]]:
+    """(start, end) ranges of about `_BATCH_CHARS` characters each."""
+    ranges, st, size = [], 0, 0
+    for i, t in enumerate(texts):
+        size += len(t)
+        if size >= _BATCH_CHARS:
+            ranges.append((st, i + 1))
+            st, size = i + 1, 0
+    if st < len(texts):
+        ranges.append((st, len(texts)))
+    return ranges
+
+
+def tokenize(texts: list[str], workers: int | None = None, desc: str = "tokenizing",
+             sp_model: Path | None = None, lang: str = "en", tokenizer=None) -> list[list[str]]:
+    """Token lists for `texts`, in order (SentencePiece pieces when `sp_model` is given, else words by
+    spaCy's rules for `lang`); in this process, with `tokenizer` when given (one made for the same
+    `sp_model` and `lang`), unless the texts are long enough to pay for starting `workers` processes."""
+    n = len(texts)
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    in_process = workers == 0 or sum(map(len, texts)) < _IN_PROCESS_CHARS
+    if in_process:
+        if tokenizer is None:
+            init_worker(sp_model, lang)
+            tokenizer = _tokenizer
+        if n < _BAR_DOCS:
+            return list(tokenizer(texts))
+    out: list = [None] * n
+    bar = progress(total=n, desc=desc, unit="doc")
+    if in_process:
+        for st, end in _batches(texts):
+            out[st:end] = tokenizer(texts[st:end])
+            bar.update(end - st)
+    else:
+        with ProcessPoolExecutor(workers, initializer=init_worker, initargs=(sp_model, lang)) as ex:
+            futs = {ex.submit(tokenize_batch, texts[st:end]): st for st, end in _batches(texts)}
+            for fut in as_completed(futs):
+                toks = fut.result()
+                st = futs[fut]
+                out[st:st + len(toks)] = toks
+                bar.update(len(toks))
+    bar.close()
+    return out
 
 
 def numericalize(docs: list[list[str]], vocab: list[str] | dict[str, int]) -> list[np.ndarray]:

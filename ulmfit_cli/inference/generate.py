@@ -15,7 +15,8 @@ import torch
 
 from ulmfit_cli.console import progress
 from ulmfit_cli.corpus.direction import orient_prompt, orient_sample
-from ulmfit_cli.corpus.tokenize import UNK, detokenize, numericalize, tokenize
+from ulmfit_cli.corpus.text import UNK, numericalize, tokenize
+from ulmfit_cli.corpus.tokenize import detokenize
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.layout import LM_STAGES, LM_WEIGHTS
 from ulmfit_cli.runs import read_run

@@ -7,7 +7,8 @@ import math
 import numpy as np
 
 from ulmfit_cli.console import info
-from ulmfit_cli.corpus.tokenize import build_vocab, numericalize, tokenize
+from ulmfit_cli.corpus.text import numericalize, tokenize
+from ulmfit_cli.corpus.tokenize import build_vocab
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.layout import ENCODER, LM_WEIGHTS, RESULTS
 from ulmfit_cli.runs import Run

@@ -33,7 +33,8 @@ from ulmfit_cli.config import ClassifierConfig
 from ulmfit_cli.console import info
 from ulmfit_cli.corpus.direction import orient_docs
 from ulmfit_cli.corpus.tables import read_documents
-from ulmfit_cli.corpus.tokenize import build_vocab, numericalize, tokenize
+from ulmfit_cli.corpus.text import numericalize, tokenize
+from ulmfit_cli.corpus.tokenize import build_vocab
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.layout import (BLEND, CHECKPOINTS, CLASSIFIER, LABELS, PSEUDO_LABELS, RESULTS, SP_MODEL,
                                THRESHOLDS, VOCAB)

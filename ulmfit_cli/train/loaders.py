@@ -22,7 +22,7 @@ from fastai.torch_core import TensorCategory, TensorMultiCategory
 from fastcore.foundation import L
 
 from ulmfit_cli.corpus.direction import orient_stream
-from ulmfit_cli.corpus.tokenize import PAD
+from ulmfit_cli.corpus.text import PAD
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.train import distributed
 from ulmfit_cli.train.batches import pad_chunks
