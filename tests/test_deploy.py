@@ -14,7 +14,7 @@ import torch
 from conftest import TINY, write_tasks_csv
 
 STAGES = "train.stages=[{freeze_to: -1, epochs: 2, lr: 0.05}, {freeze_to: 0, epochs: 3, lr: 0.02}]"
-TASKS = {"multi-label": ("data.label_col=[pos, neg]",),
+TASKS = {"multi-label": ("data.label_col=[pos, neg]", "model.max_len=48"),  # texts longer than max_len too
          "regression": ("data.task=regression", "data.label_col=score", "model.y_range=[0.5, 4.5]")}
 
 
@@ -108,3 +108,135 @@ def test_ensemble_fast_path_equals_the_mean_of_stock_outputs(models):
     texts = _texts(models, "single-label")
     stock = np.mean([m.blended(_dataloader_outputs(m, texts), texts) for m in both.members], axis=0)
     assert np.allclose(both.predict_proba(texts, bs=5, max_tokens=200), stock, atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------- ONNX bundles and the torch-free runtime
+@pytest.fixture(scope="module")
+def bundles(models):
+    """An ONNX bundle of each model, and of the forward+backward ensemble's members (a pair is exported as
+    a bundle of bundles; two --model flags make the same ensemble)."""
+    from ulmfit_cli import api
+    out = {}
+    for name in ("single-label", "backward", "multi-label", "regression"):
+        out[name] = api.export(models[name], models["tmp"] / f"onnx-{name}", fmt="onnx")
+    return out
+
+
+@pytest.mark.parametrize("name", ["single-label", "backward", "multi-label", "regression"])
+def test_onnx_bundle_predicts_as_pytorch(models, bundles, name):
+    from ulmfit_cli import load_classifier
+    from ulmfit_cli.inference.runtime import OnnxClassifier
+    texts = _texts(models, name)
+    torch_clf = load_classifier(models[name], device="cpu")
+    onnx_clf = load_classifier(bundles[name])
+    assert isinstance(onnx_clf, OnnxClassifier) and onnx_clf.precision == "fp32"
+    assert not isinstance(load_classifier(bundles[name], runtime="torch"), OnnxClassifier)
+    expected = torch_clf.predict_proba(texts)
+    for bs, max_tokens in ((256, 32_768), (3, 50)):
+        assert np.allclose(onnx_clf.predict_proba(texts, bs=bs, max_tokens=max_tokens), expected, atol=1e-4)
+    assert onnx_clf.predict(texts[:20]) == torch_clf.predict(texts[:20]) or name == "regression"
+    card = json.loads((bundles[name] / "card.json").read_text())
+    assert card["task"] == torch_clf.task.name and card["labels"] == torch_clf.labels
+    assert card["export"]["format"] == "onnx" and card["export"]["precision"] == "fp32"
+    assert set(card["data"]) == {"train", "test"} and len(card["data"]["train"]["sha256"]) == 64
+    n_test = len(pd.read_csv(models["single_test" if name in ("single-label", "backward") else "test"]))
+    assert card["rows"]["test"] == card["figures"]["test_n"] == n_test and card["upstream"]["run"]
+    assert any(k.startswith("baseline_test_") for k in card["figures"])
+    assert card["blend_weight"] == 0.5 if name in ("multi-label", "regression") else True
+
+
+def test_onnx_ensemble_of_a_forward_and_backward_bundle(models, bundles):
+    from ulmfit_cli import load_classifier
+    texts = _texts(models, "single-label")
+    both = load_classifier(bundles["single-label"], bundles["backward"])
+    expected = load_classifier(models["single-label"], models["backward"], device="cpu").predict_proba(texts)
+    assert np.allclose(both.predict_proba(texts), expected, atol=1e-4)
+
+
+# Makes `import torch` / `import fastai` fail as they would in a deployment that never installed them.
+_NO_TORCH = """
+import sys
+class _Gone:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "fastai", "torchvision"):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+sys.meta_path.insert(0, _Gone())
+from ulmfit_cli.cli import app
+app(sys.argv[1:], prog_name="ulmfit")
+"""
+
+
+@pytest.mark.parametrize("name", ["multi-label", "ensemble"])
+def test_predict_on_onnx_bundles_runs_without_torch_or_fastai(cli, models, bundles, tmp_path, name):
+    """The blended multi-label model (the baseline's part runs on numpy/scikit-learn) and the ensemble, through
+    `ulmfit predict` in a process where torch and fastai cannot be imported: the labels PyTorch gives."""
+    import subprocess
+    import sys
+    paths = [bundles["single-label"], bundles["backward"]] if name == "ensemble" else [bundles[name]]
+    data = models["single_test" if name == "ensemble" else "test"]
+    out = tmp_path / "p.csv"
+    args = [a for p in paths for a in ("--model", p)]
+    res = subprocess.run([sys.executable, "-c", _NO_TORCH, "predict", *args, "-i", data, "-o", out],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert cli("predict", *args, "-i", data, "-o", tmp_path / "t.csv", "--runtime", "torch").exit_code == 0
+    ours, theirs = pd.read_csv(out), pd.read_csv(tmp_path / "t.csv")
+    assert ours["prediction"].tolist() == theirs["prediction"].tolist()
+    probs = [c for c in theirs.columns if c.startswith("prob_")]
+    assert np.allclose(ours[probs].to_numpy(), theirs[probs].to_numpy(), atol=1e-4)
+    # and the same process refuses a run dir clearly instead of failing on the missing torch
+    res = subprocess.run([sys.executable, "-c", _NO_TORCH, "predict", "--model", models["multi-label"],
+                          "-i", data, "-o", tmp_path / "x.csv", "--runtime", "onnx"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "has no model.onnx" in res.stderr
+
+
+def test_int8_is_kept_only_when_the_validation_figure_holds(models, tmp_path, monkeypatch):
+    from ulmfit_cli import api, load_classifier
+    from ulmfit_cli.inference import export
+    out = api.export(models["single-label"], tmp_path / "int8", fmt="onnx", quantize="int8")
+    card = json.loads((out / "card.json").read_text())
+    check = card["export"]["int8"]
+    assert check["figure"] == "accuracy" and set(check["valid"]) == {"fp32", "int8"} and "test" in check
+    assert check["kept"] == (check["valid"]["int8"] >= check["valid"]["fp32"] - 0.005)
+    meta = json.loads((out / "classifier.json").read_text())
+    assert meta["onnx"]["precision"] == card["export"]["precision"] == ("int8" if check["kept"] else "fp32")
+    texts = _texts(models, "single-label")
+    assert np.abs(load_classifier(out).predict_proba(texts)
+                  - load_classifier(models["single-label"], device="cpu").predict_proba(texts)).max() < 0.1
+    monkeypatch.setattr(export, "INT8_TOLERANCE", -1.0)  # no int8 can be 100 points better: refused
+    out = api.export(models["single-label"], tmp_path / "refused", fmt="onnx", quantize="int8")
+    card = json.loads((out / "card.json").read_text())
+    assert card["export"]["precision"] == "fp32" and card["export"]["int8"]["kept"] is False
+    assert not (out / "model.int8.onnx").exists()
+    assert load_classifier(out).precision == "fp32"
+
+
+def test_report_shows_a_bundles_card(cli, bundles):
+    res = cli("report", bundles["regression"])
+    assert res.exit_code == 0, res.output
+    assert "regression" in res.output and "export: onnx fp32" in res.output and "upstream LM" in res.output
+
+
+def test_bad_export_and_runtime_inputs_are_named(cli, chain, models, bundles, tmp_path):
+    res = cli("export", "-m", models["single-label"], "-o", tmp_path / "a", "--quantize", "int8")
+    assert res.exit_code == 2 and "--quantize" in res.output and "--format onnx" in res.output
+    res = cli("export", "-m", models["single-label"], "-o", tmp_path / "a", "--format", "onnx", "--quantize", "int4")
+    assert res.exit_code == 2 and "int4" in res.output
+    res = cli("export", "-m", chain["ft"], "-o", tmp_path / "a", "--format", "onnx")
+    assert res.exit_code == 2 and "language model" in res.output
+    res = cli("export", "-m", bundles["single-label"], "-o", tmp_path / "a", "--format", "onnx", "--quantize", "int8")
+    assert res.exit_code == 2 and "train-clf run dir" in res.output and not (tmp_path / "a").exists()
+    res = cli("predict", "-m", models["single-label"], "-i", models["single_test"], "-o", tmp_path / "p.csv",
+              "--runtime", "onnx")
+    assert res.exit_code == 2 and "model.onnx" in res.output
+    res = cli("predict", "-m", bundles["single-label"], "-i", models["single_test"], "-o", tmp_path / "p.csv",
+              "--runtime", "tensorflow")
+    assert res.exit_code == 2 and "--runtime" in res.output
+    broken = tmp_path / "broken"
+    import shutil
+    shutil.copytree(bundles["single-label"], broken)
+    (broken / "model.onnx").write_bytes(b"not an onnx graph")
+    res = cli("predict", "-m", broken, "-i", models["single_test"], "-o", tmp_path / "p.csv")
+    assert res.exit_code == 2 and "model.onnx is not a loadable ONNX model" in res.output
+    assert not (tmp_path / "p.csv").exists()
