@@ -6,8 +6,9 @@ classifier is rebuilt from the artifact's typed `ClassifierSpec` (taken from a r
 bundle's classifier.json, both validated). Texts go through `runtime.TextClassifier`'s front (the tokenizer
 the model was trained with, built once per loaded model; the blend with the TF-IDF baseline, `model.blend`),
 are oriented for a backward model, sorted by length and batched by tokens in this process (`train.batches`:
-no DataLoader workers), padded as in training, and run under `torch.inference_mode`, so the probabilities are
-those `learn.get_preds` gives, without its per-call cost. Several models (a forward and a backward one) form
+no DataLoader workers), and run by `inference.net.InferenceNet` (the fastai model's computation in one call,
+on its weights) under `torch.inference_mode`, so the probabilities are those `learn.get_preds` gives,
+without its per-call cost. Several models (a forward and a backward one) form
 an ensemble that averages their (blended) outputs (probabilities, or numbers; a multi-label ensemble cuts the
 mean probabilities at its members' mean thresholds). A bundle exported with `--format onnx` loads on
 onnxruntime instead (`runtime.chooses_onnx`), unless PyTorch is asked for.
@@ -33,11 +34,12 @@ from ulmfit_cli.corpus.direction import orient_docs
 from ulmfit_cli.corpus.text import PAD
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import load_weights, reads
+from ulmfit_cli.inference.net import InferenceNet
 from ulmfit_cli.inference.runtime import (Ensemble, TextClassifier, chooses_onnx, load_onnx, read_blend,
                                           read_bundle_meta, read_labels, read_thresholds)
 from ulmfit_cli.layout import BUNDLE, CLASSIFIER, CLASSIFIER_STAGE, LABELS, VOCAB, sp_model_in
 from ulmfit_cli.runs import read_run, read_vocab
-from ulmfit_cli.train.batches import MAX_ROWS, MAX_TOKENS, by_length, pad_chunks
+from ulmfit_cli.train.batches import MAX_ROWS, MAX_TOKENS, by_length, pad_end
 from ulmfit_cli.train.device import decide, torch_device
 from ulmfit_cli.train.learners import clf_model
 
@@ -53,6 +55,7 @@ class Classifier(TextClassifier):
         self.model = clf_model(len(vocab), len(labels), spec.arch.model_dump(), spec.drop_mult, spec.lin_ftrs,
                                spec.max_len, spec.bptt, weights, str(path / CLASSIFIER), spec.y_range)
         self.model.to(device).eval()
+        self.net = InferenceNet(self.model, self.index[PAD], self.task.activation, spec.bptt, spec.max_len)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", key: str = "--model") -> "Classifier":
@@ -80,17 +83,16 @@ class Classifier(TextClassifier):
     def proba_of_ids(self, ids: list[np.ndarray], bs: int = MAX_ROWS, max_tokens: int = MAX_TOKENS,
                      precision: str = "fp32", progress: bool = False) -> np.ndarray:
         """`predict_proba` for texts already turned into token ids (by `token_ids`): batches of at most `bs`
-        texts and `max_tokens` token slots (`train.batches`)."""
+        texts and `max_tokens` token slots (`train.batches`), run by `InferenceNet`."""
         docs = orient_docs(ids, self.spec.backwards)
         out = np.zeros((len(docs), len(self.labels)), dtype=np.float32)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         pad = self.index[PAD]
         batches = by_length(np.array([len(d) for d in docs]), bs, max_tokens)
         for rows in (bar(batches, desc="predict", unit="batch") if progress else batches):
-            x = torch.from_numpy(pad_chunks([docs[i] for i in rows], pad, self.spec.bptt)).to(self.device)
+            x = torch.from_numpy(pad_end([docs[i] for i in rows], pad)).to(self.device)
             with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                logits = self.model(x)[0]
-            out[rows] = self.task.activation(logits.float()).cpu().numpy()
+                out[rows] = self.net(x).float().cpu().numpy()
         return out
 
 

@@ -1,7 +1,7 @@
 """Classifier batches in plain NumPy (the ONNX runtime uses them without torch): how a batch of texts is
-padded, in training (`loaders.clf_dl`) and inference alike (`pad_chunks`: for the PyTorch model's bptt loop;
-`pad_end`: for the ONNX graph, which masks its pads), and inference's batches without a DataLoader
-(`by_length`): texts sorted by length, longest first, each batch at most `max_rows` texts and
+padded for fastai's model in training (`pad_chunks`, for its bptt loop: `loaders.clf_dl`) and for inference
+(`pad_end`: `inference.net.InferenceNet` and its ONNX graph mask their pads), and inference's batches without
+a DataLoader (`by_length`): texts sorted by length, longest first, each batch at most `max_rows` texts and
 `max_rows x its longest text` at most `max_tokens` token slots.
 
 Not fastai's `SortedDL` for inference: it forks worker processes per call (most of a single text's time)
