@@ -220,8 +220,9 @@ def main() -> None:
         print(f"| {label} | {c['cold_s']:.2f} | {c['rss_mb']:.0f} | {c['torch']} |")
     print(f"\nONNX RSS / PyTorch RSS {colds['ulmfit ONNX fp32']['rss_mb'] / colds['ulmfit PyTorch fp32']['rss_mb']:.2f}; "
           f"in-process load: PyTorch {load_torch:.2f} s")
-    print(f"`echo text | ulmfit predict --input - --output -`: run dir {cli_cold(args.model):.2f} s, "
-          f"ONNX bundle {cli_cold(bundles['fp32']):.2f} s")
+    if not args.quick:
+        print(f"`echo text | ulmfit predict --input - --output -`: run dir {cli_cold(args.model):.2f} s, "
+              f"ONNX bundle {cli_cold(bundles['fp32']):.2f} s")
 
 
 if __name__ == "__main__":

@@ -28,3 +28,14 @@ def test_weight_dropout_bench_prints_its_table():
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "| FlatWeightDropout |" in res.stdout and "speed ratio flat / fastai" in res.stdout, res.stdout
+
+
+def test_predict_speed_bench_prints_its_tables(chain):
+    """Every row of bench/predict_speed.py runs (stock fastai, the DataLoader path, PyTorch, ONNX fp32/int8, cold
+    starts) on the session's tiny classifier, quickly; the figures are the benchmark's, not the test's."""
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "predict_speed.py"), "--model", str(chain["clf"]),
+                          "--quick"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for row in ("| stock fastai: learn.predict / get_preds(test_dl), bs 64 |", "| ulmfit PyTorch fp32 |",
+                "| ulmfit ONNX fp32 |", "single text p50: ulmfit", "ONNX RSS / PyTorch RSS", "int8 check"):
+        assert row in res.stdout, res.stdout

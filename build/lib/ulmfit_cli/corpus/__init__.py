@@ -1,0 +1,1 @@
+"""Corpus reading: Wikipedia dumps, text files and labelled tables, tokenization and vocab."""

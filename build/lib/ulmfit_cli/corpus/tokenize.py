@@ -1,0 +1,48 @@
+"""What training adds to `corpus.text`'s tokenizers: SentencePiece training, the vocab (fastai's
+`make_vocab`), the check that spaCy knows a language, and readable text from tokens (`generate`).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from fastai.text.data import make_vocab
+
+from ulmfit_cli.corpus.text import PAD, SPECIAL_TOKENS
+from ulmfit_cli.errors import UlmfitError
+
+
+def train_sentencepiece(text_file: Path, out_dir: Path, vocab_size: int | None) -> Path:
+    """fastai's SentencePiece training (unigram, special tokens as user symbols) -> the model file."""
+    from fastai.text.core import SentencePieceTokenizer
+    # removes text_file
+    model = SentencePieceTokenizer(vocab_sz=vocab_size, cache_dir=out_dir).train(text_file)
+    (out_dir / "spm.vocab").unlink(missing_ok=True)  # the model file alone is used
+    return Path(model)
+
+
+def check_lang(lang: str, key: str) -> None:
+    """`lang` is a language spaCy's blank pipelines know (as fastai's `SpacyTokenizer(lang=...)` needs)."""
+    import spacy
+    try:
+        spacy.blank(lang)
+    except (ImportError, ValueError, KeyError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UlmfitError(f"{key}: spaCy cannot tokenize language {lang!r} ({why}); use an ISO code spaCy "
+                          f"knows (en, de, fr, es, it, nl, pt, ..., or xx for any), or data.tokenizer: "
+                          f"sentencepiece") from None
+
+
+def detokenize(tokens: list[str], subwords: bool) -> str:
+    """Readable text: pieces joined at their '▁' marks, then fastai's `decode_spec_tokens`
+    (xxmaj, xxup, xxrep, xxwrep), without xxbos and xxpad."""
+    from fastai.text.learner import decode_spec_tokens
+    if subwords:  # fastai's bare special tokens (xxunk, xxmaj...) stand alone between pieces
+        spec = set(SPECIAL_TOKENS)
+        tokens = "".join(f"▁{t}▁" if t in spec else t for t in tokens).replace("▁", " ").split()
+    return " ".join(w for w in decode_spec_tokens(tokens) if w not in ("xxbos", PAD))
+
+
+def build_vocab(docs: list[list[str]], max_vocab: int, min_freq: int) -> list[str]:
+    """fastai's `make_vocab`: special tokens first, most frequent next, padded to a multiple of 8."""
+    return make_vocab(Counter(t for d in docs for t in d), min_freq=min_freq, max_vocab=max_vocab)
