@@ -5,7 +5,9 @@ ulmfit on PyTorch fp32, and ulmfit's ONNX bundle in fp32 and int8 (`ulmfit expor
 [--quantize int8]`); fastText as a reference row when it is installed.
 
 Reported: texts/s at batch sizes 1 and 256 (bs 1: one call per text), p50/p99 latency of single texts, and in
-fresh processes (one per row) the cold start (process start to the first prediction) and the peak RSS.
+fresh processes (one per row) the cold start (process start to the first prediction) and the peak RSS. The
+rows time the model alone, as stock fastai runs it; a model trained with a blend (`model.blend`) gets one
+more row with its TF-IDF baseline mixed in, as `ulmfit predict` runs it.
 
   python bench/predict_speed.py [--model runs/demo-clf] [--threads 1]
 Texts: TREC-6 test (data/trec6) and, where ../shared/data is, SST-2 train; every row classifies the same texts.
@@ -13,6 +15,7 @@ Texts: TREC-6 test (data/trec6) and, where ../shared/data is, SST-2 train; every
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -94,7 +97,7 @@ def before_path(clf, texts):
 
 
 COLD = """
-import resource, sys, time
+import sys, time
 t0 = float(sys.argv[1])
 from ulmfit_cli import load_classifier
 clf = load_classifier(sys.argv[2], runtime=sys.argv[3], threads=1)
@@ -103,14 +106,15 @@ first = time.time() - t0
 texts = [line.rstrip("\\n") for line in open(sys.argv[4], encoding="utf-8")]
 clf.predict_proba(texts)
 import json
-print(json.dumps({"cold_s": first, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "torch": "torch" in sys.modules}))
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child of a big process would report the parent's
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(json.dumps({"cold_s": first, "rss_mb": hwm / 1024, "torch": "torch" in sys.modules}))
 """
 
 
-def cold(path: Path, runtime: str, texts_file: Path) -> dict:
+def cold(path: Path, runtime: str, texts_file: Path, python: str = sys.executable) -> dict:
     """Process start to first prediction, and peak RSS after classifying the texts, in a fresh process."""
-    res = subprocess.run([sys.executable, "-c", COLD, repr(time.time()), str(path), runtime, str(texts_file)],
+    res = subprocess.run([python, "-c", COLD, repr(time.time()), str(path), runtime, str(texts_file)],
                          capture_output=True, text=True, timeout=600, cwd=ROOT,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if res.returncode:
@@ -118,10 +122,10 @@ def cold(path: Path, runtime: str, texts_file: Path) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def cli_cold(model: Path) -> float:
+def cli_cold(model: Path, python: str = sys.executable) -> float:
     """`echo text | ulmfit predict --model M --input - --output -`, wall seconds."""
     t0 = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "ulmfit"), "predict", "--model", str(model), "--input", "-",
+    subprocess.run([str(Path(python).parent / "ulmfit"), "predict", "--model", str(model), "--input", "-",
                     "--output", "-"], input="What is the capital of Peru ?\n", capture_output=True, text=True,
                    timeout=600, check=True, cwd=ROOT)
     return time.perf_counter() - t0
@@ -138,8 +142,9 @@ def fasttext_row(texts: list[str], threads: int):
             f.write(f"__label__{lbl} {t}\n")
     model = fasttext.train_supervised(f.name, epoch=25, wordNgrams=2, thread=threads, verbose=0)
     os.unlink(f.name)
-    lat = latencies(lambda t: model.predict(t), texts, 2000, 10)
-    _, s = timed(lambda: model.predict(texts))
+    # the binding's own calls: fastText 0.9.3's Python wrapper fails on NumPy 2 (np.array(copy=False))
+    lat = latencies(lambda t: model.f.predict(t, 1, 0.0, "strict"), texts, 2000, 10)
+    _, s = timed(lambda: model.f.multilinePredict(texts, 1, 0.0, "strict"))
     return lat, len(texts) / s
 
 
@@ -149,6 +154,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for every row (PyTorch, onnxruntime)")
     ap.add_argument("--single", type=int, default=300, help="single-text calls per row at most")
     ap.add_argument("--quick", action="store_true", help="few texts and calls (the test's smoke run)")
+    ap.add_argument("--runtime-python", help="the python of a venv with requirements-runtime.txt (no torch): "
+                                             "the ONNX rows' cold start and RSS are measured there too")
     args = ap.parse_args()
     import torch
 
@@ -164,6 +171,12 @@ def main() -> None:
     for precision, b in bundles.items():
         rows[f"ulmfit ONNX {precision}" + ("" if precision == "fp32" or int8_card["precision"] == "int8"
                                            else " (not kept: fp32)")] = load_classifier(b, threads=args.threads)
+    blended = {}
+    if clf.blend is not None:  # the rows time the model alone, as stock fastai runs it; one more row: the blend
+        blended["ulmfit PyTorch fp32 + its TF-IDF blend (what predict runs)"] = clf
+        rows = {k: copy.copy(v) for k, v in rows.items()}
+        for v in rows.values():
+            v.blend = None
     learn = stock_learner(clf)
     print(f"model {args.model}: emb {clf.spec.arch.emb_sz}, hidden {clf.spec.arch.n_hid}, "
           f"{clf.spec.arch.n_layers} layers; CPU, {args.threads} thread(s); torch {torch.__version__}")
@@ -172,11 +185,17 @@ def main() -> None:
         print(f"\n## {name}: {len(texts):,} texts, {n_tok:,} tokens\n")
         print("| path | single p50 ms | single p99 ms | texts/s bs 1 | texts/s bs 256 | max abs diff vs PyTorch |")
         print("| --- | --- | --- | --- | --- | --- |")
-        ref, _ = timed(lambda: clf.predict_proba(texts))
-        results = {}
+        ref = clf.proba_of_ids(clf.token_ids(texts))  # the model's outputs, without a blend
+        results, notes = {}, []
 
         def row(label, lat, bulk, probs=None):
             diff = "" if probs is None else f"{np.abs(probs - ref).max():.1e}"
+            if probs is not None and np.abs(probs - ref).max() > 1e-3:
+                notes.append(f"{label}: {int((np.abs(probs - ref).max(1) > 1e-3).sum())} of {len(texts)} texts "
+                             f"differ by more than 1e-3, {int((probs.argmax(1) != ref.argmax(1)).sum())} in their "
+                             f"label (fastai's pad_input_chunk: short texts batched with longer ones are skipped; "
+                             f"train/batches.py)" if not label.startswith("ulmfit ONNX") else
+                             f"{label}: labels differ on {int((probs.argmax(1) != ref.argmax(1)).sum())} texts")
             results[label] = (np.median(lat), bulk)
             print(f"| {label} | {np.median(lat) * 1e3:.2f} | {np.percentile(lat, 99) * 1e3:.2f} | "
                   f"{1 / lat.mean():,.0f} | {bulk:,.0f} | {diff} |")
@@ -188,16 +207,17 @@ def main() -> None:
         lat = latencies(lambda t: before_path(clf, [t]), texts, min(single, 50), limit)
         probs, s = timed(lambda: before_path(clf, texts))
         row("ulmfit before (SortedDL per call), bs 64", lat, len(texts) / s, probs)
-        for label, model in rows.items():
+        for label, model in {**rows, **blended}.items():
             lat = latencies(lambda t: model.predict_proba([t]), texts, single, limit)
             probs, s = timed(lambda: model.predict_proba(texts, bs=256))
-            row(label, lat, len(texts) / s, probs)
+            row(label, lat, len(texts) / s, None if label in blended else probs)
         ft = fasttext_row(texts, args.threads) if name.startswith("TREC") else None
         if ft:
             row("fastText supervised (reference; its own model)", ft[0], ft[1])
+        print("\n" + "\n".join(notes))
         stock, ours = results["stock fastai: learn.predict / get_preds(test_dl), bs 64"], results["ulmfit PyTorch fp32"]
         before = results["ulmfit before (SortedDL per call), bs 64"]
-        per_text_500 = timed(lambda: clf.predict_proba(texts[:500]))[1] / len(texts[:500])
+        per_text_500 = timed(lambda: rows["ulmfit PyTorch fp32"].predict_proba(texts[:500]))[1] / len(texts[:500])
         onnx = [v for k, v in results.items() if k.startswith("ulmfit ONNX")]
         print(f"\nsingle text p50: ulmfit {stock[0] / ours[0]:.0f}x faster than learn.predict, "
               f"{before[0] / ours[0]:.0f}x than before; p50 / per-text time of a 500-text batch "
@@ -218,11 +238,17 @@ def main() -> None:
                                  ("ulmfit ONNX int8", bundles["int8"], "onnx")):
         c = colds[label] = cold(path, runtime, texts_file)
         print(f"| {label} | {c['cold_s']:.2f} | {c['rss_mb']:.0f} | {c['torch']} |")
-    print(f"\nONNX RSS / PyTorch RSS {colds['ulmfit ONNX fp32']['rss_mb'] / colds['ulmfit PyTorch fp32']['rss_mb']:.2f}; "
-          f"in-process load: PyTorch {load_torch:.2f} s")
+        if args.runtime_python and runtime == "onnx":
+            c = colds[label] = cold(path, runtime, texts_file, args.runtime_python)
+            print(f"| {label}, runtime venv (requirements-runtime.txt) | {c['cold_s']:.2f} | {c['rss_mb']:.0f} | "
+                  f"{c['torch']} |")
+    ratio = colds["ulmfit ONNX fp32"]["rss_mb"] / colds["ulmfit PyTorch fp32"]["rss_mb"]
+    print(f"\nONNX RSS / PyTorch RSS {ratio:.2f} (the last ONNX fp32 row); in-process load: PyTorch {load_torch:.2f} s")
     if not args.quick:
         print(f"`echo text | ulmfit predict --input - --output -`: run dir {cli_cold(args.model):.2f} s, "
-              f"ONNX bundle {cli_cold(bundles['fp32']):.2f} s")
+              f"ONNX bundle {cli_cold(bundles['fp32']):.2f} s"
+              + (f", ONNX bundle in the runtime venv {cli_cold(bundles['fp32'], args.runtime_python):.2f} s"
+                 if args.runtime_python else ""))
 
 
 if __name__ == "__main__":
