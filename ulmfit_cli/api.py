@@ -137,7 +137,8 @@ def _classifiers(models: Sequence[Path], device: str, precision: str, threads: i
 
 @command
 def predict(models: Sequence[Path | str], input: str | Path, output: Path, text_col=None,
-            input_format: str | None = None, bs: int = MAX_ROWS, device: str = "auto", precision: str = "fp32",
+            input_format: str | None = None, bs: int = MAX_ROWS, device: str = "auto",
+            precision: str = "fp32",
             encoding: str = "utf-8", threads: int | None = None, runtime: str = "auto",
             max_tokens: int = MAX_TOKENS):
     """Classify the texts of `input` (a table, fastText or text file; `-`: stdin) with the models (several:

@@ -309,10 +309,10 @@ def predict(
     = Path("preds.csv"),
     text_col: TextColOpt = None,
     input_format: InputFormatOpt = None,
-    bs: BatchOpt = 256,
+    bs: BatchOpt = 128,
     max_tokens: Annotated[int, typer.Option(
         "--max-tokens", min=1, help="Token slots per batch at most (texts x the longest): batches of long "
-                                    "texts hold fewer texts.")] = 32_768,
+                                    "texts hold fewer texts. On a GPU, larger batches pay.")] = 8_192,
     device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32",
     encoding: EncodingOpt = "utf-8",
     threads: Annotated[Optional[int], typer.Option(
@@ -381,7 +381,8 @@ def export(
                                                          "loads it (lm.pth, lm_vocab.pkl).")] = "ulmfit",
     quantize: Annotated[Optional[str], typer.Option(
         "--quantize", help="int8 (--format onnx): onnxruntime's dynamic quantization, kept only if the "
-                           "validation figure stays within 0.5 points of fp32's (needs the run's data).")] = None,
+                           "validation figure stays within 0.5 points of fp32's (needs the run's "
+                           "data).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --output.")] = False,
 ):
     """Write a self-contained bundle of a classifier or a language model. A classifier bundle is a

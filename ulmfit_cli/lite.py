@@ -28,4 +28,5 @@ def predict(models: Sequence[Path | str], input: str | Path, output: Path, text_
         check_output(output, folder=False)
         check_table_output(output)
         clf = load_onnx(*models, threads=threads)
-        return predict_table(clf, input, output, text_col, input_format, encoding, bs=bs, max_tokens=max_tokens)
+        return predict_table(clf, input, output, text_col, input_format, encoding, bs=bs,
+                             max_tokens=max_tokens)

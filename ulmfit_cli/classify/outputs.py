@@ -75,4 +75,5 @@ class RegressionOutputs(Outputs):
         return z
 
 
-OUTPUTS: dict[str, Outputs] = {o.name: o for o in (SingleLabelOutputs(), MultiLabelOutputs(), RegressionOutputs())}
+OUTPUTS: dict[str, Outputs] = {o.name: o for o in (SingleLabelOutputs(), MultiLabelOutputs(),
+                                                    RegressionOutputs())}

@@ -234,7 +234,8 @@ def tokenize(texts: list[str], workers: int | None = None, desc: str = "tokenizi
 
 def numericalize(docs: list[list[str]], vocab: list[str] | dict[str, int]) -> list[np.ndarray]:
     """Token ids (int64, as fastai's embedding expects); unknown words map to `xxunk`. `vocab` is the list of
-    tokens, or its index `{token: id}` (built once by a loaded model: a call per text then costs no rebuild)."""
+    tokens, or its index `{token: id}` (built once by a loaded model: a call per text then costs no
+    rebuild)."""
     o2i = vocab if isinstance(vocab, dict) else {w: i for i, w in enumerate(vocab)}
     unk = o2i[UNK]
     return [np.fromiter((o2i.get(t, unk) for t in d), dtype=np.int64, count=len(d)) for d in docs]

@@ -48,12 +48,14 @@ def build_card(source: Path, clf, rows: dict | None, export: dict) -> dict:
     precision and files (names -> sha256), and int8's check."""
     packages = ("torch", "fastai", "numpy", "spacy", "sentencepiece", "scikit-learn", "onnx", "onnxruntime")
     card = {"format": CARD_FORMAT, "task": clf.task.name, "labels": clf.labels,
-            "thresholds": None if clf.thresholds is None else dict(zip(clf.labels, map(float, clf.thresholds))),
+            "thresholds": (None if clf.thresholds is None
+                           else dict(zip(clf.labels, map(float, clf.thresholds)))),
             "blend_weight": None if clf.blend is None else clf.blend[0]}
     if (source / CARD).is_file():  # a bundle exported again: what it was trained on comes from its card
         old = read_json(source / CARD, "--model")
         if isinstance(old, dict):
-            card.update({k: old[k] for k in ("data", "rows", "figures", "upstream", "trained_with") if k in old})
+            card.update({k: old[k] for k in ("data", "rows", "figures", "upstream", "trained_with")
+                         if k in old})
     elif (source / CONFIG).is_file():
         run = read_run(source, "--model", ("train-clf",), "model.pth")
         cfg = run.typed(ClassifierConfig)
@@ -66,7 +68,8 @@ def build_card(source: Path, clf, rows: dict | None, export: dict) -> dict:
                                                     if file.is_file() else {"missing": True})}
         results = read_json(source / RESULTS, "--model") if (source / RESULTS).is_file() else {}
         card["data"], card["rows"] = data, rows or {k: results.get(f"{k}_n") for k in ("valid", "test")}
-        card["figures"] = {k: v for k, v in results.items() if k.startswith(_FIGURE_PREFIXES) or k == "baseline"}
+        card["figures"] = {k: v for k, v in results.items()
+                           if k.startswith(_FIGURE_PREFIXES) or k == "baseline"}
         upstream = cfg.init.from_run
         card["upstream"] = {"run": None if upstream is None else str(upstream),
                             "pretrained_encoder": results.get("pretrained_encoder")}
@@ -90,17 +93,19 @@ def card_text(bundle: Path) -> str:
         lines.append(f"  int8: {'kept' if quant.get('kept') else 'not kept (fp32 written)'}; "
                      f"{json.dumps({k: quant[k] for k in ('figure', 'valid', 'test') if k in quant})}")
     for name, f in (card.get("data") or {}).items():
-        lines.append(f"  data.{name}: {f.get('path')} " + ("(missing when exported)" if f.get("missing") else
-                                                          f"({f.get('bytes')} bytes, sha256 {f.get('sha256')})"))
+        lines.append(f"  data.{name}: {f.get('path')} "
+                     + ("(missing when exported)" if f.get("missing")
+                        else f"({f.get('bytes')} bytes, sha256 {f.get('sha256')})"))
     if card.get("rows"):
         lines.append("  rows: " + ", ".join(f"{k} {v}" for k, v in card["rows"].items()))
     figures = card.get("figures") or {}
     for prefix, name in (("test_", "test"), ("classifier_test_", "classifier alone, test"),
                          ("baseline_test_", "baseline, test")):
-        shown = {k[len(prefix):]: v for k, v in figures.items() if k.startswith(prefix) and not k.endswith("_n")}
+        shown = {k[len(prefix):]: v for k, v in figures.items()
+                 if k.startswith(prefix) and not k.endswith("_n")}
         if shown:
-            lines.append(f"  {name}: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}"
-                                                   for k, v in shown.items()))
+            lines.append(f"  {name}: " + "  ".join(
+                f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in shown.items()))
     if card.get("blend_weight") is not None:
         lines.append(f"  blend weight {card['blend_weight']:.2f} (classifier; the rest the baseline)")
     up = card.get("upstream") or {}

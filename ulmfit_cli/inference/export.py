@@ -5,7 +5,8 @@ A classifier bundle holds `model.pth` (a weights-only state dict), `vocab.json`,
 for a blend with the baseline `blend.json`, `baseline.json` and `baseline.npz`, for a subword model
 `tokenizer.model`, and the model card `card.json` (`inference.card`): everything `ulmfit predict` and
 `load_classifier` need, nothing pickled. `fmt="onnx"` adds `model.onnx` (`inference.onnx_export`), which
-the runtime runs without torch; `quantize="int8"` makes it int8 when the validation figure holds. A language-model bundle is the
+the runtime runs without torch; `quantize="int8"` makes it int8 when the validation figure holds. A
+language-model bundle is the
 run's config.yaml, vocab.json, lm.pth, encoder.pth (and tokenizer.model): a run dir without checkpoints
 or logs, which `init.from_run` and `generate` take. `fmt="fastai"` writes an LM as the files fastai's
 `pretrained_fnames` loads instead (`ulmfit_cli.train.fastai_format.export_fastai`).
@@ -28,9 +29,9 @@ from ulmfit_cli.inference.card import build_card, sha256
 from ulmfit_cli.inference.classifier import Classifier
 from ulmfit_cli.inference.onnx_export import INT8_TOLERANCE, OPSET, quantize_int8, write_onnx
 from ulmfit_cli.inference.runtime import OnnxClassifier
-from ulmfit_cli.layout import (BASELINE, BASELINE_ARRAYS, BLEND, BUNDLE, BUNDLE_FORMAT, CARD, CLASSIFIER, CONFIG,
-                               LABELS, LM_BUNDLE_FILES, LM_STAGES, LM_WEIGHTS, ONNX_MODEL, PAIR, RESULTS,
-                               SP_MODEL, THRESHOLDS, VOCAB, __version__)
+from ulmfit_cli.layout import (BASELINE, BASELINE_ARRAYS, BLEND, BUNDLE, BUNDLE_FORMAT, CARD, CLASSIFIER,
+                               CONFIG, LABELS, LM_BUNDLE_FILES, LM_STAGES, LM_WEIGHTS, ONNX_MODEL, PAIR,
+                               RESULTS, SP_MODEL, THRESHOLDS, VOCAB, __version__)
 from ulmfit_cli.train.fastai_format import export_fastai
 from ulmfit_cli.runs import read_run, stage_of
 
@@ -120,9 +121,9 @@ def _splits(clf: Classifier, model_dir: Path, needed: bool) -> dict | None:
             _, train, valid, test = read_splits(cfg)
     except UlmfitError as e:
         if needed:
-            raise UlmfitError(f"--quantize int8: int8 is kept only if the validation figure holds, which needs "
-                              f"the run's validation rows: {e}; export from the train-clf run dir, with its data "
-                              f"where its config.yaml says") from None
+            raise UlmfitError(f"--quantize int8: int8 is kept only if the validation figure holds, which "
+                              f"needs the run's validation rows: {e}; export from the train-clf run dir, "
+                              f"with its data where its config.yaml says") from None
         return None
     parts = {"train": train, "valid": valid, **({"test": test} if test is not None else {})}
     return {name: (df["text"].tolist(), clf.task.targets(clf.labels, df)) for name, df in parts.items()}
@@ -139,7 +140,8 @@ def _quantize(staging: Path, meta: dict, splits: dict, clf: Classifier) -> dict:
     for precision, file in (("fp32", fp32), ("int8", int8)):
         runtime = OnnxClassifier.load(staging, graph=file)
         scores[precision] = {name: float(task.figures(y, runtime.predict_proba(texts), clf.labels,
-                                                      clf.thresholds)[figure]) for name, (texts, y) in splits.items()}
+                                                      clf.thresholds)[figure])
+                             for name, (texts, y) in splits.items()}
     a, b = scores["fp32"]["valid"], scores["int8"]["valid"]
     kept = b <= a * (1 + INT8_TOLERANCE) if task.lower_is_better(figure) else b >= a - INT8_TOLERANCE
     report = {"figure": figure, "kept": bool(kept), "tolerance": INT8_TOLERANCE,

@@ -32,6 +32,8 @@ class InferenceNet(nn.Module):
             for name, weight in (("weight_ih_l0", src.weight_ih_l0), ("weight_hh_l0", wd.weight_hh_l0_raw),
                                  ("bias_ih_l0", src.bias_ih_l0), ("bias_hh_l0", src.bias_hh_l0)):
                 setattr(lstm, name, weight)  # the same tensors: no copy
+            if weight.is_cuda:  # cuDNN's one buffer (the fastai model's parameters become views of it)
+                lstm.flatten_parameters()
             self.lstms.append(lstm)
         self.head = head.layers
         self.pad, self.activation = pad, activation
