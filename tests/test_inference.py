@@ -53,7 +53,8 @@ def test_exported_bundle_predicts_the_same_and_loads_without_pickle(chain):
     bundle = chain["tmp"] / "bundle"
     res = chain["run"]("export", "--model", chain["tmp"] / "clf", "--output", bundle)
     assert res.exit_code == 0, res.output
-    assert {p.name for p in bundle.iterdir()} == {"model.pth", "vocab.json", "labels.json", "classifier.json"}
+    assert {p.name for p in bundle.iterdir()} == {"model.pth", "vocab.json", "labels.json", "classifier.json",
+                                                  "card.json"}
     from_run, from_bundle = _predict(chain, "clf", out_name="a.csv"), _predict(chain, "bundle", out_name="b.csv")
     assert np.array_equal(from_run[["prob_neg", "prob_pos"]].to_numpy(), from_bundle[["prob_neg", "prob_pos"]].to_numpy())
     clf = load_classifier(bundle, device="cpu")
