@@ -1,1 +1,0 @@
-"""Corpus reading: Wikipedia dumps, text files and labelled tables, tokenization and vocab."""

@@ -1,1 +1,0 @@
-"""Using trained models: the classifier and ensemble, text generation, export bundles and evaluation."""
