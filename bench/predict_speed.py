@@ -77,22 +77,25 @@ def stock_learner(clf):
     return learn.to_fp32()
 
 
-def before_path(clf, texts):
-    """ulmfit's predict_proba until this path: token ids through fastai's SortedDL (worker processes, bs 64)."""
+def dataloader_outputs(clf, texts, pad=None) -> np.ndarray:
+    """ulmfit's predict_proba until the inference issue: fastai's SortedDL (bs 64, a worker process, built per
+    call) padded by `pad` (default the training loader's, `loaders.clf_dl`; fastai's `pad_input_chunk` was
+    the one before), its longest-first order undone as get_preds undoes it. tests/test_deploy.py holds the
+    fast path to it."""
     import torch
 
     from ulmfit_cli.corpus.direction import orient_docs
-    from ulmfit_cli.corpus.text import tokenize
     from ulmfit_cli.train.loaders import clf_dl
     ids = clf.token_ids(texts)
     dl = clf_dl(orient_docs(ids, clf.spec.backwards), np.zeros(len(ids), dtype=np.int64), clf.vocab, 64,
-                clf.spec.bptt, clf.device)
+                clf.spec.bptt, torch.device("cpu"))
+    if pad is not None:
+        dl = dl.new(before_batch=pad)
     order, out, done = np.asarray(dl.get_idxs()), np.zeros((len(ids), len(clf.labels)), np.float32), 0
     with torch.no_grad():
         for x, _ in dl:
             out[order[done:done + len(x)]] = clf.task.activation(clf.model(x)[0]).numpy()
             done += len(x)
-    del tokenize
     return out
 
 
@@ -205,8 +208,8 @@ def main() -> None:
             lat = latencies(lambda t: learn.predict(t), texts, min(single, 50), limit)
             probs, s = timed(lambda: learn.get_preds(dl=learn.dls.test_dl(texts))[0].numpy())
         row("stock fastai: learn.predict / get_preds(test_dl), bs 64", lat, len(texts) / s, probs)
-        lat = latencies(lambda t: before_path(clf, [t]), texts, min(single, 50), limit)
-        probs, s = timed(lambda: before_path(clf, texts))
+        lat = latencies(lambda t: dataloader_outputs(clf, [t]), texts, min(single, 50), limit)
+        probs, s = timed(lambda: dataloader_outputs(clf, texts))
         row("ulmfit before (SortedDL per call), bs 64", lat, len(texts) / s, probs)
         for label, model in {**rows, **blended}.items():
             lat = latencies(lambda t: model.predict_proba([t]), texts, single, limit)

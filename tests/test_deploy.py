@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from conftest import TINY, write_tasks_csv
+from conftest import ROOT, TINY, write_tasks_csv
+
+sys.path.insert(0, str(ROOT / "bench"))
+from predict_speed import dataloader_outputs  # noqa: E402  (the DataLoader path; the bench times it)
 
 STAGES = "train.stages=[{freeze_to: -1, epochs: 2, lr: 0.05}, {freeze_to: 0, epochs: 3, lr: 0.02}]"
 TASKS = {"multi-label": ("data.label_col=[pos, neg]", "model.max_len=48"),  # texts longer than max_len too
@@ -41,25 +44,6 @@ def _texts(models, name) -> list[str]:
     return texts + [" ".join(rng.choice(texts) for _ in range(rng.randint(2, 9))) for _ in range(30)]
 
 
-def _dataloader_outputs(clf, texts, pad=None) -> np.ndarray:
-    """The path inference took before: fastai's SortedDL (bs 64, worker processes), padded by `pad` (default
-    the training loader's, `loaders.clf_dl`; fastai's `pad_input_chunk` is today's), its longest-first order
-    undone as get_preds undoes it."""
-    from ulmfit_cli.corpus.direction import orient_docs
-    from ulmfit_cli.train.loaders import clf_dl
-    ids = clf.token_ids(texts)
-    dl = clf_dl(orient_docs(ids, clf.spec.backwards), np.zeros(len(ids), dtype=np.int64), clf.vocab, 64,
-                clf.spec.bptt, torch.device("cpu"))
-    if pad is not None:
-        dl = dl.new(before_batch=pad)
-    order, out, done = np.asarray(dl.get_idxs()), np.zeros((len(ids), len(clf.labels)), np.float32), 0
-    with torch.no_grad():
-        for x, _ in dl:
-            out[order[done:done + len(x)]] = clf.task.activation(clf.model(x)[0]).numpy()
-            done += len(x)
-    return out
-
-
 def _fastai_pad(clf):
     from functools import partial
 
@@ -75,8 +59,8 @@ def test_fast_path_equals_the_dataloader_path(models, name):
     from ulmfit_cli import load_classifier
     clf = load_classifier(models[name], device="cpu")
     texts = _texts(models, name)
-    alone = np.concatenate([_dataloader_outputs(clf, [t], _fastai_pad(clf)) for t in texts])
-    assert np.allclose(_dataloader_outputs(clf, texts), alone, atol=1e-6, rtol=0)
+    alone = np.concatenate([dataloader_outputs(clf, [t], _fastai_pad(clf)) for t in texts])
+    assert np.allclose(dataloader_outputs(clf, texts), alone, atol=1e-6, rtol=0)
     ids = clf.token_ids(texts)
     for bs, max_tokens in ((256, 32_768), (7, 100), (1, 1)):
         assert np.allclose(clf.proba_of_ids(ids, bs=bs, max_tokens=max_tokens), alone, atol=1e-6, rtol=0)
@@ -84,7 +68,7 @@ def test_fast_path_equals_the_dataloader_path(models, name):
     assert len(short) >= 30
     assert np.allclose(clf.predict_proba(short, bs=8) if clf.blend is None else
                        clf.proba_of_ids(clf.token_ids(short), bs=8),
-                       _dataloader_outputs(clf, short, _fastai_pad(clf)), atol=1e-6, rtol=0)
+                       dataloader_outputs(clf, short, _fastai_pad(clf)), atol=1e-6, rtol=0)
     if clf.blend is not None:  # blended: the model's part, then the baseline's
         assert np.allclose(clf.predict_proba(texts), clf.blended(alone, texts), atol=1e-6, rtol=0)
 
@@ -97,8 +81,8 @@ def test_fastai_padding_skips_short_texts_batched_with_longer_ones(models):
     from ulmfit_cli import load_classifier
     clf = load_classifier(models["single-label"], device="cpu")
     texts = _texts(models, "single-label")
-    alone = np.concatenate([_dataloader_outputs(clf, [t], _fastai_pad(clf)) for t in texts])
-    wrong = np.abs(_dataloader_outputs(clf, texts, _fastai_pad(clf)) - alone).max(1) > 1e-3
+    alone = np.concatenate([dataloader_outputs(clf, [t], _fastai_pad(clf)) for t in texts])
+    wrong = np.abs(dataloader_outputs(clf, texts, _fastai_pad(clf)) - alone).max(1) > 1e-3
     assert 0 < wrong.sum() < len(texts)
 
 
@@ -106,7 +90,7 @@ def test_ensemble_fast_path_equals_the_mean_of_stock_outputs(models):
     from ulmfit_cli import load_classifier
     both = load_classifier(models["single-label"], models["backward"], device="cpu")
     texts = _texts(models, "single-label")
-    stock = np.mean([m.blended(_dataloader_outputs(m, texts), texts) for m in both.members], axis=0)
+    stock = np.mean([m.blended(dataloader_outputs(m, texts), texts) for m in both.members], axis=0)
     assert np.allclose(both.predict_proba(texts, bs=5, max_tokens=200), stock, atol=1e-6, rtol=0)
 
 
@@ -171,7 +155,6 @@ def test_predict_on_onnx_bundles_runs_without_torch_or_fastai(cli, models, bundl
     """The blended multi-label model (the baseline's part runs on numpy/scikit-learn) and the ensemble, through
     `ulmfit predict` in a process where torch and fastai cannot be imported: the labels PyTorch gives."""
     import subprocess
-    import sys
     paths = [bundles["single-label"], bundles["backward"]] if name == "ensemble" else [bundles[name]]
     data = models["single_test" if name == "ensemble" else "test"]
     out = tmp_path / "p.csv"
