@@ -223,3 +223,26 @@ def test_bad_export_and_runtime_inputs_are_named(cli, chain, models, bundles, tm
     res = cli("predict", "-m", broken, "-i", models["single_test"], "-o", tmp_path / "p.csv")
     assert res.exit_code == 2 and "model.onnx is not a loadable ONNX model" in res.output
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_threads_come_from_the_flag_else_the_runs_setting(chain, tmp_path):
+    """load_classifier(threads=) sets PyTorch's CPU threads; without it, the run's run.threads does."""
+    import shutil
+
+    import torch
+    import yaml
+
+    from ulmfit_cli import load_classifier
+    before = torch.get_num_threads()
+    try:
+        load_classifier(chain["clf"], device="cpu", threads=1)
+        assert torch.get_num_threads() == 1
+        run = tmp_path / "clf"
+        shutil.copytree(chain["clf"], run)
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        cfg["run"]["threads"] = 2
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        load_classifier(run, device="cpu")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

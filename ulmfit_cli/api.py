@@ -131,7 +131,11 @@ def _inputs(models: Sequence[Path | str], input) -> list[Path]:
 
 def _classifiers(models: Sequence[Path], device: str, precision: str, threads: int | None = None,
                  runtime: str = "auto"):
-    device, precision = decide(device, precision, key="--")  # fp16/bf16 need a GPU
+    """The classifier (or ensemble) and the precision it runs at. `device` as asked (auto: an ONNX bundle runs
+    on onnxruntime's CPU provider, as `ulmfit predict` runs it, a run dir on the GPU if there is one)."""
+    _, precision = decide(device, precision, key="--")  # fp16/bf16 need a GPU
+    if precision != "fp32" and runtime == "auto":  # autocast is PyTorch's
+        runtime = "torch"
     return load_classifier(*models, device=device, threads=threads, runtime=runtime), precision
 
 

@@ -52,6 +52,7 @@ class Classifier(TextClassifier):
                  blend: tuple[float, LinearBaseline] | None = None):
         super().__init__(path, spec, vocab, labels, sp_model, TASKS[spec.task], thresholds, blend)
         self.device = device
+        self.run_threads: int | None = None  # the training run's run.threads, the default at inference
         self.model = clf_model(len(vocab), len(labels), spec.arch.model_dump(), spec.drop_mult, spec.lin_ftrs,
                                spec.max_len, spec.bptt, weights, str(path / CLASSIFIER), spec.y_range)
         self.model.to(device).eval()
@@ -68,16 +69,19 @@ class Classifier(TextClassifier):
             for name in (VOCAB, LABELS, CLASSIFIER):
                 if not (path / name).is_file():
                     raise UlmfitError(f"{key}: bundle {path} has no {name}")
-            vocab = read_vocab(path, key)
+            vocab, threads = read_vocab(path, key), None
         else:
             run = read_run(path, key, (CLASSIFIER_STAGE,), CLASSIFIER)
-            spec, vocab = ClassifierSpec.of(run.typed(ClassifierConfig)), run.vocab
+            cfg = run.typed(ClassifierConfig)
+            spec, vocab, threads = ClassifierSpec.of(cfg), run.vocab, cfg.run.threads
         task = TASKS[spec.task]
         labels = read_labels(path, task, key)
         thresholds = read_thresholds(path, labels, key) if task.thresholded else None
         dev = torch_device(decide(device, "fp32", key="--")[0])
-        return cls(path, spec, vocab, labels, load_weights(path / CLASSIFIER), sp_model_in(path), dev,
-                   thresholds, read_blend(path, task, len(labels), key))
+        clf = cls(path, spec, vocab, labels, load_weights(path / CLASSIFIER), sp_model_in(path), dev,
+                  thresholds, read_blend(path, task, len(labels), key))
+        clf.run_threads = threads
+        return clf
 
     @torch.inference_mode()
     def proba_of_ids(self, ids: list[np.ndarray], bs: int = MAX_ROWS, max_tokens: int = MAX_TOKENS,
@@ -99,14 +103,15 @@ class Classifier(TextClassifier):
 def load_classifier(*paths: str | Path, device: str = "auto", threads: int | None = None,
                     runtime: str = "auto") -> TextClassifier | Ensemble:
     """A classifier from a train-clf run dir or an `ulmfit export` bundle; several paths, or a
-    forward+backward pair (`--directions both`): their ensemble. `threads`: CPU threads (default: the
-    library's own choice; 1 per process where several serve side by side). `runtime`: auto (onnxruntime
-    for bundles exported with --format onnx, on the CPU), onnx, or torch."""
+    forward+backward pair (`--directions both`): their ensemble. `threads`: CPU threads (default: the run's
+    run.threads, else the library's own choice; 1 per process where several serve side by side). `runtime`:
+    auto (onnxruntime for bundles exported with --format onnx, on the CPU), onnx, or torch."""
     if not paths:
         raise UlmfitError("load_classifier: give at least one run dir or bundle")
     if chooses_onnx(paths, runtime, device):
         return load_onnx(*paths, threads=threads)
+    members = [Classifier.load(m, device) for p in paths for m in (pair_members(p) or [p])]
+    threads = threads or members[0].run_threads
     if threads is not None:
         torch.set_num_threads(threads)
-    members = [Classifier.load(m, device) for p in paths for m in (pair_members(p) or [p])]
     return members[0] if len(members) == 1 else Ensemble(members)
