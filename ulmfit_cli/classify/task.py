@@ -46,8 +46,8 @@ def _positions(labels: list[str]) -> dict[str, int]:
 
 @dataclass(frozen=True, eq=False)
 class Task(Outputs):
-    """What a kind of classifier task decides; one instance per kind (`TASKS`). Its outputs side (the
-    decision, how predict writes it, the baseline's linear outputs) is `classify.outputs`'."""
+    """What a kind of classifier task decides; one instance per kind (`TASKS`). The outputs side (the
+    decision, how predict writes it, the baseline's linear outputs) is inherited from `classify.outputs`."""
     name: ClassVar[str]
     monitors: ClassVar[dict[str, str]]  # train.monitor -> the Recorder's column (the name in metrics.jsonl)
     # the figures results.json, the printed summary and evaluate lead with
