@@ -56,8 +56,9 @@ class RunSection(Section):
         default_factory=list, description="tensorboard: fastai's TensorBoardCallback writes event files into "
                                           "<run dir>/tensorboard (pip install 'ulmfit-cli[tensorboard]')")
     threads: int | None = Field(
-        None, ge=1, description="CPU threads for PyTorch (default: its own choice, printed at start); 1 on a "
-                                "machine shared with other jobs")
+        None, ge=1, description="CPU threads for PyTorch (default: its own choice, printed at start), also "
+                                "when a classifier run predicts (unless --threads); 1 on a machine shared "
+                                "with other jobs")
     deterministic: bool = Field(
         False, description="PyTorch's deterministic algorithms (and cuBLAS workspace) on GPU: reproducible, "
                            "slower; CPU runs are deterministic anyway")
