@@ -114,6 +114,7 @@ def test_onnx_bundle_predicts_as_pytorch(models, bundles, name):
     torch_clf = load_classifier(models[name], device="cpu")
     onnx_clf = load_classifier(bundles[name])
     assert isinstance(onnx_clf, OnnxClassifier) and onnx_clf.precision == "fp32"
+    texts += pd.read_csv(ROOT / "data" / "trec6" / "test.csv")["text"].tolist()  # real text, unknown words
     assert not isinstance(load_classifier(bundles[name], runtime="torch"), OnnxClassifier)
     expected = torch_clf.predict_proba(texts)
     for bs, max_tokens in ((256, 32_768), (3, 50)):
