@@ -138,12 +138,12 @@ def test_onnx_ensemble_of_a_forward_and_backward_bundle(models, bundles):
     assert np.allclose(both.predict_proba(texts), expected, atol=1e-4)
 
 
-# Makes `import torch` / `import fastai` fail as they would in a deployment that never installed them.
+# Makes `import torch` / `import fastai` / `import sklearn` fail as in a deployment that never installed them.
 _NO_TORCH = """
 import sys
 class _Gone:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "fastai", "torchvision"):
+        if name.split(".")[0] in ("torch", "fastai", "torchvision", "sklearn"):
             raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
 sys.meta_path.insert(0, _Gone())
 from ulmfit_cli.cli import app
@@ -247,3 +247,24 @@ def test_threads_come_from_the_flag_else_the_runs_setting(chain, tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_numpy_tfidf_equals_scikit_learns_transform():
+    """The runtime turns texts into the baseline's features without scikit-learn: `Tfidf` must give
+    TfidfVectorizer.transform's values for both analyzers, on real text and on edge cases."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from ulmfit_cli.classify.linear import VECTORIZERS, Tfidf
+    from test_corpus import EDGE_CASES, _real_texts
+    texts = _real_texts() + EDGE_CASES + ["a", "I", "ab  cd\t\tef", "x y", "  "]
+    train, unseen = texts[::2], texts[1::2]
+    for settings in VECTORIZERS:
+        fitted = TfidfVectorizer(**{**settings, "ngram_range": tuple(settings["ngram_range"])}).fit(train)
+        ours = Tfidf.of(fitted, dict(settings))
+        for part in (train[:300], unseen):
+            expected = fitted.transform(part).toarray()
+            got = np.zeros_like(expected)
+            for r, text in enumerate(part):
+                idx, val = ours.row(text)
+                got[r, idx] = val
+            assert np.allclose(got, expected, atol=1e-12, rtol=0), settings

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
 
-from ulmfit_cli.classify.linear import VECTORIZERS, LinearBaseline, vectorizer
+from ulmfit_cli.classify.linear import VECTORIZERS, LinearBaseline, Tfidf
 from ulmfit_cli.classify.pairs import members
 from ulmfit_cli.classify.scoring import headline, score
 from ulmfit_cli.classify.splits import read_splits
@@ -26,6 +27,10 @@ from ulmfit_cli.console import info
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.layout import BUNDLE, CLASSIFIER, CLASSIFIER_STAGE
 from ulmfit_cli.runs import read_run
+
+
+def vectorizer(settings: dict) -> TfidfVectorizer:
+    return TfidfVectorizer(**{**settings, "ngram_range": tuple(settings["ngram_range"])})
 
 
 def tfidf_baseline(train: tuple[list[str], np.ndarray], valid: tuple[list[str], np.ndarray],
@@ -40,7 +45,8 @@ def tfidf_baseline(train: tuple[list[str], np.ndarray], valid: tuple[list[str], 
     regression, one per label for multi-label, ridge for numbers) is fitted along its regularization path,
     and the setting with the best `task.selection` on valid is kept."""
     t0 = time.perf_counter()
-    vecs = [vectorizer(s).fit(train[0]) for s in VECTORIZERS]  # one vocabulary for every setting
+    # one vocabulary for every setting
+    vecs = [Tfidf.of(vectorizer(s).fit(train[0]), dict(s)) for s in VECTORIZERS]
     base = LinearBaseline(task, vecs, np.zeros((0, 0)), np.zeros(0), task.baseline_name, 0.0, y_range)
     x_train = base.features(train[0])
     splits = {"valid": valid, **({"test": test} if test is not None else {})}

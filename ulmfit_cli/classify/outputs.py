@@ -6,7 +6,6 @@ differ only in these two modules.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit, softmax
 
 MULTI_DELIM = ";"  # how `ulmfit predict` writes a predicted label set when the model was trained on columns
 
@@ -44,7 +43,8 @@ class SingleLabelOutputs(Outputs):
         return [labels[i] for i in outputs.argmax(1)]
 
     def linear_apply(self, z):
-        return softmax(z, axis=1)
+        e = np.exp(z - z.max(axis=1, keepdims=True))  # scipy.special.softmax's formula, without scipy
+        return e / e.sum(axis=1, keepdims=True)
 
 
 class MultiLabelOutputs(Outputs):
@@ -59,7 +59,7 @@ class MultiLabelOutputs(Outputs):
         return [(delim or MULTI_DELIM).join(p) for p in predicted]
 
     def linear_apply(self, z):
-        return expit(z)
+        return 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic sigmoid, without overflow (and without scipy)
 
 
 class RegressionOutputs(Outputs):
