@@ -65,7 +65,11 @@ class TextClassifier:
         label probabilities (a sigmoid each, multi-label), or the predicted numbers (regression); blended with
         the baseline's when the classifier was trained with a blend. `kwargs`: `proba_of_ids`'."""
         texts = list(texts)
-        return self.blended(self.proba_of_ids(self.token_ids(texts, workers), **kwargs), texts)
+        return self.outputs_of(texts, self.token_ids(texts, workers), **kwargs)
+
+    def outputs_of(self, texts: list[str], ids: list[np.ndarray], **kwargs) -> np.ndarray:
+        """`predict_proba` of `texts` already tokenized (`ids`: their `token_ids`)."""
+        return self.blended(self.proba_of_ids(ids, **kwargs), texts)
 
     def blended(self, outputs: np.ndarray, texts: list[str]) -> np.ndarray:
         """The model's `outputs` for `texts` mixed with its baseline's (as is, without a blend)."""
@@ -104,10 +108,15 @@ class Ensemble:
         self.spec = first.spec
         self.thresholds = np.mean([m.thresholds for m in members], axis=0) if self.task.thresholded else None
 
+    def token_ids(self, texts: list[str], workers: int | None = None) -> list[np.ndarray]:
+        return self.members[0].token_ids(texts, workers)  # one vocab: the texts are tokenized once
+
     def predict_proba(self, texts: list[str], workers: int | None = None, **kwargs) -> np.ndarray:
         texts = list(texts)
-        ids = self.members[0].token_ids(texts, workers)  # one vocab: the texts are tokenized once
-        return np.mean([m.blended(m.proba_of_ids(ids, **kwargs), texts) for m in self.members], axis=0)
+        return self.outputs_of(texts, self.token_ids(texts, workers), **kwargs)
+
+    def outputs_of(self, texts: list[str], ids: list[np.ndarray], **kwargs) -> np.ndarray:
+        return np.mean([m.outputs_of(texts, ids, **kwargs) for m in self.members], axis=0)
 
     def predict(self, texts: list[str], **kwargs) -> list:
         return self.task.decide(self.predict_proba(texts, **kwargs), self.labels, self.thresholds)
