@@ -414,7 +414,9 @@ def serve(
         "--max-batch-tokens", min=1, help="Tokens per model batch at most: concurrent requests are merged up to "
                                           "this or --max-wait-ms.")] = 8_192,
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0, help="How long a batch waits for more "
-                                                                             "requests.")] = 5.0,
+                                                                             "requests (0: it takes those that "
+                                                                             "queued while the model ran).")]
+    = 0.0,
     batching: Annotated[bool, typer.Option("--batching/--no-batching", help="Merge concurrent requests "
                                                                             "(micro-batching).")] = True,
     max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Requests waiting at most; more get 503 "

@@ -49,7 +49,7 @@ SETTINGS_ENV = "ULMFIT_SERVE_SETTINGS"  # the settings of `--workers` processes,
 class ServeSettings:
     models: list[str]
     max_batch_tokens: int = 8_192  # a model batch holds at most this many tokens...
-    max_wait_ms: float = 5.0       # ... and waits at most this long for more requests
+    max_wait_ms: float = 0.0       # ... and waits at most this long for more (0: takes what queued meanwhile)
     batching: bool = True          # off: every request is its own batch
     max_queue: int = 256           # requests waiting or running; more get 503
     max_texts: int = 64            # texts per request
@@ -105,7 +105,9 @@ class Metrics:
 class Batcher:
     """Merges concurrent requests into model batches: the first request waiting starts a batch, which takes
     the requests queued behind it until it holds `max_batch_tokens` tokens or `max_wait_ms` has passed; the
-    model runs it in the one worker thread, and each request's rows go back to it."""
+    model runs it in the one worker thread, and each request's rows go back to it. With `max_wait_ms` 0 (the
+    default) a batch waits for nothing: it takes the requests that queued while the model ran the last one,
+    so an idle server answers at once and a busy one batches as much as its load brings."""
 
     def __init__(self, clf, settings: ServeSettings, metrics: Metrics):
         self.clf, self.settings, self.metrics = clf, settings, metrics
@@ -240,6 +242,30 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+class Counted:
+    """Pure ASGI (Starlette's BaseHTTPMiddleware costs more than the model on a short text): each response's
+    status and latency into the metrics, by path."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), [500]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+            self.metrics.requests.labels(path, str(status[0])).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - t0)
+
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ulmfit: __NAME__</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -309,14 +335,7 @@ def create_app(settings: ServeSettings, loaded=None) -> FastAPI:
 
     app.add_middleware(BodyLimit, max_body=settings.max_body)
 
-    @app.middleware("http")  # added last, so outermost: it counts BodyLimit's 400s and 413s too
-    async def count(request: Request, call_next):
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        path = request.url.path if request.url.path in KNOWN_PATHS else "other"
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(Counted, metrics=metrics)  # added last, so outermost: BodyLimit's 400s and 413s count
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -366,7 +385,7 @@ def create_app(settings: ServeSettings, loaded=None) -> FastAPI:
                 order = np.argsort(-row)[:body.top_k] if body.top_k else range(len(row))
                 item["probabilities"] = {clf.labels[j]: float(row[j]) for j in order}
             out.append(item)
-        return {"predictions": out}
+        return JSONResponse({"predictions": out})
 
     @app.get("/v1/info", dependencies=[Depends(authorized)])
     async def model_info():
