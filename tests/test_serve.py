@@ -3,7 +3,7 @@ status and message, answers equal to load_classifier's under concurrent requests
 load, an ensemble, a multi-label and a regression model, and the page in headless Chromium."""
 from __future__ import annotations
 
-import json
+import html
 import shutil
 import signal
 import socket
@@ -113,7 +113,9 @@ def test_endpoints_and_concurrent_answers_equal_load_classifier(served):
         batched = float(metrics.split("ulmfit_batch_texts_count ")[1].split()[0])
         assert batched < len(batches) + 2  # concurrent requests were merged (and the warm-up)
         assert "/v1/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]
-        assert httpx.get(f"{url}/docs").status_code == 200 and "<textarea" in httpx.get(url).text
+        page = httpx.get(url).text
+        assert httpx.get(f"{url}/docs").status_code == 200 and "<textarea" in page
+        assert info["card"]["examples"] and html.escape(info["card"]["examples"][0]) in page
 
 
 def test_every_bad_request_is_a_json_error_with_its_status(served):

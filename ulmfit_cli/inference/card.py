@@ -1,8 +1,8 @@
 """The model card every export bundle carries (`card.json`), and its text for `ulmfit report BUNDLE`: what the
 model is (task, labels, thresholds), what it was trained on (each data file's sha256 and size, the rows of
 each split), how well it did (the test and validation figures, the classifier's alone and the baseline's),
-what it was fine-tuned from (the upstream LM run), the versions that made it, and the export (format,
-precision, each file's sha256, int8's check). Plain JSON: nothing is unpickled to read it.
+what it was fine-tuned from (the upstream LM run), the versions that made it, the export (format,
+precision, each file's sha256, int8's check), and a few test texts to try (`ulmfit serve`'s page). Plain JSON: nothing is unpickled to read it.
 """
 from __future__ import annotations
 
@@ -42,10 +42,10 @@ def _versions(packages: tuple[str, ...]) -> dict:
     return out
 
 
-def build_card(source: Path, clf, rows: dict | None, export: dict) -> dict:
+def build_card(source: Path, clf, rows: dict | None, export: dict, examples: list[str] | None = None) -> dict:
     """The card of a classifier exported from `source` (a train-clf run dir, or a bundle with a card, whose
     training side is kept). `rows`: the size of each split, when its data was read; `export`: format,
-    precision and files (names -> sha256), and int8's check."""
+    precision and files (names -> sha256), and int8's check; `examples`: a few test texts to try."""
     packages = ("torch", "fastai", "numpy", "spacy", "sentencepiece", "scikit-learn", "onnx", "onnxruntime")
     card = {"format": CARD_FORMAT, "task": clf.task.name, "labels": clf.labels,
             "thresholds": (None if clf.thresholds is None
@@ -54,7 +54,7 @@ def build_card(source: Path, clf, rows: dict | None, export: dict) -> dict:
     if (source / CARD).is_file():  # a bundle exported again: what it was trained on comes from its card
         old = read_json(source / CARD, "--model")
         if isinstance(old, dict):
-            card.update({k: old[k] for k in ("data", "rows", "figures", "upstream", "trained_with")
+            card.update({k: old[k] for k in ("data", "rows", "figures", "upstream", "trained_with", "examples")
                          if k in old})
     elif (source / CONFIG).is_file():
         run = read_run(source, "--model", ("train-clf",), "model.pth")
@@ -74,6 +74,8 @@ def build_card(source: Path, clf, rows: dict | None, export: dict) -> dict:
         card["upstream"] = {"run": None if upstream is None else str(upstream),
                             "pretrained_encoder": results.get("pretrained_encoder")}
         card["trained_with"] = (run.config.get("_meta") or {}).get("version")
+    if examples:
+        card["examples"] = examples
     card["versions"] = _versions(packages)
     card["export"] = {**export, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return card

@@ -107,7 +107,9 @@ def _classifier_bundle(clf: Classifier, model_dir: Path, staging: Path, fmt: str
     (staging / BUNDLE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     export["files"] = {f.name: sha256(f) for f in sorted(staging.iterdir()) if f.is_file()}
     rows = {name: len(split[0]) for name, split in splits.items()} if splits else None
-    write_json(staging / CARD, build_card(model_dir, clf, rows, export))
+    shown = (splits.get("test") or splits["valid"])[0] if splits else []
+    examples = list(dict.fromkeys(t for t in shown if len(t) <= 300))[:5]  # what serve's page offers to try
+    write_json(staging / CARD, build_card(model_dir, clf, rows, export, examples))
 
 
 def _splits(clf: Classifier, model_dir: Path, needed: bool) -> dict | None:
