@@ -2,7 +2,7 @@
 `ulmfit predict` on the same texts, in one run.
 
 Each run starts `ulmfit serve` as a subprocess on a free loopback port, waits for /health/ready, then sends a
-bounded load: `--clients` concurrent clients (httpx), each sending `--requests` requests of 1-8 texts drawn
+bounded load: `--clients` concurrent keep-alive connections (asyncio streams: `Connection`), each sending `--requests` requests of 1-8 texts drawn
 from TREC-6's test questions (stopping early after `--seconds`). It reports requests/s, texts/s, p50/p99
 latency, the mean model batch (from /metrics) and the errors; then one request on the idle server against
 the model's own single-text time in this process.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import signal
 import socket
@@ -62,28 +63,57 @@ def stop(proc: subprocess.Popen) -> int:
         return -9
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection to the server, POSTing JSON: a few lines of asyncio streams instead
+    of httpx, whose per-request CPU (1-2 ms) on the 2-core machine that also runs the server would make the
+    load generator, not the server, what the benchmark measures."""
+
+    def __init__(self, url: str):
+        self.host, self.port = url.split("//")[1].split(":")
+        self.reader = self.writer = None
+
+    async def post(self, path: str, payload) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, int(self.port))
+        body = json.dumps(payload).encode()
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")))
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+
+
 async def load(url: str, texts: list[str], clients: int, requests: int, seconds: float, seed: int = 0):
     """`clients` concurrent clients, `requests` each (fewer if `seconds` run out): latencies, texts, errors."""
     rng = random.Random(seed)
     plans = [[rng.sample(texts, rng.randint(1, 8)) for _ in range(requests)] for _ in range(clients)]
     latencies, sent, errors = [], 0, 0
     deadline = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        async def one(plan):
-            nonlocal sent, errors
+
+    async def one(plan):
+        nonlocal sent, errors
+        conn = Connection(url)
+        try:
             for batch in plan:
                 if time.monotonic() > deadline:
                     return
                 t0 = time.perf_counter()
-                r = await client.post("/v1/predict", json={"texts": batch})
+                status, _ = await conn.post("/v1/predict", {"texts": batch})
                 latencies.append(time.perf_counter() - t0)
                 sent += len(batch)
-                errors += r.status_code != 200
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(p) for p in plans))
-        wall = time.perf_counter() - t0
-    return np.array(latencies), sent, errors, wall
+                errors += status != 200
+        finally:
+            await conn.close()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(p) for p in plans))
+    return np.array(latencies), sent, errors, time.perf_counter() - t0
 
 
 def mean_batch(url: str) -> float:
@@ -94,13 +124,16 @@ def mean_batch(url: str) -> float:
 
 
 def idle_single(url: str, texts: list[str], n: int = 100) -> float:
-    out = []
-    with httpx.Client(base_url=url, timeout=30) as client:
+    async def run():
+        conn, out = Connection(url), []
         for t in texts[:n]:
             t0 = time.perf_counter()
-            client.post("/v1/predict", json={"text": t}).raise_for_status()
+            status, _ = await conn.post("/v1/predict", {"text": t})
+            assert status == 200
             out.append(time.perf_counter() - t0)
-    return float(np.median(out))
+        await conn.close()
+        return out
+    return float(np.median(asyncio.run(run())))
 
 
 def main() -> None:

@@ -39,3 +39,17 @@ def test_predict_speed_bench_prints_its_tables(chain):
     for row in ("| stock fastai: learn.predict / get_preds(test_dl), bs 64 |", "| ulmfit PyTorch fp32 |",
                 "| ulmfit ONNX fp32 |", "single text p50: ulmfit", "ONNX RSS / PyTorch RSS", "int8 check"):
         assert row in res.stdout, res.stdout
+
+
+def test_serve_load_bench_prints_its_table(chain, tmp_path):
+    """bench/serve_load.py's rows run (servers on 127.0.0.1 with batching on and off, `ulmfit predict`), with a
+    small bounded load; the figures are the benchmark's."""
+    from ulmfit_cli import api
+    bundle = api.export(chain["clf"], tmp_path / "bundle", fmt="onnx")
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "serve_load.py"), "--model", str(bundle),
+                          "--clients", "4", "--requests", "5"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for row in ("| micro-batching on |", "| micro-batching off |", "one request on the idle server",
+                "`ulmfit predict` on the 500 questions"):
+        assert row in res.stdout, res.stdout
+    assert "| 0 | 0 |" in res.stdout  # no errors, exit 0
