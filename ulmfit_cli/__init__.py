@@ -19,4 +19,4 @@ def load_classifier(*paths, device: str = "auto", threads: int | None = None, ru
     if chooses_onnx(paths, runtime, device):
         return load_onnx(*paths, threads=threads)
     from ulmfit_cli.inference.classifier import load_classifier as load
-    return load(*paths, device=device, threads=threads, runtime=runtime)
+    return load(*paths, device=device, threads=threads)

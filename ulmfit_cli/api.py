@@ -24,10 +24,10 @@ from ulmfit_cli.config import derive, to_yaml
 from ulmfit_cli.corpus.prepare import prepare as build_store
 from ulmfit_cli.corpus.store import TokenStore
 from ulmfit_cli.corpus.tables import check_table_output, read_texts
+from ulmfit_cli import load_classifier  # the one choice of runtime (onnxruntime for ONNX bundles)
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import check_output, command_inputs, reads, write_json
 from ulmfit_cli.inference.card import card_text
-from ulmfit_cli.inference.classifier import load_classifier
 from ulmfit_cli.inference.evaluate import plot_confusion, report_text  # noqa: F401  (report_text: the CLI's)
 from ulmfit_cli.inference.export import export as write_bundle
 from ulmfit_cli.inference.generate import generate as sample

@@ -337,7 +337,7 @@ def predict(
     cols = None if text_col is None else _columns(text_col)
     with _user_errors():
         lite = _lite()
-        if lite.runs_without_torch(model, runtime, device) and precision == "fp32":
+        if lite.chooses_onnx(model, runtime, device) and precision == "fp32":
             df = lite.predict(model, input, output, cols, input_format, bs, encoding, threads, max_tokens)
         else:
             df = _api().predict(model, input, output, cols, input_format, bs, device, precision, encoding,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import errno
 import fcntl
+import hashlib
 import importlib.util
 import json
 import os
@@ -118,6 +119,15 @@ def atomic_write(path: Path, write) -> None:
 def write_json(path: Path, obj) -> None:
     data = (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
     atomic_write(path, lambda f: f.write(data))
+
+
+def sha256(path: Path) -> str:
+    """A file's sha256 (hex), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_json(path: Path, key: str):

@@ -1,6 +1,6 @@
 """The command that runs without torch or fastai: `ulmfit predict` on bundles exported with `--format onnx`
 (what a deployment installs: docs/deploying.md). The CLI comes here when every `--model` is such a bundle and
-nothing asks for PyTorch (`runs_without_torch`); `api.predict` is the same command for every classifier."""
+nothing asks for PyTorch (`chooses_onnx`); `api.predict` is the same command for every classifier."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,9 +12,7 @@ from ulmfit_cli.inference.predict import predict_table
 from ulmfit_cli.inference.runtime import chooses_onnx, load_onnx
 from ulmfit_cli.train.batches import MAX_ROWS, MAX_TOKENS
 
-
-def runs_without_torch(models: Sequence[Path | str], runtime: str = "auto", device: str = "auto") -> bool:
-    return chooses_onnx(models, runtime, device)
+__all__ = ["chooses_onnx", "predict"]  # chooses_onnx: whether the CLI comes here
 
 
 def predict(models: Sequence[Path | str], input: str | Path, output: Path, text_col=None,

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ulmfit_cli.classify.pairs import members as pair_members
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import read_json
+from ulmfit_cli.files import read_json, sha256
 from ulmfit_cli.layout import CARD, CLASSIFIER, ONNX_MODEL, __version__
 
 SETTINGS_ENV = "ULMFIT_SERVE_SETTINGS"  # the settings of `--workers` processes, as JSON
@@ -179,23 +179,17 @@ def load_model(settings: ServeSettings):
     from ulmfit_cli import load_classifier  # the package's loader: an ONNX bundle never imports torch
     clf = load_classifier(*settings.models, device="cpu", threads=settings.threads, runtime=settings.runtime)
     members = [m for p in settings.models for m in (pair_members(p) or [Path(p)])]
-    digest = hashlib.sha256()
-    for m in members:
-        weights = m / ONNX_MODEL if getattr(_first(clf), "session", None) is not None else m / CLASSIFIER
-        digest.update(weights.read_bytes())
+    first = clf.members[0] if hasattr(clf, "members") else clf
+    digests = [sha256(m / (ONNX_MODEL if first.runtime == "onnx" else CLASSIFIER)) for m in members]
+    # one model: its weights' sha256 (the card's); an ensemble: that of its members' digests
+    digest = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
     cards = [read_json(m / CARD, "--model") for m in members if (m / CARD).is_file()]
-    first = _first(clf)
     info = {"task": clf.task.name, "labels": clf.labels,
             "thresholds": None if clf.thresholds is None else dict(zip(clf.labels, map(float, clf.thresholds))),
-            "models": [str(m) for m in members], "sha256": digest.hexdigest(), "version": __version__,
-            "runtime": "onnx" if getattr(first, "session", None) is not None else "torch",
-            "precision": getattr(first, "precision", "fp32"), "card": cards[0] if len(cards) == 1 else cards}
+            "models": [str(m) for m in members], "sha256": digest, "version": __version__,
+            "runtime": first.runtime, "precision": first.precision, "card": cards[0] if len(cards) == 1 else cards}
     info["model_id"] = f"{Path(settings.models[0]).name}@{info['sha256'][:12]}"
     return clf, info
-
-
-def _first(clf):
-    return clf.members[0] if hasattr(clf, "members") else clf
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:

@@ -6,7 +6,6 @@ precision, each file's sha256, int8's check), and a few test texts to try (`ulmf
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import time
@@ -15,21 +14,13 @@ from pathlib import Path
 
 from ulmfit_cli.config import ClassifierConfig
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import read_json
+from ulmfit_cli.files import read_json, sha256
 from ulmfit_cli.layout import CARD, CONFIG, RESULTS, __version__
 from ulmfit_cli.runs import read_run
 
 CARD_FORMAT = 1
 _FIGURE_PREFIXES = ("valid_", "test_", "classifier_valid_", "classifier_test_", "baseline_valid_",
                     "baseline_test_")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _versions(packages: tuple[str, ...]) -> dict:

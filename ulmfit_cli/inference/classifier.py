@@ -10,8 +10,8 @@ no DataLoader workers), and run by `inference.net.InferenceNet` (the fastai mode
 on its weights) under `torch.inference_mode`, so the probabilities are those `learn.get_preds` gives,
 without its per-call cost. Several models (a forward and a backward one) form
 an ensemble that averages their (blended) outputs (probabilities, or numbers; a multi-label ensemble cuts the
-mean probabilities at its members' mean thresholds). A bundle exported with `--format onnx` loads on
-onnxruntime instead (`runtime.chooses_onnx`), unless PyTorch is asked for.
+mean probabilities at its members' mean thresholds). The package's `load_classifier` loads a bundle exported
+with `--format onnx` on onnxruntime instead (`runtime.chooses_onnx`), unless PyTorch is asked for.
 
     from ulmfit_cli import load_classifier
     clf = load_classifier("runs/trec6-clf")       # or an `ulmfit export` bundle
@@ -35,8 +35,8 @@ from ulmfit_cli.corpus.text import PAD
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import load_weights, reads
 from ulmfit_cli.inference.net import InferenceNet
-from ulmfit_cli.inference.runtime import (Ensemble, TextClassifier, chooses_onnx, load_onnx, read_blend,
-                                          read_bundle_meta, read_labels, read_thresholds)
+from ulmfit_cli.inference.runtime import (Ensemble, TextClassifier, read_blend, read_bundle_meta, read_labels,
+                                          read_thresholds)
 from ulmfit_cli.layout import BUNDLE, CLASSIFIER, CLASSIFIER_STAGE, LABELS, VOCAB, sp_model_in
 from ulmfit_cli.runs import read_run, read_vocab
 from ulmfit_cli.train.batches import MAX_ROWS, MAX_TOKENS, by_length, pad_end
@@ -49,10 +49,10 @@ class Classifier(TextClassifier):
 
     def __init__(self, path: Path, spec: ClassifierSpec, vocab: list[str], labels: list[str], weights: dict,
                  sp_model: Path | None, device: torch.device, thresholds: np.ndarray | None = None,
-                 blend: tuple[float, LinearBaseline] | None = None):
+                 blend: tuple[float, LinearBaseline] | None = None, run_threads: int | None = None):
         super().__init__(path, spec, vocab, labels, sp_model, TASKS[spec.task], thresholds, blend)
         self.device = device
-        self.run_threads: int | None = None  # the training run's run.threads, the default at inference
+        self.run_threads = run_threads  # the training run's run.threads, the default at inference
         self.model = clf_model(len(vocab), len(labels), spec.arch.model_dump(), spec.drop_mult, spec.lin_ftrs,
                                spec.max_len, spec.bptt, weights, str(path / CLASSIFIER), spec.y_range)
         self.model.to(device).eval()
@@ -78,10 +78,8 @@ class Classifier(TextClassifier):
         labels = read_labels(path, task, key)
         thresholds = read_thresholds(path, labels, key) if task.thresholded else None
         dev = torch_device(decide(device, "fp32", key="--")[0])
-        clf = cls(path, spec, vocab, labels, load_weights(path / CLASSIFIER), sp_model_in(path), dev,
-                  thresholds, read_blend(path, task, len(labels), key))
-        clf.run_threads = threads
-        return clf
+        return cls(path, spec, vocab, labels, load_weights(path / CLASSIFIER), sp_model_in(path), dev,
+                   thresholds, read_blend(path, task, len(labels), key), threads)
 
     @torch.inference_mode()
     def proba_of_ids(self, ids: list[np.ndarray], bs: int = MAX_ROWS, max_tokens: int = MAX_TOKENS,
@@ -100,16 +98,14 @@ class Classifier(TextClassifier):
         return out
 
 
-def load_classifier(*paths: str | Path, device: str = "auto", threads: int | None = None,
-                    runtime: str = "auto") -> TextClassifier | Ensemble:
-    """A classifier from a train-clf run dir or an `ulmfit export` bundle; several paths, or a
+def load_classifier(*paths: str | Path, device: str = "auto",
+                    threads: int | None = None) -> Classifier | Ensemble:
+    """A classifier on PyTorch from a train-clf run dir or an `ulmfit export` bundle; several paths, or a
     forward+backward pair (`--directions both`): their ensemble. `threads`: CPU threads (default: the run's
-    run.threads, else the library's own choice; 1 per process where several serve side by side). `runtime`:
-    auto (onnxruntime for bundles exported with --format onnx, on the CPU), onnx, or torch."""
+    run.threads, else the library's own choice; 1 per process where several serve side by side). The
+    package's `ulmfit_cli.load_classifier` picks onnxruntime instead for ONNX bundles."""
     if not paths:
         raise UlmfitError("load_classifier: give at least one run dir or bundle")
-    if chooses_onnx(paths, runtime, device):
-        return load_onnx(*paths, threads=threads)
     members = [Classifier.load(m, device) for p in paths for m in (pair_members(p) or [p])]
     threads = threads or members[0].run_threads
     if threads is not None:

@@ -15,7 +15,6 @@ leaves nothing; the output is locked while it is written.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -24,8 +23,8 @@ from ulmfit_cli.classify.splits import read_splits
 from ulmfit_cli.config import ClassifierConfig
 from ulmfit_cli.console import info, quiet
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import reads, staged, write_json
-from ulmfit_cli.inference.card import build_card, sha256
+from ulmfit_cli.files import reads, sha256, staged, write_json
+from ulmfit_cli.inference.card import build_card
 from ulmfit_cli.inference.classifier import Classifier
 from ulmfit_cli.inference.onnx_export import INT8_TOLERANCE, OPSET, quantize_int8, write_onnx
 from ulmfit_cli.inference.runtime import OnnxClassifier
@@ -104,7 +103,7 @@ def _classifier_bundle(clf: Classifier, model_dir: Path, staging: Path, fmt: str
         if quantize:
             export["int8"] = _quantize(staging, meta, {k: v for k, v in splits.items() if k != "train"}, clf)
             meta["onnx"]["precision"] = export["precision"] = "int8" if export["int8"]["kept"] else "fp32"
-    (staging / BUNDLE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    write_json(staging / BUNDLE, meta)
     export["files"] = {f.name: sha256(f) for f in sorted(staging.iterdir()) if f.is_file()}
     rows = {name: len(split[0]) for name, split in splits.items()} if splits else None
     shown = (splits.get("test") or splits["valid"])[0] if splits else []
@@ -137,7 +136,7 @@ def _quantize(staging: Path, meta: dict, splits: dict, clf: Classifier) -> dict:
     task, figure = clf.task, clf.task.selection
     fp32, int8 = staging / ONNX_MODEL, staging / "model.int8.onnx"
     quantize_int8(fp32, int8)
-    (staging / BUNDLE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    write_json(staging / BUNDLE, meta)  # what OnnxClassifier.load reads; rewritten with the precision kept
     scores = {}
     for precision, file in (("fp32", fp32), ("int8", int8)):
         runtime = OnnxClassifier.load(staging, graph=file)

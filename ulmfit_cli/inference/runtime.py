@@ -14,6 +14,7 @@ which one a set of paths loads, and `inference.classifier.load_classifier` and t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ class TextClassifier:
     """A trained classifier's texts-to-outputs front; subclasses give `proba_of_ids` (PyTorch or ONNX).
     `spec` holds at least max_chars, lang, backwards, text_col and label_delim (a `ClassifierSpec`, or a
     bundle's `RuntimeSpec`)."""
+    runtime, precision = "torch", "fp32"  # what /v1/info reports; OnnxClassifier's own
 
     def __init__(self, path: Path, spec, vocab: list[str], labels: list[str], sp_model: Path | None,
                  task: Outputs, thresholds: np.ndarray | None = None,
@@ -45,8 +47,12 @@ class TextClassifier:
         self.path, self.spec, self.vocab, self.labels, self.sp_model = path, spec, vocab, labels, sp_model
         self.task, self.thresholds = task, thresholds
         self.blend = blend  # (weight, baseline): outputs are weight * model + (1 - weight) * baseline
-        self.tokenizer = make_tokenizer(sp_model, spec.lang)
         self.index = {w: i for i, w in enumerate(vocab)}
+
+    @cached_property
+    def tokenizer(self):
+        """Built on first use, once: an ensemble tokenizes with its first member's only."""
+        return make_tokenizer(self.sp_model, self.spec.lang)
 
     def token_ids(self, texts: list[str], workers: int | None = None) -> list[np.ndarray]:
         """Token ids per text, in reading order (truncated as train-clf's data.max_chars); worker processes
@@ -169,7 +175,8 @@ def read_bundle_meta(path: Path, key: str) -> dict:
 # ---------------------------------------------------------------- the ONNX runtime
 @dataclass(frozen=True)
 class RuntimeSpec:
-    """What the runtime reads of a bundle's `spec` (the rest is inside model.onnx), each value checked."""
+    """What the runtime reads of a bundle's `spec` (the rest is inside model.onnx), each value checked: not
+    `config.ClassifierSpec`, whose module imports the task's torch side."""
     task: Outputs
     max_chars: int
     lang: str
@@ -195,6 +202,7 @@ class RuntimeSpec:
 
 class OnnxClassifier(TextClassifier):
     """An exported bundle's model.onnx (fp32 or int8) on onnxruntime's CPU provider."""
+    runtime = "onnx"
 
     def __init__(self, path: Path, spec: RuntimeSpec, vocab, labels, sp_model, thresholds, blend, session,
                  precision: str):
