@@ -407,29 +407,33 @@ def export(
 @command()
 def serve(
     model: ModelOpt,
-    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback wants --api-key-file.")]
-    = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        help="Address to listen on; anything but loopback wants --api-key-file.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     max_batch_tokens: Annotated[int, typer.Option(
-        "--max-batch-tokens", min=1, help="Tokens per model batch at most: concurrent requests are merged up to "
-                                          "this or --max-wait-ms.")] = 8_192,
-    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0, help="How long a batch waits for more "
-                                                                             "requests (0: it takes those that "
-                                                                             "queued while the model ran).")]
+        "--max-batch-tokens", min=1,
+        help="Tokens per model batch at most: concurrent requests are merged up to this or --max-wait-ms.")]
+    = 8_192,
+    max_wait_ms: Annotated[float, typer.Option(
+        "--max-wait-ms", min=0,
+        help="How long a batch waits for more requests (0: it takes those that queued while the model ran).")]
     = 0.0,
-    batching: Annotated[bool, typer.Option("--batching/--no-batching", help="Merge concurrent requests "
-                                                                            "(micro-batching).")] = True,
-    max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Requests waiting at most; more get 503 "
-                                                                      "with Retry-After.")] = 256,
-    max_texts: Annotated[int, typer.Option("--max-texts", min=1, help="Texts per request at most (413).")] = 64,
-    max_chars: Annotated[int, typer.Option("--max-chars", min=1, help="Characters per text at most (413).")]
-    = 10_000,
+    batching: Annotated[bool, typer.Option(
+        "--batching/--no-batching", help="Merge concurrent requests (micro-batching).")] = True,
+    max_queue: Annotated[int, typer.Option(
+        "--max-queue", min=1, help="Requests waiting at most; more get 503 with Retry-After.")] = 256,
+    max_texts: Annotated[int, typer.Option(
+        "--max-texts", min=1, help="Texts per request at most (413).")] = 64,
+    max_chars: Annotated[int, typer.Option(
+        "--max-chars", min=1, help="Characters per text at most (413).")] = 10_000,
     api_key_file: Annotated[Optional[Path], typer.Option(
         "--api-key-file", help="A file whose first line is the key clients send ('Authorization: Bearer KEY' "
                                "or 'X-API-Key'); never on the command line.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads of the model.")] = None,
-    runtime: Annotated[str, typer.Option(help="auto (onnxruntime for ONNX bundles), onnx or torch.")] = "auto",
-    workers: Annotated[int, typer.Option(min=1, help="Server processes, each with the model loaded once.")] = 1,
+    runtime: Annotated[str, typer.Option(
+        help="auto (onnxruntime for ONNX bundles), onnx or torch.")] = "auto",
+    workers: Annotated[int, typer.Option(
+        min=1, help="Server processes, each with the model loaded once.")] = 1,
 ):
     """Serve classifiers over HTTP: POST /v1/predict, /health/live, /health/ready, /v1/info, /metrics, /docs,
     and a page to try the model at /. Several --model flags (or a forward+backward pair): their ensemble.
@@ -439,7 +443,8 @@ def serve(
         settings = server.ServeSettings(models=[str(m) for m in model], max_batch_tokens=max_batch_tokens,
                                         max_wait_ms=max_wait_ms, batching=batching, max_queue=max_queue,
                                         max_texts=max_texts, max_chars=max_chars,
-                                        api_key=server.read_key(api_key_file), threads=threads, runtime=runtime)
+                                        api_key=server.read_key(api_key_file), threads=threads,
+                                        runtime=runtime)
         if settings.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
             typer.secho(f"warning: serving on {host} without --api-key-file: anyone who reaches this address "
                         f"can use the model", fg=typer.colors.YELLOW, err=True)

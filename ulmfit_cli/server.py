@@ -1,8 +1,8 @@
 """`ulmfit serve`: a classifier behind HTTP (FastAPI on uvicorn), with micro-batching, limits, health, metrics
 and a page to try it.
 
-- `POST /v1/predict` `{"texts": [...]}` or `{"text": "..."}` (and `top_k`): per text the label (multi-label: the
-  label set; regression: the number), the probabilities per class, the model id. Concurrent requests are
+- `POST /v1/predict` `{"texts": [...]}` or `{"text": "..."}` (and `top_k`): per text the label (multi-label:
+  the label set; regression: the number), the probabilities per class, the model id. Concurrent requests are
   merged into one model batch (`Batcher`) up to `max_batch_tokens` tokens or `max_wait_ms`, whichever comes
   first; each request gets its own rows back.
 - `GET /health/live`, `GET /health/ready` (ready once the model has answered a warm-up batch), `GET /v1/info`
@@ -34,7 +34,8 @@ import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest)
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ulmfit_cli.classify.pairs import members as pair_members
@@ -94,7 +95,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("ulmfit_requests", "HTTP requests by path and status", ["path", "status"],
                                 registry=self.registry)
-        self.latency = Histogram("ulmfit_request_seconds", "request latency", ["path"], registry=self.registry,
+        self.latency = Histogram("ulmfit_request_seconds", "request latency", ["path"],
+                                 registry=self.registry,
                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
         self.batch = Histogram("ulmfit_batch_texts", "texts per model batch", registry=self.registry,
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
@@ -185,9 +187,11 @@ def load_model(settings: ServeSettings):
     digest = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
     cards = [read_json(m / CARD, "--model") for m in members if (m / CARD).is_file()]
     info = {"task": clf.task.name, "labels": clf.labels,
-            "thresholds": None if clf.thresholds is None else dict(zip(clf.labels, map(float, clf.thresholds))),
+            "thresholds": (None if clf.thresholds is None
+                           else dict(zip(clf.labels, map(float, clf.thresholds)))),
             "models": [str(m) for m in members], "sha256": digest, "version": __version__,
-            "runtime": first.runtime, "precision": first.precision, "card": cards[0] if len(cards) == 1 else cards}
+            "runtime": first.runtime, "precision": first.precision,
+            "card": cards[0] if len(cards) == 1 else cards}
     info["model_id"] = f"{Path(settings.models[0]).name}@{info['sha256'][:12]}"
     return clf, info
 
@@ -281,12 +285,14 @@ async function classify(){
   const headers={'Content-Type':'application/json'}; if(key){headers['Authorization']='Bearer '+key;}
   const r=await fetch('v1/predict',{method:'POST',headers:headers,body:JSON.stringify({text:text})});
   const j=await r.json(); const err=document.getElementById('error'), tbl=document.getElementById('probs');
-  tbl.innerHTML=''; if(!r.ok){err.textContent=j.error; document.getElementById('label').textContent=''; return;}
+  tbl.innerHTML='';
+  if(!r.ok){err.textContent=j.error; document.getElementById('label').textContent=''; return;}
   err.textContent=''; const p=j.predictions[0]; const lbl=p.label;
   document.getElementById('label').textContent=Array.isArray(lbl)?(lbl.join(', ')||'(none)'):lbl;
   for(const [k,v] of Object.entries(p.probabilities||{})){
     const tr=tbl.insertRow(); tr.insertCell().textContent=k;
-    tr.insertCell().innerHTML='<span class="bar" style="width:'+Math.round(v*300)+'px"></span> '+v.toFixed(3);}
+    tr.insertCell().innerHTML=
+      '<span class="bar" style="width:'+Math.round(v*300)+'px"></span> '+v.toFixed(3);}
 }
 document.getElementById('go').onclick=classify;
 for(const e of document.querySelectorAll('.ex')){e.onclick=()=>{
@@ -305,7 +311,8 @@ def _page(info: dict, examples: list[str], keyed: bool) -> str:
 
 def _examples(info: dict) -> list[str]:
     cards = info["card"] if isinstance(info["card"], list) else [info["card"]]
-    return [t for c in cards if isinstance(c, dict) for t in c.get("examples") or [] if isinstance(t, str)][:5]
+    return [t for c in cards if isinstance(c, dict)
+            for t in c.get("examples") or [] if isinstance(t, str)][:5]
 
 
 def create_app(settings: ServeSettings, loaded=None) -> FastAPI:
@@ -325,7 +332,8 @@ def create_app(settings: ServeSettings, loaded=None) -> FastAPI:
         await batcher.stop()
 
     app = FastAPI(title="ulmfit serve", version=__version__, lifespan=lifespan,
-                  description=f"The classifier {info['model_id']} ({info['task']}: {', '.join(info['labels'])})")
+                  description=f"The classifier {info['model_id']} "
+                              f"({info['task']}: {', '.join(info['labels'])})")
 
     app.add_middleware(BodyLimit, max_body=settings.max_body)
 
@@ -351,7 +359,8 @@ def create_app(settings: ServeSettings, loaded=None) -> FastAPI:
         if given is None and auth.lower().startswith("bearer "):
             given = auth[7:].strip()
         if given is None or not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-            raise HTTPException(401, "a valid API key is needed: 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+            raise HTTPException(401, "a valid API key is needed: 'Authorization: Bearer KEY' or "
+                                     "'X-API-Key: KEY'",
                                 headers={"WWW-Authenticate": "Bearer"})
 
     @app.post("/v1/predict", dependencies=[Depends(authorized)])
@@ -359,7 +368,8 @@ def create_app(settings: ServeSettings, loaded=None) -> FastAPI:
         """The label and class probabilities of each text, in the order given."""
         texts = body.all_texts()
         if len(texts) > settings.max_texts:
-            raise HTTPException(413, f"{len(texts)} texts; at most {settings.max_texts} per request (--max-texts)")
+            raise HTTPException(413, f"{len(texts)} texts; at most {settings.max_texts} per request "
+                                     f"(--max-texts)")
         long = next((i for i, t in enumerate(texts) if len(t) > settings.max_chars), None)
         if long is not None:
             raise HTTPException(413, f"text {long} has {len(texts[long]):,} characters; at most "
@@ -426,7 +436,8 @@ def read_key(path: Path | None) -> str | None:
     except (OSError, UnicodeDecodeError) as e:
         raise UlmfitError(f"--api-key-file: cannot read {path} ({e})") from None
     if not key or len(key[0].strip()) < 16:
-        raise UlmfitError(f"--api-key-file: {path} should hold a key of at least 16 characters on its first line")
+        raise UlmfitError(f"--api-key-file: {path} should hold a key of at least 16 characters on its first "
+                          f"line")
     return key[0].strip()
 
 

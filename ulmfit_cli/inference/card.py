@@ -2,7 +2,8 @@
 model is (task, labels, thresholds), what it was trained on (each data file's sha256 and size, the rows of
 each split), how well it did (the test and validation figures, the classifier's alone and the baseline's),
 what it was fine-tuned from (the upstream LM run), the versions that made it, the export (format,
-precision, each file's sha256, int8's check), and a few test texts to try (`ulmfit serve`'s page). Plain JSON: nothing is unpickled to read it.
+precision, each file's sha256, int8's check), and a few test texts to try (`ulmfit serve`'s page). Plain
+JSON: nothing is unpickled to read it.
 """
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ def build_card(source: Path, clf, rows: dict | None, export: dict, examples: lis
     if (source / CARD).is_file():  # a bundle exported again: what it was trained on comes from its card
         old = read_json(source / CARD, "--model")
         if isinstance(old, dict):
-            card.update({k: old[k] for k in ("data", "rows", "figures", "upstream", "trained_with", "examples")
-                         if k in old})
+            kept = ("data", "rows", "figures", "upstream", "trained_with", "examples")
+            card.update({k: old[k] for k in kept if k in old})
     elif (source / CONFIG).is_file():
         run = read_run(source, "--model", ("train-clf",), "model.pth")
         cfg = run.typed(ClassifierConfig)

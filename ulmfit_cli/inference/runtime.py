@@ -241,9 +241,9 @@ class OnnxClassifier(TextClassifier):
     def proba_of_ids(self, ids: list[np.ndarray], bs: int = MAX_ROWS, max_tokens: int = MAX_TOKENS,
                      precision: str = "fp32", progress: bool = False) -> np.ndarray:
         if precision != "fp32":
-            raise UlmfitError(f"--precision {precision}: {self.path} runs on onnxruntime at the precision it was "
-                              f"exported in ({self.precision}); for {precision} autocast on a GPU, add --runtime "
-                              f"torch --device cuda")
+            raise UlmfitError(f"--precision {precision}: {self.path} runs on onnxruntime at the precision it "
+                              f"was exported in ({self.precision}); for {precision} autocast on a GPU, add "
+                              f"--runtime torch --device cuda")
         docs = orient_docs(ids, self.spec.backwards)
         out = np.zeros((len(docs), len(self.labels)), dtype=np.float32)
         pad = self.index[PAD]
