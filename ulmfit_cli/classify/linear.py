@@ -52,11 +52,12 @@ class Tfidf:
         return cls(settings, dict(fitted.vocabulary_), fitted.idf_)
 
     def terms(self) -> list[str]:
-        """The vocabulary as a list, position = feature index."""
-        terms = [""] * len(self.vocabulary)
-        for term, j in self.vocabulary.items():
-            terms[j] = term
-        return terms
+        """The vocabulary as a list, position = feature index (built once)."""
+        if getattr(self, "_terms", None) is None:
+            self._terms = [""] * len(self.vocabulary)
+            for term, j in self.vocabulary.items():
+                self._terms[j] = term
+        return self._terms
 
     def grams(self, text: str) -> list[str]:
         text, out = text.lower(), []
@@ -122,6 +123,23 @@ class LinearBaseline:
         scores = np.array([self.coef[:, idx] @ val for idx, val in self.rows(texts)]).reshape(
             -1, self.coef.shape[0])
         return self._apply(scores)
+
+    def attributions(self, text: str, j: int, alphas: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """Output `j`'s attribution to each feature of `text`: the features' values times the output's
+        gradient averaged over the path `alphas` x features (Integrated Gradients from all-zero features, on
+        the same scale as the classifier's; `alphas` [1.0]: gradient x input). The terms name the features:
+        word n-grams as they are, character n-grams quoted."""
+        idx, val = next(self.rows([text]))
+        coef = self.coef[:, idx]
+        scores = coef @ val
+        grad = np.mean([self.task.linear_gradient(a * scores + self.intercept, coef, j) for a in alphas], 0)
+        return [self._term(i) for i in idx], val * grad
+
+    def _term(self, i: int) -> str:
+        v = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        vec = self.vectorizers[v]
+        term = vec.terms()[i - self.offsets[v]]
+        return repr(term) if vec.chars else term
 
     def _apply(self, scores: np.ndarray) -> np.ndarray:
         out = self.task.linear_apply(scores + self.intercept)

@@ -34,6 +34,11 @@ class Outputs:
         (what `figures` reads): probabilities per class or label, or the numbers."""
         raise NotImplementedError
 
+    def linear_gradient(self, z: np.ndarray, coef: np.ndarray, j: int) -> np.ndarray:
+        """The gradient of output `j` of `linear_apply` at one text's scores `z` (C,), for the features whose
+        coefficient columns are `coef` (C, F): what the baseline's attributions integrate."""
+        raise NotImplementedError
+
 
 class SingleLabelOutputs(Outputs):
     name = "single_label"
@@ -45,6 +50,10 @@ class SingleLabelOutputs(Outputs):
     def linear_apply(self, z):
         e = np.exp(z - z.max(axis=1, keepdims=True))  # scipy.special.softmax's formula, without scipy
         return e / e.sum(axis=1, keepdims=True)
+
+    def linear_gradient(self, z, coef, j):
+        p = self.linear_apply(z[None])[0]
+        return p[j] * (coef[j] - p @ coef)  # the softmax's Jacobian row j, times the coefficients
 
 
 class MultiLabelOutputs(Outputs):
@@ -61,6 +70,10 @@ class MultiLabelOutputs(Outputs):
     def linear_apply(self, z):
         return 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic sigmoid, without overflow (and without scipy)
 
+    def linear_gradient(self, z, coef, j):
+        p = self.linear_apply(z[j])
+        return p * (1 - p) * coef[j]
+
 
 class RegressionOutputs(Outputs):
     name = "regression"
@@ -73,6 +86,9 @@ class RegressionOutputs(Outputs):
 
     def linear_apply(self, z):
         return z
+
+    def linear_gradient(self, z, coef, j):
+        return coef[j]  # y_range's clipping left out: it has no gradient inside the range
 
 
 OUTPUTS: dict[str, Outputs] = {o.name: o for o in (SingleLabelOutputs(), MultiLabelOutputs(),

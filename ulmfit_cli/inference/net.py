@@ -42,8 +42,14 @@ class InferenceNet(nn.Module):
         self.bptt, self.window = bptt, max_len // bptt * bptt
         self.eval()
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        real = ids != self.pad                                   # (B, T)
+    def window_start(self, n: int) -> int:
+        """The first position (in the model's order) the pooling reads of a text of n tokens."""
+        return max(0, -(-n // self.bptt) * self.bptt - self.window)
+
+    def forward(self, ids: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+        """`real`: the tokens that are not padding (default `ids != pad`); explanations pass the input's, so
+        that Integrated Gradients' all-padding baseline is read over the same positions."""
+        real = ids != self.pad if real is None else real          # (B, T)
         x = self.embedding(ids)
         for lstm in self.lstms:
             x, _ = lstm(x)

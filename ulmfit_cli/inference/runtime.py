@@ -54,12 +54,16 @@ class TextClassifier:
         """Built on first use, once: an ensemble tokenizes with its first member's only."""
         return make_tokenizer(self.sp_model, self.spec.lang)
 
-    def token_ids(self, texts: list[str], workers: int | None = None) -> list[np.ndarray]:
-        """Token ids per text, in reading order (truncated as train-clf's data.max_chars); worker processes
+    def tokens(self, texts: list[str], workers: int | None = None) -> list[list[str]]:
+        """Tokens per text, in reading order (truncated as train-clf's data.max_chars); worker processes
         only for inputs large enough to pay for them (`workers`: at most that many, 0: none)."""
         texts = [t[-self.spec.max_chars:] for t in texts]
-        return numericalize(tokenize(texts, workers=workers, sp_model=self.sp_model, lang=self.spec.lang,
-                                     tokenizer=self.tokenizer), self.index)
+        return tokenize(texts, workers=workers, sp_model=self.sp_model, lang=self.spec.lang,
+                        tokenizer=self.tokenizer)
+
+    def token_ids(self, texts: list[str], workers: int | None = None) -> list[np.ndarray]:
+        """`tokens`' ids in the model's vocab."""
+        return numericalize(self.tokens(texts, workers), self.index)
 
     def proba_of_ids(self, ids: list[np.ndarray], bs: int = MAX_ROWS, max_tokens: int = MAX_TOKENS,
                      precision: str = "fp32", progress: bool = False) -> np.ndarray:
@@ -86,6 +90,12 @@ class TextClassifier:
 
     def predict(self, texts: list[str], **kwargs) -> list:
         return self.task.decide(self.predict_proba(texts, **kwargs), self.labels, self.thresholds)
+
+    def explain(self, texts: list[str], target=None, **kwargs) -> list:
+        """Each text's tokens in reading order with a score per token for the predicted class (or `target`),
+        as `inference.explain.explain`; needs PyTorch and Captum (an ONNX bundle's weights are used)."""
+        from ulmfit_cli.inference.explain import explain  # gradients: PyTorch and Captum, imported on call
+        return explain(self, texts, target, **kwargs)
 
     @property
     def text_col(self):
@@ -114,8 +124,11 @@ class Ensemble:
         self.spec = first.spec
         self.thresholds = np.mean([m.thresholds for m in members], axis=0) if self.task.thresholded else None
 
+    def tokens(self, texts: list[str], workers: int | None = None) -> list[list[str]]:
+        return self.members[0].tokens(texts, workers)  # one vocab: the texts are tokenized once
+
     def token_ids(self, texts: list[str], workers: int | None = None) -> list[np.ndarray]:
-        return self.members[0].token_ids(texts, workers)  # one vocab: the texts are tokenized once
+        return self.members[0].token_ids(texts, workers)
 
     def predict_proba(self, texts: list[str], workers: int | None = None, **kwargs) -> np.ndarray:
         texts = list(texts)
@@ -126,6 +139,8 @@ class Ensemble:
 
     def predict(self, texts: list[str], **kwargs) -> list:
         return self.task.decide(self.predict_proba(texts, **kwargs), self.labels, self.thresholds)
+
+    explain = TextClassifier.explain  # the members' normalised scores, averaged
 
 
 # ---------------------------------------------------------------- the files every loader checks
