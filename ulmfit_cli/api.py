@@ -144,17 +144,18 @@ def predict(models: Sequence[Path | str], input: str | Path, output: Path, text_
             input_format: str | None = None, bs: int = MAX_ROWS, device: str = "auto",
             precision: str = "fp32",
             encoding: str = "utf-8", threads: int | None = None, runtime: str = "auto",
-            max_tokens: int = MAX_TOKENS):
+            max_tokens: int = MAX_TOKENS, explain: str | None = None, top_k: int = 5):
     """Classify the texts of `input` (a table, fastText or text file; `-`: stdin) with the models (several:
     their ensemble) and write its rows plus `prediction` and one `prob_<label>` column per output to `output`
     (`-`: stdout); `text_col` defaults to the columns the model was trained on. Returns the frame written.
-    ONNX bundles run on onnxruntime (`runtime`: auto, onnx or torch; `lite.predict` is this without torch)."""
+    ONNX bundles run on onnxruntime (`runtime`: auto, onnx or torch; `lite.predict` is this without torch).
+    `explain` (ig or grad_input): an `explanation` column, the `top_k` tokens (JSON Lines: all)."""
     models = _inputs(models, input)
     check_output(output, folder=False)
     check_table_output(output)
     clf, precision = _classifiers(models, device, precision, threads, runtime)
-    return predict_table(clf, input, output, text_col, input_format, encoding, bs=bs, max_tokens=max_tokens,
-                         precision=precision)
+    return predict_table(clf, input, output, text_col, input_format, encoding, explain, top_k, bs=bs,
+                         max_tokens=max_tokens, precision=precision)
 
 
 @command

@@ -330,6 +330,14 @@ def predict(
     runtime: Annotated[str, typer.Option(
         help="auto (onnxruntime for bundles exported with --format onnx, PyTorch otherwise), onnx or "
              "torch.")] = "auto",
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Add an `explanation` column: the words that drove each prediction and their "
+                          "scores (JSONL: every token's). Needs PyTorch and Captum; docs/explain.md.")
+    ] = False,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Words per --explain cell.")] = 5,
+    explain_method: Annotated[str, typer.Option(
+        "--explain-method", help="ig (Integrated Gradients) or grad_input (gradient x input, ~50x "
+                                 "cheaper).")] = "ig",
 ):
     """Classify texts. Writes the input rows plus `prediction` and one `prob_<class>` column per class
     (multi-label: the predicted labels joined by the model's data.label_delim, or ';'; regression: the
@@ -337,11 +345,11 @@ def predict(
     cols = None if text_col is None else _columns(text_col)
     with _user_errors():
         lite = _lite()
-        if lite.chooses_onnx(model, runtime, device) and precision == "fp32":
+        if lite.chooses_onnx(model, runtime, device) and precision == "fp32" and not explain:
             df = lite.predict(model, input, output, cols, input_format, bs, encoding, threads, max_tokens)
         else:
             df = _api().predict(model, input, output, cols, input_format, bs, device, precision, encoding,
-                                threads, runtime, max_tokens)
+                                threads, runtime, max_tokens, explain_method if explain else None, top_k)
     if str(output) != "-":
         typer.echo(f"{len(df):,} predictions written to {output}", err=True)
 

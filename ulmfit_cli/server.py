@@ -4,7 +4,8 @@ and a page to try it.
 - `POST /v1/predict` `{"texts": [...]}` or `{"text": "..."}` (and `top_k`): per text the label (multi-label:
   the label set; regression: the number), the probabilities per class, the model id. Concurrent requests are
   merged into one model batch (`Batcher`) up to `max_batch_tokens` tokens or `max_wait_ms`, whichever comes
-  first; each request gets its own rows back.
+  first; each request gets its own rows back. `"explain": true` adds each text's token scores
+  (`inference.explain`, in a thread of its own; where PyTorch or Captum is missing: 400).
 - `GET /health/live`, `GET /health/ready` (ready once the model has answered a warm-up batch), `GET /v1/info`
   (task, labels, thresholds, card, sha256, runtime, precision), `GET /metrics` (prometheus-client), `/docs`
   (FastAPI's OpenAPI page) and `/` (a page to try the model).
@@ -22,13 +23,16 @@ import asyncio
 import hashlib
 import hmac
 import html
+import importlib.util
 import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -71,6 +75,9 @@ class PredictRequest(BaseModel):
     texts: list[str] | None = Field(None, description="the texts to classify")
     text: str | None = Field(None, description="one text to classify (instead of texts)")
     top_k: int | None = Field(None, ge=1, description="only the k likeliest classes' probabilities")
+    explain: bool = Field(False, description="each text's tokens and their attribution scores (slower)")
+    explain_method: Literal["ig", "grad_input"] = Field(
+        "ig", description="ig: Integrated Gradients; grad_input: gradient x input, one backward pass")
 
     @model_validator(mode="after")
     def _one_of(self):
@@ -190,10 +197,15 @@ def load_model(settings: ServeSettings):
             "thresholds": (None if clf.thresholds is None
                            else dict(zip(clf.labels, map(float, clf.thresholds)))),
             "models": [str(m) for m in members], "sha256": digest, "version": __version__,
-            "runtime": first.runtime, "precision": first.precision,
+            "runtime": first.runtime, "precision": first.precision, "explain": _can_explain(),
             "card": cards[0] if len(cards) == 1 else cards}
     info["model_id"] = f"{Path(settings.models[0]).name}@{info['sha256'][:12]}"
     return clf, info
+
+
+def _can_explain() -> bool:
+    """Whether this Python has what explanations need: PyTorch and Captum (a runtime venv has neither)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "captum"))
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -273,19 +285,26 @@ textarea{width:100%;height:6em;font-size:1em}button{font-size:1em;padding:.4em 1
 .bar{height:1.2em;background:#4a7fc1;display:inline-block;vertical-align:middle}
 td{padding:.15em .5em}#label{font-size:1.6em;font-weight:bold}.ex{cursor:pointer;color:#2a5db0}
 .muted{color:#777;font-size:.9em}#error{color:#b00}
+#words span{padding:.1em .15em;margin:0 .05em;border-radius:3px;line-height:2}
+#words .sp{color:#999;font-size:.75em}
 </style></head><body>
 <h1>__NAME__</h1><p class="muted">__TASK__ over __LABELS__</p>
 <p __KEYHIDE__>API key <input id="key" type="password" size="30"></p>
 <textarea id="text" placeholder="Type a text to classify"></textarea><br>
-<button id="go">Classify</button><span class="muted">examples: __EXAMPLES__</span>
+<button id="go">Classify</button><label __EXPLAINHIDE__><input type="checkbox" id="explain"> show the words
+that drove it</label> <span class="muted">examples: __EXAMPLES__</span>
 <p>prediction: <span id="label"></span></p><p id="error"></p><table id="probs"></table>
+<p id="words"></p><p class="muted" id="wordnote"></p>
 <script>
 async function classify(){
   const text=document.getElementById('text').value, key=document.getElementById('key').value;
   const headers={'Content-Type':'application/json'}; if(key){headers['Authorization']='Bearer '+key;}
-  const r=await fetch('v1/predict',{method:'POST',headers:headers,body:JSON.stringify({text:text})});
+  const explain=document.getElementById('explain').checked;
+  const body=JSON.stringify({text:text,explain:explain});
+  const r=await fetch('v1/predict',{method:'POST',headers:headers,body:body});
   const j=await r.json(); const err=document.getElementById('error'), tbl=document.getElementById('probs');
-  tbl.innerHTML='';
+  tbl.innerHTML=''; document.getElementById('words').innerHTML='';
+  document.getElementById('wordnote').textContent='';
   if(!r.ok){err.textContent=j.error; document.getElementById('label').textContent=''; return;}
   err.textContent=''; const p=j.predictions[0]; const lbl=p.label;
   document.getElementById('label').textContent=Array.isArray(lbl)?(lbl.join(', ')||'(none)'):lbl;
@@ -293,6 +312,16 @@ async function classify(){
     const tr=tbl.insertRow(); tr.insertCell().textContent=k;
     tr.insertCell().innerHTML=
       '<span class="bar" style="width:'+Math.round(v*300)+'px"></span> '+v.toFixed(3);}
+  if(p.explanation){highlight(p.explanation);}
+}
+function highlight(ex){  // green: for the first explained class, red: against; xx...: fastai markers
+  const s=ex.scores[0], top=Math.max(...s.map(Math.abs),1e-12), words=document.getElementById('words');
+  ex.tokens.forEach((t,i)=>{if(t==='xxbos')return;
+    const w=document.createElement('span'), a=Math.abs(s[i])/top;
+    w.textContent=t; w.title=s[i].toFixed(4); if(t.startsWith('xx'))w.className='sp';
+    w.style.background=s[i]>=0?'rgba(40,160,80,'+a+')':'rgba(210,50,50,'+a+')'; words.appendChild(w);});
+  document.getElementById('wordnote').textContent='words for '+ex.targets[0]+' ('+ex.method+')'+
+    (ex.notes.length?': '+ex.notes.join('; '):'');
 }
 document.getElementById('go').onclick=classify;
 for(const e of document.querySelectorAll('.ex')){e.onclick=()=>{
@@ -306,7 +335,8 @@ def _page(info: dict, examples: list[str], keyed: bool) -> str:
     return (PAGE.replace("__NAME__", html.escape(info["model_id"]))
             .replace("__TASK__", html.escape(info["task"]))
             .replace("__LABELS__", html.escape(", ".join(info["labels"])))
-            .replace("__KEYHIDE__", "" if keyed else "hidden").replace("__EXAMPLES__", links))
+            .replace("__KEYHIDE__", "" if keyed else "hidden").replace("__EXAMPLES__", links)
+            .replace("__EXPLAINHIDE__", "" if info["explain"] else "hidden"))
 
 
 def _examples(info: dict) -> list[str]:
@@ -320,6 +350,7 @@ def create_app(settings: ServeSettings, loaded=None) -> FastAPI:
     clf, info = loaded or load_model(settings)
     metrics, state = Metrics(), {"ready": False}
     batcher = Batcher(clf, settings, metrics)
+    explainer = ThreadPoolExecutor(1, thread_name_prefix="explain")  # one explanation at a time
     page = _page(info, _examples(info), settings.api_key is not None)
 
     @asynccontextmanager
@@ -330,6 +361,7 @@ def create_app(settings: ServeSettings, loaded=None) -> FastAPI:
         yield
         state["ready"] = False
         await batcher.stop()
+        explainer.shutdown(wait=True)
 
     app = FastAPI(title="ulmfit serve", version=__version__, lifespan=lifespan,
                   description=f"The classifier {info['model_id']} "
@@ -381,15 +413,29 @@ def create_app(settings: ServeSettings, loaded=None) -> FastAPI:
         except QueueFull:
             raise HTTPException(503, f"{settings.max_queue} requests are queued (--max-queue); retry later",
                                 headers={"Retry-After": "1"}) from None
+        found = await explained(texts, body.explain_method) if body.explain else None
         decided = clf.task.decide(outputs, clf.labels, clf.thresholds)
         out = []
-        for row, label in zip(outputs, decided):
+        for i, (row, label) in enumerate(zip(outputs, decided)):
             item = {"label": list(label) if isinstance(label, tuple) else label, "model": info["model_id"]}
             if clf.task.probability_columns():
                 order = np.argsort(-row)[:body.top_k] if body.top_k else range(len(row))
                 item["probabilities"] = {clf.labels[j]: float(row[j]) for j in order}
+            if found is not None:
+                item["explanation"] = found[i].as_dict()
             out.append(item)
         return JSONResponse({"predictions": out})
+
+    async def explained(texts: list[str], method: str) -> list:
+        """The texts' explanations, computed one request at a time beside the batcher's model thread."""
+        if not info["explain"]:
+            raise HTTPException(400, "explanations need PyTorch and Captum, which this server's Python lacks "
+                                     "(pip install 'ulmfit-cli[explain]' in the full install)")
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(explainer, partial(clf.explain, texts, method=method))
+        except UlmfitError as e:
+            raise HTTPException(400, str(e)) from None
 
     @app.get("/v1/info", dependencies=[Depends(authorized)])
     async def model_info():

@@ -62,10 +62,12 @@ class Explanation:
     by_magnitude: bool = False  # regression: `top` ranks by |score| (there is no class to speak for)
 
     def top(self, k: int = 5, target: int = 0) -> list[tuple[str, float]]:
-        """The k tokens that speak most for the target (regression: the largest magnitudes), best first."""
+        """The k tokens that speak most for the target (regression: the largest magnitudes), best first;
+        never xxbos, which starts every text."""
         s = self.scores[target]
         key = -np.abs(s) if self.by_magnitude else -s
-        return [(self.tokens[t], float(s[t])) for t in np.argsort(key, kind="stable")[:k]]
+        order = [t for t in np.argsort(key, kind="stable") if self.tokens[t] != BOS]
+        return [(self.tokens[t], float(s[t])) for t in order[:k]]
 
     def as_dict(self) -> dict:
         """JSON-ready: what predict's JSONL and the server's `explanation` carry."""
@@ -118,8 +120,13 @@ def explain(clf, texts: list[str], target=None, method: str = "ig", n_steps: int
 
 
 def _on_torch(member) -> Classifier:
-    """The PyTorch classifier of a member (an ONNX bundle keeps classifier.pth beside model.onnx)."""
-    return member if isinstance(member, Classifier) else Classifier.load(member.path, "cpu")
+    """The PyTorch classifier of a member (an ONNX bundle keeps classifier.pth beside model.onnx: loaded
+    once, kept as the member's `torch_twin`)."""
+    if isinstance(member, Classifier):
+        return member
+    if member.torch_twin is None:
+        member.torch_twin = Classifier.load(member.path, "cpu")
+    return member.torch_twin
 
 
 def _targets(clf, row: np.ndarray, predicted, target) -> list[int]:

@@ -10,9 +10,11 @@ from ulmfit_cli.errors import UlmfitError
 
 
 def predict_table(clf, input: str | Path, output: Path, text_col=None, input_format: str | None = None,
-                  encoding: str = "utf-8", **kwargs):
+                  encoding: str = "utf-8", explain: str | None = None, top_k: int = 5, **kwargs):
     """Classify the texts of `input` (a table, fastText or text file; `-`: stdin) with `clf` (a classifier or
     ensemble) into `output` (`-`: stdout); `text_col` defaults to the columns the model was trained on;
+    `explain`: an attribution method (`inference.explain`, needs PyTorch and Captum) for an `explanation`
+    column: the `top_k` tokens and their scores, or in JSON Lines every token's score;
     `kwargs`: `proba_of_ids`' (bs, max_tokens, precision). Returns the frame written."""
     cols = clf.text_col if text_col is None else text_col
     df, fmt = read_frame(input, "--input", encoding, fmt=input_format, columns=named_columns(cols))
@@ -20,11 +22,25 @@ def predict_table(clf, input: str | Path, output: Path, text_col=None, input_for
               else text_columns(df, cols, "--text-col", "--input", input))
     if df.empty:
         raise UlmfitError(f"--input: {input} has no rows to classify")
-    probs = clf.predict_proba(join_fields(df, fields).tolist(), progress=True, **kwargs)
+    texts = join_fields(df, fields).tolist()
+    probs = clf.predict_proba(texts, progress=True, **kwargs)
     task = clf.task
     df["prediction"] = task.written(task.decide(probs, clf.labels, clf.thresholds), clf.spec.label_delim)
     if task.probability_columns():
         for j, label in enumerate(clf.labels):
             df[f"prob_{label}"] = probs[:, j]
+    if explain:
+        found = clf.explain(texts, method=explain, progress=True)
+        whole = Path(output).suffix.lower() in (".jsonl", ".ndjson")
+        df["explanation"] = [e.as_dict() if whole else top_tokens(e, top_k) for e in found]
     write_table(df, output)
     return df
+
+
+def top_tokens(explanation, k: int) -> str:
+    """`word:+0.123 word:-0.045` for each explained target (several: `label: ... | label: ...`)."""
+    parts = [" ".join(f"{tok}:{score:+.3f}" for tok, score in explanation.top(k, i))
+             for i in range(len(explanation.targets))]
+    if len(parts) == 1:
+        return parts[0]
+    return " | ".join(f"{name}: {part}" for name, part in zip(explanation.targets, parts))

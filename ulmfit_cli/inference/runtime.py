@@ -40,6 +40,7 @@ class TextClassifier:
     `spec` holds at least max_chars, lang, backwards, text_col and label_delim (a `ClassifierSpec`, or a
     bundle's `RuntimeSpec`)."""
     runtime, precision = "torch", "fp32"  # what /v1/info reports; OnnxClassifier's own
+    torch_twin = None  # an ONNX bundle's PyTorch classifier, which `explain` loads on first use
 
     def __init__(self, path: Path, spec, vocab: list[str], labels: list[str], sp_model: Path | None,
                  task: Outputs, thresholds: np.ndarray | None = None,
