@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from browser import headless, needs_chromium
 from conftest import ROOT, TINY, write_tasks_csv
 
 STAGES = "train.stages=[{freeze_to: -1, epochs: 2, lr: 0.05}, {freeze_to: 0, epochs: 3, lr: 0.02}]"
@@ -196,41 +197,28 @@ def test_an_ensemble_a_multi_label_and_a_regression_model(chain, served):
             assert np.allclose(got, clf.predict_proba(texts), atol=1e-5)
 
 
-def _chromium():
-    for browser, driver in (("chromium", "chromedriver"), ("chromium-browser", "chromedriver")):
-        if shutil.which(browser) and shutil.which(driver):
-            return shutil.which(browser), shutil.which(driver)
-    return None
-
-
-@pytest.mark.skipif(_chromium() is None, reason="no Chromium and chromedriver (apt-get install chromium "
-                                                "chromium-driver; .ci/run installs them)")
+@needs_chromium
 def test_the_page_classifies_a_text_in_headless_chromium(served, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     from ulmfit_cli import load_classifier
-    browser, driver_path = _chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=900,700"):
-        options.add_argument(arg)
     text = served["texts"][0]
     expected = load_classifier(served["bundle"]).predict([text])[0]
-    with server("--model", served["bundle"]) as (url, _):
-        driver = webdriver.Chrome(service=Service(driver_path), options=options)
-        try:
-            driver.get(url + "/")
-            driver.find_element(By.ID, "text").send_keys(text)
-            driver.find_element(By.ID, "go").click()
-            WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "label").text.strip())
-            assert driver.find_element(By.ID, "label").text.strip() == expected
-            assert len(driver.find_elements(By.CSS_SELECTOR, "#probs tr")) == 2  # a bar per class
-            shot = tmp_path / "serve-page.png"
-            driver.save_screenshot(str(shot))
-            assert shot.stat().st_size > 1000
-        finally:
-            driver.quit()
+    with server("--model", served["bundle"]) as (url, _), headless() as driver:
+        driver.get(url + "/")
+        driver.find_element(By.ID, "text").send_keys(text)
+        driver.find_element(By.ID, "go").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "label").text.strip())
+        assert driver.find_element(By.ID, "label").text.strip() == expected
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#probs tr")) == 2  # a bar per class
+        assert not driver.find_elements(By.CSS_SELECTOR, "#words span")  # explain unticked: no words
+        driver.find_element(By.ID, "explain").click()  # tick "show the words", classify again
+        driver.find_element(By.ID, "go").click()
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#words span"))
+        words = [w.text for w in driver.find_elements(By.CSS_SELECTOR, "#words span")]
+        assert words == load_classifier(served["bundle"]).tokens([text])[0][1:]  # all but xxbos, in order
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+        shot = tmp_path / "serve-page.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 1000

@@ -21,6 +21,7 @@ import numpy as np
 from ulmfit_cli.classify.baseline import baseline_of_run
 from ulmfit_cli.classify.scoring import score
 from ulmfit_cli.config import derive, to_yaml
+from ulmfit_cli.console import info
 from ulmfit_cli.corpus.prepare import prepare as build_store
 from ulmfit_cli.corpus.store import TokenStore
 from ulmfit_cli.corpus.tables import check_table_output, read_texts
@@ -32,7 +33,8 @@ from ulmfit_cli.inference.evaluate import plot_confusion, report_text  # noqa: F
 from ulmfit_cli.inference.export import export as write_bundle
 from ulmfit_cli.inference.generate import generate as sample
 from ulmfit_cli.inference.predict import predict_table
-from ulmfit_cli.layout import CARD, CONFUSION_PLOT, REPORT
+from ulmfit_cli.inference.report_page import cases, explain_cases, reliability, write_page
+from ulmfit_cli.layout import CARD, CONFUSION_PLOT, REPORT, REPORT_PAGE
 from ulmfit_cli.recipes import STAGES, run_stage, stage_named  # noqa: F401  (STAGES: the stage names)
 from ulmfit_cli.recipes.curve import curve as learning_curve
 from ulmfit_cli.recipes.import_lm import import_lm as convert
@@ -161,11 +163,13 @@ def predict(models: Sequence[Path | str], input: str | Path, output: Path, text_
 @command
 def evaluate(models: Sequence[Path | str], input: str | Path, output: Path, text_col=None, label_col=None,
              input_format: str | None = None, baseline: bool = True, bs: int = 64, device: str = "auto",
-             precision: str = "fp32", encoding: str = "utf-8") -> tuple[dict, list[Path]]:
+             precision: str = "fp32", encoding: str = "utf-8",
+             explain: bool = True) -> tuple[dict, list[Path]]:
     """Score the models on the labelled `input` (labels in `label_col`, default the model's) into the folder
     `output`: report.json (the task's figures, and the TF-IDF baseline refitted on the first model's training
-    split unless `baseline` is off), confusion.png (single-label) and the outputs as .npy. Returns (report,
-    files written)."""
+    split unless `baseline` is off), report.html (`inference.report_page`; its texts' words highlighted
+    unless `explain` is off), confusion.png (single-label) and the outputs as .npy. Returns (report, files
+    written)."""
     models = _inputs(models, input)
     check_output(output, folder=True)
     clf, precision = _classifiers(models, device, precision)
@@ -186,8 +190,19 @@ def evaluate(models: Sequence[Path | str], input: str | Path, output: Path, text
         base = baseline_of_run(models[0], texts, targets, clf.labels)
         if base is not None:
             report["baseline"] = base
+    cal = reliability(task, probs, targets, clf.labels)
+    if cal is not None:
+        report["calibration"] = cal
+    shown, found, note = cases(task, probs, targets, clf.labels, clf.thresholds), {}, "--no-explain"
+    if explain:
+        try:
+            found = explain_cases(clf, texts, shown)
+        except ModuleNotFoundError as e:  # the explain extra (Captum) is not installed: the page says so
+            note = f"words not highlighted: {e.name} is not installed (pip install 'ulmfit-cli[explain]')"
+            info(note)
     write_json(output / REPORT, report)
-    written = [output / REPORT]
+    write_page(output / REPORT_PAGE, report, task, clf.labels, probs, targets, texts, shown, found, note)
+    written = [output / REPORT, output / REPORT_PAGE]
     if task.by_class:
         plot_confusion(report, output / CONFUSION_PLOT)
         written.append(output / CONFUSION_PLOT)

@@ -363,7 +363,8 @@ def evaluate(
     label_col: Annotated[Optional[str], typer.Option(
         help="Column(s) holding the true labels, comma-separated for multi-label 0/1 columns (default: the "
              "model's data.label_col).")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for report.json and confusion.png.")]
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for report.json, report.html and "
+                                                               "confusion.png.")]
     = Path("evaluation"),
     input_format: InputFormatOpt = None,
     baseline: Annotated[bool, typer.Option(
@@ -372,6 +373,9 @@ def evaluate(
                                          "still there; not a bundle).")] = True,
     bs: BatchOpt = 64, device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32",
     encoding: EncodingOpt = "utf-8",
+    explain: Annotated[bool, typer.Option(
+        "--explain/--no-explain", help="Highlight the words of report.html's shown texts by their "
+                                       "attributions (Captum; --no-explain skips them).")] = True,
 ):
     """Score classifiers on a labelled file. Accuracy, macro-F1, per-class figures and confusion matrix;
     multi-label micro/macro-F1, subset accuracy, ROC-AUC, per-label figures; regression MAE, RMSE,
@@ -380,7 +384,7 @@ def evaluate(
     with _user_errors():
         report, written = api.evaluate(model, input, output, None if text_col is None else _columns(text_col),
                                        None if label_col is None else _columns(label_col), input_format,
-                                       baseline, bs, device, precision, encoding)
+                                       baseline, bs, device, precision, encoding, explain)
     typer.echo(api.report_text(report))
     typer.echo(f"\nreport: {', '.join(map(str, written))}")
 

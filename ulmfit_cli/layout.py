@@ -78,6 +78,7 @@ POINTS = "points"               # folder of the running point's run dir
 
 # ---------------------------------------------------------------- an evaluate folder
 REPORT = "report.json"
+REPORT_PAGE = "report.html"
 CONFUSION_PLOT = "confusion.png"
 PROBABILITIES = "probabilities.npy"  # predictions.npy for regression
 PREDICTIONS = "predictions.npy"
