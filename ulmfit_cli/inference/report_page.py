@@ -108,8 +108,9 @@ def write_page(path: Path, report: dict, task, labels: list[str], outputs: np.nd
     words = note or "words not highlighted"
     if found:
         weight = next(iter(found.values())).model_weight
-        words = "the words in green spoke for the prediction, in red against it" + (
-            f" (the classifier's part of its blend with the baseline, weight {weight:.2f})" if weight < 1 else "")
+        words = "the words in green spoke for the prediction, in red against it"
+        if weight < 1:
+            words += f" (the classifier's part of its blend with the baseline, weight {weight:.2f})"
     for name, rows in shown.items():
         parts += [f"<h2>{_e(name)}</h2><p class='muted'>{_e(words)}</p>", _cases(rows, texts, found, task)]
     page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
