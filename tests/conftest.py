@@ -229,3 +229,17 @@ def _build_chain(tmp: Path) -> dict:
                                   "data.valid_pct=0.25", CLF_STAGES, *way], run_dir=clf)
         out.update({f"lm{suffix}": str(lm), f"ft{suffix}": str(ft), f"clf{suffix}": str(clf)})
     return out
+
+
+# `python -c NO_TORCH ARGS` is `ulmfit ARGS` where `import torch` / `import fastai` / `import sklearn` / `import
+# captum` fail, as in a deployment that never installed them (the runtime's requirements-runtime.txt).
+NO_TORCH = """
+import sys
+class _Gone:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "fastai", "torchvision", "sklearn", "captum"):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+sys.meta_path.insert(0, _Gone())
+from ulmfit_cli.cli import app
+app(sys.argv[1:], prog_name="ulmfit")
+"""

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, TINY, write_tasks_csv
+from conftest import NO_TORCH, ROOT, TINY, write_tasks_csv
 
 sys.path.insert(0, str(ROOT / "bench"))
 from predict_speed import dataloader_outputs  # noqa: E402  (the DataLoader path; the bench times it)
@@ -138,19 +138,6 @@ def test_onnx_ensemble_of_a_forward_and_backward_bundle(models, bundles):
     assert np.allclose(both.predict_proba(texts), expected, atol=1e-4)
 
 
-# Makes `import torch` / `import fastai` / `import sklearn` fail as in a deployment that never installed them.
-_NO_TORCH = """
-import sys
-class _Gone:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "fastai", "torchvision", "sklearn"):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
-sys.meta_path.insert(0, _Gone())
-from ulmfit_cli.cli import app
-app(sys.argv[1:], prog_name="ulmfit")
-"""
-
-
 @pytest.mark.parametrize("name", ["multi-label", "ensemble"])
 def test_predict_on_onnx_bundles_runs_without_torch_or_fastai(cli, models, bundles, tmp_path, name):
     """The blended multi-label model (the baseline's part runs on numpy/scikit-learn) and the ensemble, through
@@ -160,7 +147,7 @@ def test_predict_on_onnx_bundles_runs_without_torch_or_fastai(cli, models, bundl
     data = models["single_test" if name == "ensemble" else "test"]
     out = tmp_path / "p.csv"
     args = [a for p in paths for a in ("--model", p)]
-    res = subprocess.run([sys.executable, "-c", _NO_TORCH, "predict", *args, "-i", data, "-o", out],
+    res = subprocess.run([sys.executable, "-c", NO_TORCH, "predict", *args, "-i", data, "-o", out],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert cli("predict", *args, "-i", data, "-o", tmp_path / "t.csv", "--runtime", "torch").exit_code == 0
@@ -169,10 +156,15 @@ def test_predict_on_onnx_bundles_runs_without_torch_or_fastai(cli, models, bundl
     probs = [c for c in theirs.columns if c.startswith("prob_")]
     assert np.allclose(ours[probs].to_numpy(), theirs[probs].to_numpy(), atol=1e-4)
     # and the same process refuses a run dir clearly instead of failing on the missing torch
-    res = subprocess.run([sys.executable, "-c", _NO_TORCH, "predict", "--model", models["multi-label"],
+    res = subprocess.run([sys.executable, "-c", NO_TORCH, "predict", "--model", models["multi-label"],
                           "-i", data, "-o", tmp_path / "x.csv", "--runtime", "onnx"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "has no model.onnx" in res.stderr
+    # and asked to explain, it says what is missing
+    res = subprocess.run([sys.executable, "-c", NO_TORCH, "predict", *args, "-i", data, "-o", tmp_path / "e.csv",
+                          "--explain"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "explanations need PyTorch and Captum" in res.stderr, res.stderr
+    assert not (tmp_path / "e.csv").exists()
 
 
 def test_int8_is_kept_only_when_the_validation_figure_holds(models, tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ load, an ensemble, a multi-label and a regression model, and the page in headles
 from __future__ import annotations
 
 import html
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +18,7 @@ import pandas as pd
 import pytest
 
 from browser import headless, needs_chromium
-from conftest import ROOT, TINY, write_tasks_csv
+from conftest import NO_TORCH, ROOT, TINY, write_tasks_csv
 
 STAGES = "train.stages=[{freeze_to: -1, epochs: 2, lr: 0.05}, {freeze_to: 0, epochs: 3, lr: 0.02}]"
 KEY = "a-test-key-0123456789abcdef"
@@ -32,10 +31,10 @@ def _free_port() -> int:
 
 
 @contextmanager
-def server(*args, timeout: float = 90):
+def server(*args, timeout: float = 90, ulmfit: tuple = (sys.executable, "-m", "ulmfit_cli")):
     """`ulmfit serve ARGS` on a free loopback port, ready (its warm-up answered), stopped at the end."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ulmfit_cli", "serve", *map(str, args), "--port", str(port)],
+    proc = subprocess.Popen([*ulmfit, "serve", *map(str, args), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
@@ -195,6 +194,30 @@ def test_an_ensemble_a_multi_label_and_a_regression_model(chain, served):
             assert [tuple(p["label"]) if isinstance(p["label"], list) else p["label"] for p in predictions] == decided
             got = np.array([[p["probabilities"][lbl] for lbl in clf.labels] for p in predictions])
             assert np.allclose(got, clf.predict_proba(texts), atol=1e-5)
+
+
+def test_explain_true_answers_each_texts_token_scores(served):
+    """On an ONNX bundle (its PyTorch weights explain), as load_classifier's `explain`; in a Python without
+    torch and Captum, a 400 that says so, while predictions go on."""
+    from ulmfit_cli import load_classifier
+    texts = served["texts"][:3]
+    expected = load_classifier(served["bundle"]).explain(texts)
+    with server("--model", served["bundle"]) as (url, _):
+        assert httpx.get(f"{url}/v1/info").json()["explain"] is True
+        r = _predict(url, {"texts": texts, "explain": True})
+        assert r.status_code == 200, r.text
+        for p, e in zip(r.json()["predictions"], expected):
+            ex = p["explanation"]
+            assert ex["tokens"] == e.tokens and ex["targets"] == [p["label"]] and ex["method"] == "ig"
+            assert np.allclose(ex["scores"], e.scores, atol=1e-5)
+        assert "explanation" not in _predict(url, {"texts": texts}).json()["predictions"][0]
+        r = _predict(url, {"text": texts[0], "explain": True, "explain_method": "lime"})
+        assert r.status_code == 422 and "explain_method" in r.json()["error"]
+    with server("--model", served["bundle"], ulmfit=(sys.executable, "-c", NO_TORCH)) as (url, _):
+        assert httpx.get(f"{url}/v1/info").json()["explain"] is False
+        r = _predict(url, {"text": texts[0], "explain": True})
+        assert r.status_code == 400 and "PyTorch and Captum" in r.json()["error"]
+        assert _predict(url, {"text": texts[0]}).status_code == 200
 
 
 @needs_chromium

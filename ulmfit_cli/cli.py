@@ -345,11 +345,13 @@ def predict(
     cols = None if text_col is None else _columns(text_col)
     with _user_errors():
         lite = _lite()
-        if lite.chooses_onnx(model, runtime, device) and precision == "fp32" and not explain:
-            df = lite.predict(model, input, output, cols, input_format, bs, encoding, threads, max_tokens)
+        method = explain_method if explain else None
+        if lite.chooses_onnx(model, runtime, device) and precision == "fp32":
+            df = lite.predict(model, input, output, cols, input_format, bs, encoding, threads, max_tokens,
+                              method, top_k)
         else:
             df = _api().predict(model, input, output, cols, input_format, bs, device, precision, encoding,
-                                threads, runtime, max_tokens, explain_method if explain else None, top_k)
+                                threads, runtime, max_tokens, method, top_k)
     if str(output) != "-":
         typer.echo(f"{len(df):,} predictions written to {output}", err=True)
 

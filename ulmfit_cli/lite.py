@@ -17,8 +17,9 @@ __all__ = ["chooses_onnx", "predict"]  # chooses_onnx: whether the CLI comes her
 
 def predict(models: Sequence[Path | str], input: str | Path, output: Path, text_col=None,
             input_format: str | None = None, bs: int = MAX_ROWS, encoding: str = "utf-8",
-            threads: int | None = None, max_tokens: int = MAX_TOKENS):
-    """`api.predict` for ONNX bundles, on onnxruntime."""
+            threads: int | None = None, max_tokens: int = MAX_TOKENS, explain: str | None = None,
+            top_k: int = 5):
+    """`api.predict` for ONNX bundles, on onnxruntime (`explain` needs PyTorch and Captum too)."""
     with command_inputs():  # as api's commands: nothing read is written over
         reads(input, "the --input file")
         for m in models:
@@ -26,5 +27,5 @@ def predict(models: Sequence[Path | str], input: str | Path, output: Path, text_
         check_output(output, folder=False)
         check_table_output(output)
         clf = load_onnx(*models, threads=threads)
-        return predict_table(clf, input, output, text_col, input_format, encoding, bs=bs,
+        return predict_table(clf, input, output, text_col, input_format, encoding, explain, top_k, bs=bs,
                              max_tokens=max_tokens)

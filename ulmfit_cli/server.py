@@ -205,7 +205,10 @@ def load_model(settings: ServeSettings):
 
 def _can_explain() -> bool:
     """Whether this Python has what explanations need: PyTorch and Captum (a runtime venv has neither)."""
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "captum"))
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("torch", "captum"))
+    except (ImportError, ValueError):  # a finder that refuses the module
+        return False
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -277,7 +280,7 @@ class Counted:
 
 
 PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>ulmfit: __NAME__</title>
+<html lang="en"><head><meta charset="utf-8"><title>ulmfit: __NAME__</title><link rel="icon" href="data:,">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 body{font-family:system-ui,sans-serif;max-width:760px;margin:2em auto;padding:0 1em;color:#222}

@@ -113,8 +113,8 @@ def write_page(path: Path, report: dict, task, labels: list[str], outputs: np.nd
             words += f" (the classifier's part of its blend with the baseline, weight {weight:.2f})"
     for name, rows in shown.items():
         parts += [f"<h2>{_e(name)}</h2><p class='muted'>{_e(words)}</p>", _cases(rows, texts, found, task)]
-    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
-            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     atomic_write(path, lambda f: f.write(page.encode("utf-8")))
 
 

@@ -95,7 +95,11 @@ class TextClassifier:
     def explain(self, texts: list[str], target=None, **kwargs) -> list:
         """Each text's tokens in reading order with a score per token for the predicted class (or `target`),
         as `inference.explain.explain`; needs PyTorch and Captum (an ONNX bundle's weights are used)."""
-        from ulmfit_cli.inference.explain import explain  # gradients: PyTorch and Captum, imported on call
+        try:
+            from ulmfit_cli.inference.explain import explain  # gradients need PyTorch and Captum: on call
+        except ModuleNotFoundError as e:
+            raise UlmfitError(f"explanations need PyTorch and Captum, and {e.name} is not installed: pip "
+                              f"install 'ulmfit-cli[explain]' (the full install, not the runtime's)") from None
         return explain(self, texts, target, **kwargs)
 
     @property
