@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -38,6 +40,17 @@ def test_predict_speed_bench_prints_its_tables(chain):
     assert res.returncode == 0, res.stderr[-3000:]
     for row in ("| stock fastai: learn.predict / get_preds(test_dl), bs 64 |", "| ulmfit PyTorch fp32 |",
                 "| ulmfit ONNX fp32 |", "single text p50: ulmfit", "ONNX RSS / PyTorch RSS", "int8 check"):
+        assert row in res.stdout, res.stdout
+
+
+def test_explain_faithfulness_bench_prints_its_tables(chain):
+    """bench/explain_faithfulness.py's rows (every method's deletion test and cost) run on the session's tiny
+    classifier, quickly; the figures are the benchmark's."""
+    pytest.importorskip("captum")
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "explain_faithfulness.py"), "--model",
+                          str(chain["clf"]), "--quick"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for row in ("| ig | 1 |", "| grad_input | 3 |", "| intrinsic | 2 |", "| explain ig |", "| predict (no "):
         assert row in res.stdout, res.stdout
 
 

@@ -13,6 +13,7 @@ Bad input raises `UlmfitError` (the CLI's exit 2), a NaN loss `TrainingFailed` (
 from __future__ import annotations
 
 import functools
+import importlib.util
 from pathlib import Path
 from typing import Sequence
 
@@ -194,12 +195,11 @@ def evaluate(models: Sequence[Path | str], input: str | Path, output: Path, text
     if cal is not None:
         report["calibration"] = cal
     shown, found, note = cases(task, probs, targets, clf.labels, clf.thresholds), {}, "--no-explain"
-    if explain:
-        try:
-            found = explain_cases(clf, texts, shown)
-        except ModuleNotFoundError as e:  # the explain extra (Captum) is not installed: the page says so
-            note = f"words not highlighted: {e.name} is not installed (pip install 'ulmfit-cli[explain]')"
-            info(note)
+    if explain and importlib.util.find_spec("captum") is None:  # the explain extra: the page says so
+        note = "words not highlighted: Captum is not installed (pip install 'ulmfit-cli[explain]')"
+        info(note)
+    elif explain:
+        found = explain_cases(clf, texts, shown)
     write_json(output / REPORT, report)
     write_page(output / REPORT_PAGE, report, task, clf.labels, probs, targets, texts, shown, found, note)
     written = [output / REPORT, output / REPORT_PAGE]

@@ -336,8 +336,8 @@ def predict(
     ] = False,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Words per --explain cell.")] = 5,
     explain_method: Annotated[str, typer.Option(
-        "--explain-method", help="ig (Integrated Gradients) or grad_input (gradient x input, ~50x "
-                                 "cheaper).")] = "ig",
+        "--explain-method", help="ig (Integrated Gradients), grad_input (gradient x input, ~50x cheaper) "
+                                 "or intrinsic (fastai v1's unsigned |gradient|).")] = "ig",
 ):
     """Classify texts. Writes the input rows plus `prediction` and one `prob_<class>` column per class
     (multi-label: the predicted labels joined by the model's data.label_delim, or ';'; regression: the

@@ -76,8 +76,9 @@ class PredictRequest(BaseModel):
     text: str | None = Field(None, description="one text to classify (instead of texts)")
     top_k: int | None = Field(None, ge=1, description="only the k likeliest classes' probabilities")
     explain: bool = Field(False, description="each text's tokens and their attribution scores (slower)")
-    explain_method: Literal["ig", "grad_input"] = Field(
-        "ig", description="ig: Integrated Gradients; grad_input: gradient x input, one backward pass")
+    explain_method: Literal["ig", "grad_input", "intrinsic"] = Field(
+        "ig", description="ig: Integrated Gradients; grad_input: gradient x input, one backward pass; "
+                          "intrinsic: fastai v1's unsigned |gradient|")
 
     @model_validator(mode="after")
     def _one_of(self):

@@ -6,9 +6,10 @@ Methods (Captum's implementations, on the classifier's embedding layer, `Inferen
   default, Gauss-Legendre). A token's score is its share of the output's change along that path: the scores
   of a text add up to its output minus the all-padding input's (up to `delta`, Captum's convergence delta).
 - `grad_input`: `LayerGradientXActivation`, the gradient of the output times the embedding, summed over its
-  dimensions: one backward pass. fastai v1's "intrinsic attention" is the same gradient, but unsigned
-  (|gradient| summed, divided by its maximum); gradient x input keeps the sign: negative scores speak
-  against the class.
+  dimensions: one backward pass. Negative scores speak against the class.
+- `intrinsic`: fastai v1's "intrinsic attention" (`TextClassificationInterpretation`, dropped in v2): the
+  same gradient without the embedding (`multiply_by_inputs=False`), |gradient| summed over the dimensions.
+  Unsigned: it says how much a token matters, not for which class.
 
 The scores explain the model's output for the class: its probability (softmax, or the label's sigmoid) or the
 number. Tokens come in reading order (a backward model's scores are flipped back). The model reads at most
@@ -38,7 +39,8 @@ from ulmfit_cli.inference.runtime import Ensemble
 from ulmfit_cli.train.batches import by_length, pad_end
 
 METHODS = {"ig": "Integrated Gradients (Captum LayerIntegratedGradients, 50 steps)",
-           "grad_input": "gradient x input (Captum LayerGradientXActivation)"}
+           "grad_input": "gradient x input (Captum LayerGradientXActivation)",
+           "intrinsic": "fastai v1's intrinsic attention: |gradient| summed (unsigned)"}
 N_STEPS = 50                 # Captum's default
 EXPLAIN_TOKENS = 8_192       # token positions per forward+backward pass (IG's steps included)
 BASELINE_TERMS = 10          # the baseline's terms kept per target, largest magnitude first
@@ -177,7 +179,7 @@ def _attribute(clf: Classifier, docs: list[np.ndarray], targets: list[int], meth
     steps = n_steps if method == "ig" else 1
     batches = by_length(np.array([len(d) for d in model_docs]), 64, max(EXPLAIN_TOKENS // steps, 1))
     explainer = (LayerIntegratedGradients(net, net.embedding) if method == "ig"
-                 else LayerGradientXActivation(net, net.embedding))
+                 else LayerGradientXActivation(net, net.embedding, multiply_by_inputs=method == "grad_input"))
     # cuDNN's LSTM has no backward in eval mode; dropout stays off either way (InferenceNet has none)
     with torch.backends.cudnn.flags(enabled=False):
         for rows in (bar(batches, desc="explain", unit="batch") if progress else batches):
@@ -192,7 +194,7 @@ def _attribute(clf: Classifier, docs: list[np.ndarray], targets: list[int], meth
                 delta = delta.abs().detach().cpu().numpy()
             else:
                 attr, delta = explainer.attribute(x, target=target, additional_forward_args=(real,)), None
-            attr = attr.sum(-1).detach().float().cpu().numpy()
+            attr = (attr.abs() if method == "intrinsic" else attr).sum(-1).detach().float().cpu().numpy()
             for k, i in enumerate(rows):
                 s = attr[k, :len(model_docs[i])]
                 out[i] = (s[::-1].copy() if clf.spec.backwards else s,

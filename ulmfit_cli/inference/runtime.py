@@ -98,8 +98,9 @@ class TextClassifier:
         try:
             from ulmfit_cli.inference.explain import explain  # gradients need PyTorch and Captum: on call
         except ModuleNotFoundError as e:
-            raise UlmfitError(f"explanations need PyTorch and Captum, and {e.name} is not installed: pip "
-                              f"install 'ulmfit-cli[explain]' (the full install, not the runtime's)") from None
+            raise UlmfitError(f"explanations need PyTorch and Captum, and {e.name} is not installed: "
+                              f"pip install 'ulmfit-cli[explain]' (in the full install, not the runtime's)"
+                              ) from None
         return explain(self, texts, target, **kwargs)
 
     @property
