@@ -1,5 +1,6 @@
 """The screenshot of `ulmfit serve`'s page in docs/serving.md: serve a model on a free loopback port, type a
-question into the page in headless Chromium (Debian's chromium + chromium-driver), save the page.
+question into the page in headless Chromium (Debian's chromium + chromium-driver), tick "show the words",
+save the page.
 
   python scripts/serve_screenshot.py BUNDLE_OR_RUN docs/img/serve-page.png ["a question"]
 """
@@ -31,14 +32,15 @@ try:
             time.sleep(0.2)
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=820,620"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=820,800"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     try:
         driver.get(url + "/")
         driver.find_element(By.ID, "text").send_keys(text)
+        driver.find_element(By.ID, "explain").click()
         driver.find_element(By.ID, "go").click()
-        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "label").text.strip())
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#words span"))
         driver.save_screenshot(str(out))
         print(f"{out}: {driver.find_element(By.ID, 'label').text}")
     finally:

@@ -290,7 +290,7 @@ textarea{width:100%;height:6em;font-size:1em}button{font-size:1em;padding:.4em 1
 td{padding:.15em .5em}#label{font-size:1.6em;font-weight:bold}.ex{cursor:pointer;color:#2a5db0}
 .muted{color:#777;font-size:.9em}#error{color:#b00}
 #words span{padding:.1em .15em;margin:0 .05em;border-radius:3px;line-height:2}
-#words .sp{color:#999;font-size:.75em}
+#words .sp{color:#555;font-size:.75em}
 </style></head><body>
 <h1>__NAME__</h1><p class="muted">__TASK__ over __LABELS__</p>
 <p __KEYHIDE__>API key <input id="key" type="password" size="30"></p>

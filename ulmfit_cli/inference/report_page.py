@@ -27,7 +27,7 @@ SHOWN = 10  # texts per table
 CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:.25em .6em;border-bottom:1px solid #ddd;
 text-align:right}td.t,th.t{text-align:left}.muted{color:#777;font-size:.9em}h2{margin-top:1.6em}
-.w{padding:.05em .12em;border-radius:3px}.sp{color:#999;font-size:.75em}img{max-width:100%}"""
+.w{padding:.05em .12em;border-radius:3px}.sp{color:#555;font-size:.75em}img{max-width:100%}"""
 
 
 def reliability(task, outputs: np.ndarray, targets: np.ndarray, labels: list[str]) -> dict | None:
@@ -128,7 +128,7 @@ def _num(v) -> str:
 
 def _figures(report: dict) -> str:
     base = report.get("baseline") or {}
-    keys = [k for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    keys = [k for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"]
     head = "<tr><th class='t'>figure</th><th>model</th>" + ("<th>baseline</th>" if base else "") + "</tr>"
     rows = "".join(f"<tr><td class='t'>{_e(k)}</td><td>{_num(report[k])}</td>"
                    + (f"<td>{_num(base.get(k))}</td>" if base else "") + "</tr>" for k in keys)
