@@ -34,7 +34,7 @@ from ulmfit_cli.inference.evaluate import plot_confusion, report_text  # noqa: F
 from ulmfit_cli.inference.export import export as write_bundle
 from ulmfit_cli.inference.generate import generate as sample
 from ulmfit_cli.inference.predict import predict_table
-from ulmfit_cli.inference.report_page import cases, explain_cases, reliability, write_page
+from ulmfit_cli.inference.report_page import explain_cases, write_page
 from ulmfit_cli.layout import CARD, CONFUSION_PLOT, REPORT, REPORT_PAGE
 from ulmfit_cli.recipes import STAGES, run_stage, stage_named  # noqa: F401  (STAGES: the stage names)
 from ulmfit_cli.recipes.curve import curve as learning_curve
@@ -191,17 +191,17 @@ def evaluate(models: Sequence[Path | str], input: str | Path, output: Path, text
         base = baseline_of_run(models[0], texts, targets, clf.labels)
         if base is not None:
             report["baseline"] = base
-    cal = reliability(task, probs, targets, clf.labels)
+    cal = task.reliability(probs, targets, clf.labels)
     if cal is not None:
         report["calibration"] = cal
-    shown, found, note = cases(task, probs, targets, clf.labels, clf.thresholds), {}, "--no-explain"
+    shown, found, note = task.shown(probs, targets, clf.labels, clf.thresholds), {}, "--no-explain"
     if explain and importlib.util.find_spec("captum") is None:  # the explain extra: the page says so
         note = "words not highlighted: Captum is not installed (pip install 'ulmfit-cli[explain]')"
         info(note)
     elif explain:
         found = explain_cases(clf, texts, shown)
     write_json(output / REPORT, report)
-    write_page(output / REPORT_PAGE, report, task, clf.labels, probs, targets, texts, shown, found, note)
+    write_page(output / REPORT_PAGE, report, task, probs, targets, texts, shown, found, note)
     written = [output / REPORT, output / REPORT_PAGE]
     if task.by_class:
         plot_confusion(report, output / CONFUSION_PLOT)

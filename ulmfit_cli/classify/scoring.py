@@ -4,7 +4,7 @@ baseline: `score` runs a model over its splits, each `Task.figures` picks its fi
 single_label: accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (and a PNG);
 multi_label: micro and macro F1, subset accuracy, ROC-AUC and per-label figures at per-label decision
 thresholds (chosen on the validation set by `choose_thresholds`); regression: MAE, RMSE, Pearson and
-Spearman correlation; `calibration`: a reliability diagram's bins and the expected calibration error."""
+Spearman correlation."""
 from __future__ import annotations
 
 from typing import Callable
@@ -97,18 +97,3 @@ def headline(task, figures: dict[str, dict], prefix: str = "", sizes: bool = Tru
     return {f"{prefix}{name}_{k}": f[k] for name, f in figures.items()
             for k in (*task.headline, *(("n",) if sizes else ()))}
 
-
-def calibration(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
-    """A reliability diagram's bins (equal width over [0, 1]) and the expected calibration error: the mean
-    over bins of |accuracy - mean confidence|, weighted by the bin's share of the texts (Guo et al. 2017)."""
-    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    out, ece = [], 0.0
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            conf, acc = float(confidence[inside].mean()), float(correct[inside].mean())
-            ece += inside.mean() * abs(acc - conf)
-            out.append({"low": b / bins, "high": (b + 1) / bins, "n": int(inside.sum()), "confidence": conf,
-                        "accuracy": acc})
-    return {"ece": float(ece), "bins": out}

@@ -92,7 +92,8 @@ def explain(clf, texts: list[str], target=None, method: str = "ig", n_steps: int
     ids = numericalize(tokens, members[0].index)
     outputs = clf.outputs_of(texts, ids)
     predicted = clf.task.decide(outputs, clf.labels, clf.thresholds)
-    targets = [_targets(clf, row, pred, target) for row, pred in zip(outputs, predicted)]
+    given = _targets(clf, target)
+    targets = [given or clf.task.explained(row, pred, clf.labels) for row, pred in zip(outputs, predicted)]
     per_member = [_member(m, texts, ids, targets, method, n_steps, progress and i == 0)
                   for i, m in enumerate(members)]
     out = []
@@ -117,7 +118,7 @@ def explain(clf, texts: list[str], target=None, method: str = "ig", n_steps: int
             notes.append(f"the first {cut:,} characters were cut (data.max_chars) and are not scored")
         out.append(Explanation(tokens[r], [clf.labels[j] for j in targets[r]], scores, predicted[r],
                                [float(v) for v in outputs[r]], method, window, cut, weight, baseline_terms,
-                               delta, notes, by_magnitude=clf.task.name == "regression"))
+                               delta, notes, by_magnitude=clf.task.by_magnitude))
     return out
 
 
@@ -131,18 +132,16 @@ def _on_torch(member) -> Classifier:
     return member.torch_twin
 
 
-def _targets(clf, row: np.ndarray, predicted, target) -> list[int]:
-    """The output indices a text is explained for."""
-    if target is not None:
-        if isinstance(target, (int, np.integer)) and not isinstance(target, bool) \
-                and 0 <= target < len(clf.labels):
-            return [int(target)]
-        if isinstance(target, str) and target in clf.labels:
-            return [clf.labels.index(target)]
-        raise UlmfitError(f"target: {target!r} is not one of the model's outputs ({', '.join(clf.labels)})")
-    if clf.task.name == "multi_label":
-        return [clf.labels.index(lbl) for lbl in predicted] or [int(row.argmax())]
-    return [0] if clf.task.name == "regression" else [int(row.argmax())]
+def _targets(clf, target) -> list[int]:
+    """The output index `target` names (a label or an index), as a list; none given: []."""
+    if target is None:
+        return []
+    index = isinstance(target, (int, np.integer)) and not isinstance(target, bool)
+    if index and 0 <= target < len(clf.labels):
+        return [int(target)]
+    if isinstance(target, str) and target in clf.labels:
+        return [clf.labels.index(target)]
+    raise UlmfitError(f"target: {target!r} is not one of the model's outputs ({', '.join(clf.labels)})")
 
 
 def _member(clf: Classifier, texts: list[str], ids: list[np.ndarray], targets: list[list[int]], method: str,
@@ -224,7 +223,7 @@ def deletion(clf: Classifier, texts: list[str], ks=(1, 2, 3), draws: int = 5, me
     predicted class's probability minus its probability once the k best-scored tokens are removed, against
     removing k random tokens (`draws` draws each; xxbos is never removed, and texts with at most k other
     tokens are skipped). Returns {k: {"attributed": drops, "random": drops (each text's mean over draws)}}."""
-    if clf.task.name != "single_label":
+    if not clf.task.by_class:
         raise UlmfitError("the deletion test scores single-label classifiers")
     ids = clf.token_ids(texts, workers=0)
     base = clf.proba_of_ids(ids)

@@ -18,58 +18,13 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ulmfit_cli.classify.scoring import calibration
 from ulmfit_cli.corpus.text import BOS
 from ulmfit_cli.files import atomic_write
-
-SHOWN = 10  # texts per table
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:.25em .6em;border-bottom:1px solid #ddd;
 text-align:right}td.t,th.t{text-align:left}.muted{color:#777;font-size:.9em}h2{margin-top:1.6em}
 .w{padding:.05em .12em;border-radius:3px}.sp{color:#555;font-size:.75em}img{max-width:100%}"""
-
-
-def reliability(task, outputs: np.ndarray, targets: np.ndarray, labels: list[str]) -> dict | None:
-    """report.json's calibration: single-label the top class's confidence against being right; multi-label
-    each label's probability against its truth; regression none."""
-    if task.name == "single_label":
-        return calibration(outputs.max(1), outputs.argmax(1) == targets)
-    if task.name == "multi_label":
-        return {lbl: calibration(outputs[:, j], targets[:, j]) for j, lbl in enumerate(labels)}
-    return None
-
-
-def cases(task, outputs: np.ndarray, targets: np.ndarray, labels: list[str], thresholds) -> dict:
-    """The texts the page shows, by section title: rows of (text row, output index explained, truth,
-    prediction, the figure it is ranked by)."""
-    if task.name == "single_label":
-        pred, conf = outputs.argmax(1), outputs.max(1)
-        wrong, right = np.flatnonzero(pred != targets), np.flatnonzero(pred == targets)
-        wrong = wrong[np.argsort(-conf[wrong], kind="stable")]
-        right = right[np.argsort(conf[right], kind="stable")]
-
-        def row(i):
-            return int(i), int(pred[i]), labels[targets[i]], labels[pred[i]], float(conf[i])
-        return {"Most confident errors": [row(i) for i in wrong[:SHOWN]],
-                "Least confident correct": [row(i) for i in right[:SHOWN]]}
-    if task.name == "multi_label":
-        on = outputs >= np.asarray(thresholds)[None, :]
-        margin = np.abs(outputs - np.asarray(thresholds)[None, :])
-        rows, cols = np.nonzero(on != targets.astype(bool))
-        order = np.argsort(-margin[rows, cols], kind="stable")[:SHOWN]
-        yes = {True: "yes", False: "no"}
-        err = [(int(r), int(c), f"{labels[c]}: {yes[bool(targets[r, c])]}", yes[bool(on[r, c])],
-                float(outputs[r, c]))
-               for r, c in zip(rows[order], cols[order])]
-        return {"Most confident wrong decisions (text, label)": err}
-    pred = outputs[:, 0]
-    res = np.abs(pred - targets)
-
-    def row(i):
-        return int(i), 0, f"{targets[i]:.3f}", f"{pred[i]:.3f}", float(pred[i] - targets[i])
-    return {"Largest errors": [row(i) for i in np.argsort(-res, kind="stable")[:SHOWN]],
-            "Closest predictions": [row(i) for i in np.argsort(res, kind="stable")[:SHOWN]]}
 
 
 def explain_cases(clf, texts: list[str], shown: dict, method: str = "ig") -> dict:
@@ -86,25 +41,26 @@ def explain_cases(clf, texts: list[str], shown: dict, method: str = "ig") -> dic
     return found
 
 
-def write_page(path: Path, report: dict, task, labels: list[str], outputs: np.ndarray, targets: np.ndarray,
-               texts: list[str], shown: dict, found: dict, note: str = "") -> None:
-    """Write report.html (atomically)."""
+def write_page(path: Path, report: dict, task, outputs: np.ndarray, targets: np.ndarray, texts: list[str],
+               shown: dict, found: dict, note: str = "") -> None:
+    """Write report.html (atomically): `report` evaluate's (its figures say which sections apply), `shown` the
+    task's texts to show (`Outputs.shown`), `found` their explanations by (row, output)."""
     title = f"Evaluation of {', '.join(report['models'])} on {report['input']}"
     parts = [f"<h1>{_e(title)}</h1>", f"<p class='muted'>{_e(task.name)}, {report['n']:,} texts</p>",
              "<h2>Figures</h2>", _figures(report)]
-    if task.name == "single_label":
+    if "confusion" in report:
         parts += ["<h2>Confusion matrix</h2><p class='muted'>rows: true class, columns: predicted</p>",
                   _confusion(report["confusion"]), "<h2>Per class</h2>",
                   _per(report["per_class"], ("precision", "recall", "f1", "support"))]
-    if task.name == "multi_label":
+    if "per_label" in report:
         ece = {lbl: c["ece"] for lbl, c in report["calibration"].items()}
         per = {lbl: {**v, "ECE": ece[lbl]} for lbl, v in report["per_label"].items()}
         cols = ("precision", "recall", "f1", "support", "threshold", "ECE")
         parts += ["<h2>Per label</h2>", _per(per, cols)]
-    if task.name == "regression":
+    if "calibration" in report:
+        parts += ["<h2>Reliability</h2>", _img(_reliability(report["calibration"]))]
+    else:  # a regression's numbers
         parts += ["<h2>Residuals</h2>", _img(_residuals(outputs[:, 0], targets))]
-    else:
-        parts += ["<h2>Reliability</h2>", _img(_reliability(report["calibration"], task.name))]
     words = note or "words not highlighted"
     if found:
         weight = next(iter(found.values())).model_weight
@@ -112,7 +68,8 @@ def write_page(path: Path, report: dict, task, labels: list[str], outputs: np.nd
         if weight < 1:
             words += f" (the classifier's part of its blend with the baseline, weight {weight:.2f})"
     for name, rows in shown.items():
-        parts += [f"<h2>{_e(name)}</h2><p class='muted'>{_e(words)}</p>", _cases(rows, texts, found, task)]
+        parts += [f"<h2>{_e(name)}</h2><p class='muted'>{_e(words)}</p>",
+                  _cases(rows, texts, found, task.ranked_by)]
     page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     atomic_write(path, lambda f: f.write(page.encode("utf-8")))
@@ -128,7 +85,8 @@ def _num(v) -> str:
 
 def _figures(report: dict) -> str:
     base = report.get("baseline") or {}
-    keys = [k for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"]
+    keys = [k for k, v in report.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"]  # n: in the header
     head = "<tr><th class='t'>figure</th><th>model</th>" + ("<th>baseline</th>" if base else "") + "</tr>"
     rows = "".join(f"<tr><td class='t'>{_e(k)}</td><td>{_num(report[k])}</td>"
                    + (f"<td>{_num(base.get(k))}</td>" if base else "") + "</tr>" for k in keys)
@@ -157,8 +115,7 @@ def _per(per: dict, cols: tuple) -> str:
     return f"<table class='per'>{head}{rows}</table>"
 
 
-def _cases(rows: list, texts: list[str], found: dict, task) -> str:
-    ranked_by = {"single_label": "confidence", "multi_label": "probability", "regression": "error"}[task.name]
+def _cases(rows: list, texts: list[str], found: dict, ranked_by: str) -> str:
     head = (f"<tr><th class='t'>text</th><th class='t'>true</th><th class='t'>predicted</th>"
             f"<th>{ranked_by}</th></tr>")
     body = "".join(f"<tr><td class='t'>{_words(found.get((i, j)), texts[i])}</td>"
@@ -190,16 +147,17 @@ def _img(fig: Figure) -> str:
     return f"<img alt='' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
 
 
-def _reliability(cal: dict, task: str) -> Figure:
+def _reliability(cal: dict) -> Figure:
+    """One curve (the top class's confidence), or one per label (at most 8)."""
     fig = Figure(figsize=(5.5, 4.5))
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], ls="--", color="#999", lw=1)
-    curves = {"model": cal} if task == "single_label" else cal
-    for name, c in list(curves.items())[:8]:
+    top = "ece" in cal
+    for name, c in list(({"model": cal} if top else cal).items())[:8]:
         ax.plot([b["confidence"] for b in c["bins"]], [b["accuracy"] for b in c["bins"]], marker="o",
                 label=f"{name} (ECE {c['ece']:.3f})")
-    ax.set_xlabel("confidence" if task == "single_label" else "predicted probability")
-    ax.set_ylabel("accuracy" if task == "single_label" else "observed frequency")
+    ax.set_xlabel("confidence" if top else "predicted probability")
+    ax.set_ylabel("accuracy" if top else "observed frequency")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
