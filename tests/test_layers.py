@@ -106,7 +106,7 @@ def test_api_predict_and_evaluate_are_what_the_cli_runs(cli, chain, tmp_path):
     assert (tmp_path / "api.csv").read_bytes() == (tmp_path / "cli.csv").read_bytes()
     assert df["prediction"].tolist() == load_classifier(chain["clf"]).predict(texts["text"].tolist())
     report, written = api.evaluate([chain["clf"]], chain["test"], tmp_path / "eval", baseline=False)
-    assert [p.name for p in written] == ["report.json", "confusion.png"]
+    assert [p.name for p in written] == ["report.json", "report.html", "confusion.png"]
     assert report == json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["accuracy"] == pytest.approx(chain["results"]["train-clf"]["test_accuracy"])
     with pytest.raises(UlmfitError, match="is the --input file"):  # an output never replaces its input

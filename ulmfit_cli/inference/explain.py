@@ -55,7 +55,7 @@ class Explanation:
     prediction: object
     outputs: list[float]      # the text's predict_proba row (blended, as predict gives it)
     method: str
-    window: tuple[int, int]   # the tokens the model pools over, [start, end) in reading order
+    window: tuple[int, int]   # the tokens [start, end) the model (of an ensemble: its first) pools over
     cut_chars: int = 0        # characters cut from the text's start (data.max_chars)
     model_weight: float = 1.0  # the blend's weight of the model (scores are the model's times it)
     baseline_terms: list[list[tuple[str, float]]] | None = None  # per target, times (1 - weight)
@@ -106,20 +106,23 @@ def explain(clf, texts: list[str], target=None, method: str = "ig", n_steps: int
             baseline_terms = _merged_terms([p[1] for p in parts])
             weight = float(np.mean([p[2] for p in parts]))
             delta = None
-        n = len(ids[r])
-        start = members[0].net.window_start(n)  # in the model's order
-        window = (0, n - start) if members[0].spec.backwards else (start, n)
-        notes = []
-        if window != (0, n):
-            notes.append(f"the model pools over tokens {window[0]}-{window[1] - 1} (model.max_len); the "
-                         f"others count through the LSTM's state")
+        windows = [_window(m, len(ids[r])) for m in members]
+        notes = [f"the {'backward ' if m.spec.backwards else ''}model pools over tokens {a}-{b - 1} "
+                 f"(model.max_len); the others count through the LSTM's state"
+                 for m, (a, b) in zip(members, windows) if (a, b) != (0, len(ids[r]))]
         cut = max(0, len(text) - clf.spec.max_chars)
         if cut:
             notes.append(f"the first {cut:,} characters were cut (data.max_chars) and are not scored")
         out.append(Explanation(tokens[r], [clf.labels[j] for j in targets[r]], scores, predicted[r],
-                               [float(v) for v in outputs[r]], method, window, cut, weight, baseline_terms,
-                               delta, notes, by_magnitude=clf.task.by_magnitude))
+                               [float(v) for v in outputs[r]], method, windows[0], cut, weight,
+                               baseline_terms, delta, notes, by_magnitude=clf.task.by_magnitude))
     return out
+
+
+def _window(clf: Classifier, n: int) -> tuple[int, int]:
+    """The tokens [start, end) of an n-token text, in reading order, that the model pools over."""
+    start = clf.net.window_start(n)  # in the model's order
+    return (0, n - start) if clf.spec.backwards else (start, n)
 
 
 def _on_torch(member) -> Classifier:
