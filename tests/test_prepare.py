@@ -9,6 +9,7 @@ import torch
 from conftest import TINY, articles, write_dump
 from ulmfit_cli.config import PretrainData
 from ulmfit_cli.corpus import prepare as prep
+from ulmfit_cli.corpus import wikidump
 from ulmfit_cli.corpus.store import COMPLETE, TokenStore
 from ulmfit_cli.corpus.text import numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
@@ -37,15 +38,58 @@ def test_store_holds_fastai_tokens_of_every_article(tmp_path):
     assert sorted(map(tuple, _all_tokens(store))) == sorted(map(tuple, expected))
 
 
-def test_workers_do_not_change_the_store(tmp_path, monkeypatch):
-    monkeypatch.setattr(prep, "_BATCH_CHARS", 2000)  # many small batches, out-of-order completion
-    dump = write_dump(tmp_path / "w-pages-articles.xml.bz2", n_articles=12)
-    a = prep.prepare(_data(tmp_path / "a", dump), seed=3)
-    b = prep.prepare(_data(tmp_path / "b", dump).model_copy(update={"workers": 2}), seed=3)
-    assert a.vocab == b.vocab
-    for split in ("train", "valid"):
-        assert np.array_equal(a.tokens(split), b.tokens(split))
-        assert np.array_equal(a.offsets(split), b.offsets(split))
+def test_neither_workers_nor_the_dumps_layout_change_the_store(tmp_path, monkeypatch):
+    """The same pages as one bz2 stream, as plain XML, and in Wikimedia's multistream layout read by its
+    index or by finding the streams, with 0, 1 or 2 workers and pieces of a few pages: the same store."""
+    monkeypatch.setattr(wikidump, "XML_BYTES", 3000)  # many small pieces, out-of-order completion
+    monkeypatch.setattr(wikidump, "CHUNK_BYTES", 1500)
+    single = write_dump(tmp_path / "w-pages-articles.xml.bz2", n_articles=30)
+    xml = bz2.decompress(single.read_bytes())
+    plain = tmp_path / "plain" / "w-pages-articles.xml"
+    plain.parent.mkdir()
+    plain.write_bytes(xml)
+    multi = tmp_path / "multi" / "w-pages-articles-multistream.xml.bz2"
+    multi.parent.mkdir()
+    index = wikidump.to_multistream(xml, multi, pages_per_stream=3)
+    assert index.name == "w-pages-articles-multistream-index.txt.bz2"
+    indexed, found = wikidump.stream_starts(multi, index), wikidump.stream_starts(multi)
+    assert len(indexed) > 10 and found == indexed + [found[-1]]  # the closing tag's stream has no page
+    bare = tmp_path / "bare" / multi.name  # the same file without its index
+    bare.parent.mkdir()
+    bare.write_bytes(multi.read_bytes())
+    stores = [prep.prepare(_data(tmp_path / f"{i}-{w}", src).model_copy(update={"workers": w}), seed=3)
+              for i, src in enumerate((single, plain, multi, bare)) for w in (0, 1, 2)]
+    first = stores[0]
+    assert first.stats["articles"] == 30 and first.stats["pages"] == 32
+    for other in stores[1:]:
+        assert other.vocab == first.vocab
+        assert {k: other.stats[k] for k in ("pages", "articles", "skipped")} == \
+            {k: first.stats[k] for k in ("pages", "articles", "skipped")}
+        for split in ("train", "valid"):
+            assert np.array_equal(other.tokens(split), first.tokens(split))
+            assert np.array_equal(other.offsets(split), first.offsets(split))
+
+
+def test_a_folder_of_multistream_parts_is_read_without_its_index_files(tmp_path):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for part in (1, 2):
+        xml = bz2.decompress(write_dump(tmp_path / f"p{part}.xml.bz2", n_articles=8, seed=part).read_bytes())
+        wikidump.to_multistream(xml, folder / f"xxwiki-20260101-pages-articles-multistream{part}.xml-p{part}.bz2",
+                                pages_per_stream=2)
+    assert len(list(folder.glob("*index*"))) == 2 and prep.input_files(folder) == sorted(folder.glob("*xml-p*"))
+    store = prep.prepare(_data(tmp_path, folder).model_copy(update={"workers": 2}), seed=0)
+    assert store.stats["articles"] == 16
+
+
+def test_a_multistream_dump_cut_between_streams_is_called_truncated(tmp_path):
+    xml = bz2.decompress(write_dump(tmp_path / "w.xml.bz2", n_articles=12).read_bytes())
+    multi = tmp_path / "w-pages-articles-multistream.xml.bz2"
+    wikidump.to_multistream(xml, multi, pages_per_stream=3)
+    starts = wikidump.stream_starts(multi)
+    multi.write_bytes(multi.read_bytes()[:starts[3]])  # whole streams, the rest and the closing tag gone
+    with pytest.raises(UlmfitError, match="truncated .its last stream ends without </mediawiki>"):
+        prep.prepare(_data(tmp_path, multi), seed=0)
 
 
 def test_second_prepare_reuses_the_cache_and_a_change_rebuilds(tmp_path):

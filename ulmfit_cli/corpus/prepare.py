@@ -1,11 +1,12 @@
 """`ulmfit prepare`: stream a pretraining corpus into a token store, in bounded memory.
 
-The parent process reads the input as a stream (a `.bz2` dump is decompressed and parsed
-incrementally) and hands batches of pages to worker processes, which clean the markup,
-tokenize with fastai's rules and return each batch as int32 ids over a batch-local
-vocabulary. The parent maps those to corpus-wide provisional ids, counts them, appends them
-to the train or valid file, and at the end builds the vocabulary from the counts and remaps
-the files to final ids (`store.StoreWriter.finish`). Results are consumed in submission
+The parent process schedules: it hands pieces of whole pages to worker processes
+(`wikidump.chunks`: byte ranges of a multistream dump's bz2 streams, which the workers read,
+decompress and parse themselves; a single-stream dump's XML cut at page ends) or batches of text
+documents, and the workers clean the markup, tokenize with fastai's rules and return each batch
+as int32 ids over a batch-local vocabulary. The parent maps those to corpus-wide provisional ids,
+counts them, appends them to the train or valid file, and at the end builds the vocabulary from
+the counts and remaps the files to final ids (`store.StoreWriter.finish`). Results are consumed in submission
 order, so a store is the same whatever the number of workers.
 
 Stores are cached under `data.cache_dir`, keyed by the input files (path, size, mtime) and
@@ -30,7 +31,8 @@ from ulmfit_cli.corpus import tokenize as tok
 from ulmfit_cli.corpus.text import UNK, apply_rules, init_worker, numericalize, tokenize_batch
 from ulmfit_cli.corpus.store import COMPLETE, StoreWriter, TokenStore
 from ulmfit_cli.corpus.tables import iter_text_documents
-from ulmfit_cli.corpus.wikidump import DumpStats, clean_pages, is_dump, iter_pages
+from ulmfit_cli.corpus.wikidump import (BrokenChunk, DumpStats, broken, check_head, chunks, clean_pages,
+                                        is_dump, is_index, pages_of)
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import exclusive, input_path, staged
 from ulmfit_cli.layout import SP_MODEL
@@ -46,7 +48,7 @@ def input_files(source: Path) -> list[Path]:
     if not source.is_dir():
         return [source]
     files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")
-                   and (p.name.endswith(TEXT_SUFFIXES) or is_dump(p)))
+                   and not is_index(p) and (p.name.endswith(TEXT_SUFFIXES) or is_dump(p)))
     if not files:
         raise UlmfitError(f"data.source: {source} holds no dump parts (*pages-articles*.xml*.bz2) "
                           f"or text files ({', '.join(TEXT_SUFFIXES)})")
@@ -71,7 +73,8 @@ def cache_key(data: PretrainData, seed: int, files: list[Path]) -> dict:
         "files": [[str(f.resolve()), s.st_size, s.st_mtime_ns] for f, s in zip(files, stats)],
         "tokenizer": {"name": data.tokenizer, "lang": data.lang, "rules": "fastai-default",
                       "fastai": version("fastai"), "spacy": version("spacy"),
-                      "sp_vocab_size": data.sp_vocab_size, "sp_train_chars": data.sp_train_chars},
+                      "sp_vocab_size": data.sp_vocab_size, "sp_train_chars": data.sp_train_chars,
+                      "sp_trainer": 2},  # 2: paragraphs as lines, sampled, byte_fallback
         "encoding": data.encoding, "encoding_errors": data.encoding_errors,
         "max_vocab": data.max_vocab, "min_freq": data.min_freq,
         "valid_pct": data.valid_pct, "seed": seed, "max_docs": data.max_docs,
@@ -87,37 +90,52 @@ def store_path(data: PretrainData, source: Path, key: dict) -> Path:
 
 
 # ---------------------------------------------------------------- workers
-def _texts(kind: str, batch: list, min_chars: int, skipped: dict) -> list[str]:
-    """Documents of a batch: dump pages cleaned (skips counted), text documents as they are."""
-    return list(clean_pages(batch, skipped, min_chars)) if kind == "dump" else batch
+def _texts(kind: str, batch, min_chars: int, skipped: dict) -> tuple[list[str], DumpStats | None, str | None]:
+    """Documents of a job, the pages read and where the piece breaks off: a dump's piece read
+    (`wikidump.pages_of`) and its pages cleaned (skips counted), text documents as they are."""
+    if kind != "dump":
+        return batch, None, None
+    pages, stats, why = pages_of(batch)
+    for reason, n in stats.skipped.items():
+        skipped[reason] = skipped.get(reason, 0) + n
+    return list(clean_pages(pages, skipped, min_chars)), stats, why
 
 
-def _work(kind: str, batch: list, min_chars: int) -> tuple:
-    """Clean (dump pages), tokenize and encode one batch over a batch-local vocabulary
+def _work(kind: str, batch, min_chars: int) -> tuple:
+    """Read (a dump's piece), clean, tokenize and encode one job over a batch-local vocabulary
     (in a worker process set up by `tokenize.init_worker`)."""
     skipped: dict = {}
     local: dict[str, int] = {}
     lengths, ids = [], []
-    for doc in tokenize_batch(_texts(kind, batch, min_chars, skipped)):
+    texts, read, why = _texts(kind, batch, min_chars, skipped)
+    for doc in tokenize_batch(texts):
         lengths.append(len(doc))
         ids.extend(local.setdefault(t, len(local)) for t in doc)
-    return (np.asarray(lengths, dtype=np.int64), np.asarray(ids, dtype=np.int32), list(local), skipped)
+    return (np.asarray(lengths, dtype=np.int64), np.asarray(ids, dtype=np.int32), list(local), skipped,
+            read and read.pages, why and (why, read.bytes_read))
 
 
 # ---------------------------------------------------------------- the stream
-def _train_sentencepiece(files: list[Path], data: PretrainData, out_dir: Path) -> Path:
-    """A first, partial pass: `data.sp_train_chars` of clean text after fastai's rules -> the model."""
+def _train_sentencepiece(files: list[Path], data: PretrainData, out_dir: Path, stats: DumpStats) -> Path:
+    """A first, partial pass: about `data.sp_train_chars` of clean text after fastai's rules, a paragraph a
+    line, taken from pieces spread over the whole corpus where it is a multistream dump (else from its
+    beginning); the trainer samples `tokenize.SP_SENTENCES` of those lines -> the model. The sample's size
+    goes to the store's stats."""
     sample = out_dir / "sp_train.txt"
-    size = 0
+    size = lines = 0
     with open(sample, "w", encoding="utf-8") as f:
-        for kind, batch, _ in _jobs(files, data, DumpStats(), None):
-            for text in _texts(kind, batch, data.min_doc_chars, {}):
-                line = apply_rules(text).replace("\n", " ")
-                f.write(line + "\n")
-                size += len(line)
+        for kind, job, _, _ in _spread(_jobs(files, data, DumpStats())):
+            texts = [] if isinstance(job, BrokenChunk) else _texts(kind, job, data.min_doc_chars, {})[0]
+            for text in texts:  # (a damaged file: the token pass says what is wrong with it)
+                for line in apply_rules(text).split("\n"):
+                    if line.strip():
+                        f.write(line + "\n")
+                        size, lines = size + len(line), lines + 1
             if size >= data.sp_train_chars:
                 break
-    info(f"token store: training SentencePiece on {size / 1e6:.1f}M characters")
+    info(f"token store: training SentencePiece on {size / 1e6:.1f}M characters ({lines:,} lines, a sample "
+         f"of {min(lines, tok.SP_SENTENCES):,} of them)")
+    stats.sp_sample = {"chars": size, "lines": lines, "input_sentence_size": tok.SP_SENTENCES}
     try:
         model = tok.train_sentencepiece(sample, out_dir, data.sp_vocab_size)
     except RuntimeError as e:  # SentencePiece's trainer refuses too little text (or too small a vocab for it)
@@ -128,28 +146,43 @@ def _train_sentencepiece(files: list[Path], data: PretrainData, out_dir: Path) -
     return model.rename(out_dir / SP_MODEL)
 
 
-def _jobs(files: list[Path], data: PretrainData, stats: DumpStats, bar) -> Iterator[tuple]:
-    """(kind, batch, split-or-None) tuples of about `_BATCH_CHARS` characters each."""
+def _spread(jobs: Iterator[tuple]) -> Iterator[tuple]:
+    """The jobs, those of multistream dumps (byte ranges) last and in an order whose every beginning is
+    spread over the whole corpus (bit-reversed: the middle, then the quarters, ...)."""
+    ranges = []
+    for item in jobs:
+        if isinstance(item[1], tuple):
+            ranges.append(item)
+        else:
+            yield item
+    bits = max(1, (len(ranges) - 1).bit_length())
+    yield from (ranges[i] for i in sorted(range(len(ranges)), key=lambda i: int(f"{i:0{bits}b}"[::-1], 2)))
+
+
+def _jobs(files: list[Path], data: PretrainData, stats: DumpStats, bar=None,
+          warn: bool = False) -> Iterator[tuple]:
+    """(kind, job, split-or-None, file) tuples: a dump's pieces (`wikidump.chunks`, a `BrokenChunk` where
+    the file breaks off), or batches of about `_BATCH_CHARS` characters of a text file's documents."""
     split = _fixed_split(files)
     done_bytes = 0
     for f in files:
-        kind = "dump" if is_dump(f) else "text"
-        words = data.tokenizer == "spacy"  # the English-rules warning concerns the word tokenizer only
-        items = (iter_pages(f, stats, lang_warning=words, keep_truncated=data.keep_truncated)
-                 if kind == "dump"
-                 else iter_text_documents(f, "data.source", data.encoding, data.encoding_errors))
-        batch, size = [], 0
-        for item in items:
-            batch.append(item)
-            size += len(item[1]) if kind == "dump" else len(item)
-            if size >= _BATCH_CHARS:
+        if is_dump(f):
+            check_head(f, lang_warning=warn and data.tokenizer == "spacy")  # the English rules: words only
+            for job in chunks(f, stats):
                 if bar is not None:
                     bar.n = done_bytes + stats.bytes_read
                     bar.refresh()
-                yield kind, batch, split and split[f]
-                batch, size = [], 0
-        if batch:
-            yield kind, batch, split and split[f]
+                yield "dump", job, split and split[f], f
+        else:
+            batch, size = [], 0
+            for doc in iter_text_documents(f, "data.source", data.encoding, data.encoding_errors):
+                batch.append(doc)
+                size += len(doc)
+                if size >= _BATCH_CHARS:
+                    yield "text", batch, split and split[f], f
+                    batch, size = [], 0
+            if batch:
+                yield "text", batch, split and split[f], f
         done_bytes += f.stat().st_size
         stats.bytes_read = 0
     if bar is not None:
@@ -200,7 +233,8 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial:
 
     def consume(result, split) -> bool:
         nonlocal counts, n_docs, n_tokens
-        lengths, ids, local_itos, local_skipped = result
+        lengths, ids, local_itos, local_skipped, pages, _ = result
+        stats.pages += pages or 0
         for reason, n in local_skipped.items():
             stats.skipped[reason] = stats.skipped.get(reason, 0) + n
         table = np.empty(len(local_itos), dtype=np.int32)
@@ -234,32 +268,53 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial:
                         tok_s=f"{n_tokens / elapsed:,.0f}", refresh=False)
         return data.max_docs is not None and n_docs >= data.max_docs
 
+    cut_off: set[Path] = set()  # files that broke off (data.keep_truncated): their later pieces are dropped
+
+    def take(outcome, split, f) -> bool:
+        """Consume one job's outcome in order: a result, a future of one, or where the file breaks off."""
+        if f in cut_off:
+            return False
+        if isinstance(outcome, BrokenChunk):
+            why = str(outcome)
+        else:
+            result = outcome.result() if hasattr(outcome, "result") else outcome
+            if consume(result, split):
+                return True
+            if not result[-1]:
+                return False
+            why, stats.bytes_read = result[-1]
+        broken(f, why, stats, data.keep_truncated)  # raises, unless the whole pages before are kept
+        cut_off.add(f)
+        return False
+
     try:
-        sp_model = (_train_sentencepiece(files, data, writer.partial) if data.tokenizer == "sentencepiece"
-                    else None)
-        jobs = _jobs(files, data, stats, bar)
+        sp_model = (_train_sentencepiece(files, data, writer.partial, stats)
+                    if data.tokenizer == "sentencepiece" else None)
+        jobs = _jobs(files, data, stats, bar, warn=True)
         if workers == 0:
             init_worker(sp_model, data.lang)
-            for kind, batch, split in jobs:
-                if consume(_work(kind, batch, data.min_doc_chars), split):
+            for kind, job, split, f in jobs:
+                if take(job if isinstance(job, BrokenChunk) or f in cut_off
+                        else _work(kind, job, data.min_doc_chars), split, f):
                     break
         else:
             with ProcessPoolExecutor(workers, initializer=init_worker,
                                      initargs=(sp_model, data.lang)) as ex:
                 pending: deque = deque()
                 stop = False
-                for kind, batch, split in jobs:
-                    pending.append((ex.submit(_work, kind, batch, data.min_doc_chars), split))
+                for kind, job, split, f in jobs:
+                    pending.append((job if isinstance(job, BrokenChunk)
+                                    else ex.submit(_work, kind, job, data.min_doc_chars), split, f))
                     if len(pending) > 2 * workers:  # bounded in-flight work: bounded memory
-                        fut, fut_split = pending.popleft()
-                        if consume(fut.result(), fut_split):
+                        if take(*pending.popleft()):
                             stop = True
                             break
                 while pending:
-                    fut, split = pending.popleft()
-                    if not stop and consume(fut.result(), split):
+                    outcome, split, f = pending.popleft()
+                    if not stop and take(outcome, split, f):
                         stop = True
-                    fut.cancel()
+                    if hasattr(outcome, "cancel"):
+                        outcome.cancel()
         bar.close()
         if writer.n_docs("train") == 0:
             raise UlmfitError(f"data.source: {', '.join(map(str, files))}: no documents to train on")
@@ -291,5 +346,6 @@ def _finish(writer: StoreWriter, data: PretrainData, key: dict, itos: list[str],
         "vocab_size": len(vocab), "unk_rate": n_unk / max(n_tokens, 1),
         "seconds": round(seconds, 2), "input_mb_per_s": round(n_bytes / 1e6 / seconds, 2),
         "tokens_per_s": round(n_tokens / seconds, 1), "truncated_input": stats.truncated,
+        **({"sentencepiece_sample": stats.sp_sample} if stats.sp_sample else {}),
     }
     writer.finish(vocab, remap, out, key)

@@ -12,13 +12,33 @@ from ulmfit_cli.corpus.text import PAD, SPECIAL_TOKENS
 from ulmfit_cli.errors import UlmfitError
 
 
-def train_sentencepiece(text_file: Path, out_dir: Path, vocab_size: int | None) -> Path:
-    """fastai's SentencePiece training (unigram, special tokens as user symbols) -> the model file."""
+SP_SENTENCES = 1_000_000  # lines SentencePiece's trainer keeps of its input: a random sample
+SP_BYTE_FALLBACK = 1_000  # vocab sizes from which the 256 byte pieces fit: unseen characters become bytes
+
+
+def train_sentencepiece(text_file: Path, out_dir: Path, vocab_size: int | None,
+                        sentences: int = SP_SENTENCES) -> Path:
+    """fastai's SentencePiece training (`SentencePieceTokenizer.train`: unigram, its character coverage,
+    special tokens as user symbols, its vocab-size rule of thumb) with what a Wikipedia-size corpus needs,
+    which fastai's call does not pass: the trainer keeps a random sample of `sentences` lines
+    (input_sentence_size, shuffle_input_sentence: its memory stays flat however large the input) and
+    falls back to bytes for unseen characters (byte_fallback, where the vocab has room) -> the model file.
+    Removes `text_file`."""
     from fastai.text.core import SentencePieceTokenizer
-    # removes text_file
-    model = SentencePieceTokenizer(vocab_sz=vocab_size, cache_dir=out_dir).train(text_file)
+    from sentencepiece import SentencePieceTrainer
+    fastai = SentencePieceTokenizer(vocab_sz=vocab_size, cache_dir=out_dir)
+    vocab = fastai._get_vocab_sz(text_file) if vocab_size is None else vocab_size
+    specials = ["\u2581" + t for t in fastai.special_toks]
+    SentencePieceTrainer.Train(
+        f"--input={text_file} --vocab_size={vocab} --model_prefix={out_dir / 'spm'} "
+        f"--character_coverage={fastai.char_coverage} --model_type={fastai.model_type} "
+        f"--unk_id={len(specials)} --pad_id=-1 --bos_id=-1 --eos_id=-1 --minloglevel=2 "
+        f"--user_defined_symbols={','.join(specials)} --hard_vocab_limit=false "
+        f"--input_sentence_size={sentences} --shuffle_input_sentence=true "
+        f"--byte_fallback={'true' if vocab >= SP_BYTE_FALLBACK else 'false'}")
+    text_file.unlink()
     (out_dir / "spm.vocab").unlink(missing_ok=True)  # the model file alone is used
-    return Path(model)
+    return out_dir / "spm.model"
 
 
 def check_lang(lang: str, key: str) -> None:
