@@ -1,8 +1,10 @@
 """Dump -> numericalized tokens: the stock fastai path against `ulmfit prepare`, in one run.
 
 The dump is the Wikipedia sample (gensim's copy, or ../shared/data) with its pages repeated
-`--copies` times under renamed titles (10 copies: about 60 MB of XML). Both paths use the same
-number of worker processes:
+`--copies` times under renamed titles (10 copies: about 60 MB of XML), written as Wikimedia
+publishes it: `pages-articles-multistream.xml.bz2` (bz2 streams of 100 pages) and its
+`multistream-index.txt.bz2` (`--layout single`: one bz2 stream, as the sample is). Both paths use
+the same number of worker processes:
 
 - stock fastai: wikiextractor 3.1 (`--no-templates --json`, as a tutorial runs it) -> a
   DataFrame -> `tokenize_df` (spaCy + fastai's rules) -> fastai's `Numericalize` into a list
@@ -13,7 +15,9 @@ number of worker processes:
 Each path runs in its own process tree, sampled every 0.25 s: peak RSS summed over the tree
 (counts pages shared by forked workers once per process), peak PSS (shares them out: the
 memory really used) and the largest single process RSS.
-  python bench/prepare_speed.py [--copies 10] [--workers 2] [--skip-stock]
+`ulmfit prepare` runs once more per `--scaling` worker count, to show how reading scales.
+  python bench/prepare_speed.py [--copies 10] [--workers 2] [--skip-stock] [--layout multistream|single]
+                                [--scaling 1,2]
 """
 from __future__ import annotations
 
@@ -41,8 +45,9 @@ def sample_dump() -> Path:
             / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
 
 
-def make_dump(out: Path, copies: int) -> int:
-    """The sample's pages `copies` times, titles renamed; returns the XML size in bytes."""
+def make_dump(out: Path, copies: int, layout: str = "single") -> int:
+    """The sample's pages `copies` times, titles renamed, as one bz2 stream or Wikimedia's multistream
+    layout (with its index); returns the XML size in bytes."""
     xml = bz2.decompress(sample_dump().read_bytes()).decode("utf-8")
     head, rest = xml.split("<page>", 1)
     body, tail = ("<page>" + rest).rsplit("</page>", 1)
@@ -53,7 +58,11 @@ def make_dump(out: Path, copies: int) -> int:
                      if c else body)
     parts.append(tail)
     data = "".join(parts).encode("utf-8")
-    out.write_bytes(bz2.compress(data, 9))
+    if layout == "multistream":
+        from ulmfit_cli.corpus.wikidump import to_multistream
+        to_multistream(data, out)
+    else:
+        out.write_bytes(bz2.compress(data, 9))
     return len(data)
 
 
@@ -129,15 +138,18 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=10)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--skip-stock", action="store_true", help="measure ulmfit prepare only")
+    ap.add_argument("--layout", choices=("multistream", "single"), default="multistream")
+    ap.add_argument("--scaling", default="1,2", help="worker counts for the scaling rows ('' for none)")
     args = ap.parse_args()
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        dump = tmp / "enwiki-bench-pages-articles.xml.bz2"
-        xml_bytes = make_dump(dump, args.copies)
+        dump = tmp / ("enwiki-bench-pages-articles" + ("-multistream" if args.layout == "multistream" else "")
+                      + ".xml.bz2")
+        xml_bytes = make_dump(dump, args.copies, args.layout)
         mb = xml_bytes / 1e6
-        print(f"dump: {args.copies} copies of the sample, {mb:.1f} MB of XML ({dump.stat().st_size / 1e6:.1f} MB bz2), "
-              f"{args.workers} workers, {os.cpu_count()} cores")
+        print(f"dump: {args.copies} copies of the sample, {mb:.1f} MB of XML ({dump.stat().st_size / 1e6:.1f} MB bz2, "
+              f"{args.layout}), {args.workers} workers, {os.cpu_count()} cores")
         rows = []
         if not args.skip_stock:
             ext_s, ext_rss, _ = run_measured([py, "-m", "wikiextractor.WikiExtractor", str(dump), "--no-templates",
@@ -147,12 +159,16 @@ def main() -> None:
             rows.append(("stock fastai (wikiextractor + tokenize_df + Numericalize)", ext_s + tok_s,
                          tuple(map(max, ext_rss, tok_rss)), stock["tokens"], stock["docs"]))
             print(f"  stock: wikiextractor {ext_s:.1f} s, tokenize_df + Numericalize {tok_s:.1f} s")
-        env = {**os.environ, "CI": "true", "ULMFIT_CACHE": str(tmp / "cache")}
-        sec, rss, _ = run_measured([py, "-m", "ulmfit_cli", "prepare", "--set", f"data.source={dump}",
-                                    "--set", f"data.workers={args.workers}"], env=env)
-        stats = json.loads(next((tmp / "cache").glob("*/stats.json")).read_text())
-        rows.append(("ulmfit prepare", sec, rss, stats["train_tokens"] + stats["valid_tokens"],
-                     stats["train_docs"] + stats["valid_docs"]))
+        counts = [args.workers] + [int(w) for w in args.scaling.split(",") if w and int(w) != args.workers]
+        for w in counts:
+            env = {**os.environ, "CI": "true", "ULMFIT_CACHE": str(tmp / f"cache-{w}")}
+            sec, rss, _ = run_measured([py, "-m", "ulmfit_cli", "prepare", "--set", f"data.source={dump}",
+                                        "--set", f"data.workers={w}"], env=env)
+            stats = json.loads(next((tmp / f"cache-{w}").glob("*/stats.json")).read_text())
+            rows.append((f"ulmfit prepare, {w} worker{'s' if w > 1 else ''}", sec, rss,
+                         stats["train_tokens"] + stats["valid_tokens"], stats["train_docs"] + stats["valid_docs"]))
+        same = len({b"".join((next((tmp / f"cache-{w}").glob("*")) / f).read_bytes()
+                             for f in ("train.bin", "valid.bin", "vocab.json")) for w in counts}) == 1
     print()
     print("| path | seconds | MB of XML/s | tokens/s | peak RSS, sum over processes | peak PSS | "
           "peak RSS, largest process | documents | tokens |")
@@ -161,9 +177,15 @@ def main() -> None:
     for name, s, (r, p, top), t, d in rows:
         print(f"| {name} | {s:.1f} | {mb / s:.2f} | {t / s:,.0f} | {r / gb:.2f} GB | {p / gb:.2f} GB | {top / gb:.2f} GB "
               f"| {d:,} | {t:,} |")
-    if len(rows) == 2:
-        print(f"\nspeed-up of ulmfit prepare: {rows[0][1] / rows[1][1]:.2f}x; "
-              f"peak PSS ratio {rows[1][2][1] / rows[0][2][1]:.2f}")
+    ours = [r for r in rows if r[0].startswith("ulmfit")]
+    if not args.skip_stock:
+        print(f"\nspeed-up of ulmfit prepare ({args.workers} workers) over stock fastai: "
+              f"{rows[0][1] / ours[0][1]:.2f}x; peak PSS ratio {ours[0][2][1] / rows[0][2][1]:.2f}")
+    by = {int(r[0].split(", ")[1].split()[0]): r[1] for r in ours}
+    if 1 in by:
+        print("scaling: " + "; ".join(f"{w} workers {mb / s:.2f} MB of XML/s ({by[1] / s:.2f}x 1 worker)"
+                                      for w, s in sorted(by.items())))
+    print(f"every worker count wrote the same train tokens: {same}")
 
 
 if __name__ == "__main__":

@@ -306,3 +306,15 @@ def test_pretrain_and_finetune_with_the_stock_fastai_loader_and_optimizer(cli, t
               "--set", "train.random_bptt=true", "--run-dir", tmp_path / "ft")
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "ft" / "results.json").read_text())["valid_loss"] > 0
+
+
+def test_prepare_says_the_input_size_and_projects_its_time(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(prep, "PROJECT_AFTER_S", 0.0)  # "after a minute", at once
+    monkeypatch.setattr(wikidump, "CHUNK_BYTES", 1000)
+    dump = tmp_path / "w-pages-articles-multistream.xml.bz2"
+    wikidump.to_multistream(bz2.decompress(write_dump(tmp_path / "w.xml.bz2", n_articles=30).read_bytes()), dump,
+                            pages_per_stream=3)
+    prep.prepare(_data(tmp_path, dump), seed=0)
+    err = capsys.readouterr().err
+    assert f"reading {dump.stat().st_size / 1e6:,.1f} MB in 1 file(s)" in err
+    assert "min in all" in err and "min left" in err

@@ -40,6 +40,7 @@ from ulmfit_cli.layout import SP_MODEL
 STORE_VERSION = 1
 TEXT_SUFFIXES = (".txt", ".tokens", ".raw")
 _BATCH_CHARS = 1 << 20  # text per task sent to a worker
+PROJECT_AFTER_S = 60.0  # when prepare says how long it will take
 
 
 # ---------------------------------------------------------------- inputs
@@ -103,7 +104,7 @@ def _texts(kind: str, batch, min_chars: int, skipped: dict) -> tuple[list[str], 
 
 def _work(kind: str, batch, min_chars: int) -> tuple:
     """Read (a dump's piece), clean, tokenize and encode one job over a batch-local vocabulary
-    (in a worker process set up by `tokenize.init_worker`)."""
+    (in a worker process set up by `text.init_worker`)."""
     skipped: dict = {}
     local: dict[str, int] = {}
     lengths, ids = [], []
@@ -229,7 +230,10 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial:
     phase = np.random.default_rng(seed).random()  # systematic split: exactly valid_pct of documents
     n_docs = n_tokens = 0
     total_bytes = sum(f.stat().st_size for f in files)
+    info(f"token store: reading {total_bytes / 1e6:,.1f} MB in {len(files)} file(s) with {workers} "
+         f"worker(s); the time it will take is projected after a minute")
     bar = progress(total=total_bytes, desc="prepare", unit="B", unit_scale=True)
+    projected = [False]
 
     def consume(result, split) -> bool:
         nonlocal counts, n_docs, n_tokens
@@ -264,6 +268,11 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial:
         n_docs += len(lengths)
         n_tokens += int(lengths.sum())
         elapsed = time.perf_counter() - t0
+        if elapsed > PROJECT_AFTER_S and not projected[0] and 0 < bar.n < total_bytes:
+            projected[0] = True  # once, said as a line (the bar's own ETA is gone in a log)
+            info(f"token store: {bar.n / total_bytes:.0%} read in {elapsed / 60:.1f} min at "
+                 f"{bar.n / 1e6 / elapsed:.2f} MB/s: about {elapsed * total_bytes / bar.n / 60:,.0f} min in "
+                 f"all, {elapsed * (total_bytes / bar.n - 1) / 60:,.0f} min left")
         bar.set_postfix(docs=f"{n_docs:,}", docs_s=f"{n_docs / elapsed:,.0f}",
                         tok_s=f"{n_tokens / elapsed:,.0f}", refresh=False)
         return data.max_docs is not None and n_docs >= data.max_docs
@@ -291,8 +300,8 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial:
         sp_model = (_train_sentencepiece(files, data, writer.partial, stats)
                     if data.tokenizer == "sentencepiece" else None)
         jobs = _jobs(files, data, stats, bar, warn=True)
+        init_worker(sp_model, data.lang)  # here, once: forked workers start with it (spaCy takes ~0.6 s)
         if workers == 0:
-            init_worker(sp_model, data.lang)
             for kind, job, split, f in jobs:
                 if take(job if isinstance(job, BrokenChunk) or f in cut_off
                         else _work(kind, job, data.min_doc_chars), split, f):
