@@ -107,6 +107,50 @@ def write_dump(path: Path, n_articles: int = 12, seed: int = 0) -> Path:
     return path
 
 
+def cyrillic_sentences() -> dict[str, list[str]]:
+    """Real text in a non-Latin script: the example sentences spaCy ships for Russian (news, and quotes from
+    Dostoevsky, Chekhov, Turgenev, Ilf and Petrov, a film), Ukrainian and Serbian (spacy/lang/*/examples.py,
+    MIT licence), by language."""
+    from spacy.lang.ru.examples import sentences as ru
+    from spacy.lang.sr.examples import sentences as sr
+    from spacy.lang.uk.examples import sentences as uk
+    return {"ru": list(ru), "uk": list(uk), "sr": list(sr)}
+
+
+def write_cyrillic_export(path: Path, copies: int = 6) -> bytes:
+    """A Russian Wikipedia export as the real dumps are (schema 0.10, xml:lang="ru", siteinfo with ruwiki's
+    namespaces, pages with ids, revisions and `xml:space`), of articles made of `cyrillic_sentences()`
+    (several permutations, so that a language model has sequences to learn); returns the XML."""
+    from xml.sax.saxutils import escape
+    rng = random.Random(0)
+    sentences = [s for group in cyrillic_sentences().values() for s in group]
+    pages = []
+    for c in range(copies):
+        order = sentences[:]
+        rng.shuffle(order)
+        for i in range(0, len(order), 6):
+            title = f"Статья {c}-{i // 6}"
+            body = " ".join(order[i:i + 6])
+            pages.append((title, 0, f"'''{title}''' — [[статья|статья]].\n== Текст ==\n{body}\n"
+                                    "[[Категория:Примеры]]\n"))
+    pages.append(("Шаблон:Пример", 10, "{{{1}}}"))
+    xml = ['<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" '
+           'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" version="0.10" xml:lang="ru">',
+           "  <siteinfo>\n    <sitename>Википедия</sitename>\n    <dbname>ruwiki</dbname>\n"
+           "    <generator>MediaWiki 1.46.0-wmf.1</generator>\n    <case>first-letter</case>\n"
+           '    <namespaces>\n      <namespace key="0" case="first-letter" />\n'
+           '      <namespace key="10" case="first-letter">Шаблон</namespace>\n    </namespaces>\n  </siteinfo>']
+    for pid, (title, ns, text) in enumerate(pages, 1):
+        xml.append(f"  <page>\n    <title>{escape(title)}</title>\n    <ns>{ns}</ns>\n    <id>{pid}</id>\n"
+                   f"    <revision>\n      <id>{pid + 1000}</id>\n      <model>wikitext</model>\n"
+                   f"      <format>text/x-wiki</format>\n      <text bytes=\"{len(text.encode())}\" "
+                   f"xml:space=\"preserve\">{escape(text)}</text>\n    </revision>\n  </page>")
+    xml.append("</mediawiki>\n")
+    data = "\n".join(xml).encode("utf-8")
+    path.write_bytes(data)
+    return data
+
+
 def write_easy_csv(path: Path, n: int = 160, seed: int = 0) -> Path:
     """Two classes that a cue word separates perfectly, in varied filler."""
     import pandas as pd

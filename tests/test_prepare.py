@@ -318,3 +318,15 @@ def test_prepare_says_the_input_size_and_projects_its_time(tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert f"reading {dump.stat().st_size / 1e6:,.1f} MB in 1 file(s)" in err
     assert "min in all" in err and "min left" in err
+
+
+def test_sentencepiece_samples_its_input_and_falls_back_to_bytes_for_unseen_characters(tmp_path):
+    import sentencepiece as spm
+
+    from conftest import cyrillic_sentences
+    from ulmfit_cli.corpus import tokenize as tok
+    text = tmp_path / "sample.txt"
+    text.write_text("\n".join(s for group in cyrillic_sentences().values() for s in group) * 3, encoding="utf-8")
+    model = tok.train_sentencepiece(text, tmp_path, 1000, sentences=40)  # a 40-line sample of 108 lines
+    pieces = spm.SentencePieceProcessor(model_file=str(model)).encode("Москва 字", out_type=str)
+    assert pieces[-3:] == ["<0xE5>", "<0xAD>", "<0x97>"] and not text.exists()  # 字 as its UTF-8 bytes

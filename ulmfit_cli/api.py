@@ -23,6 +23,7 @@ from ulmfit_cli.classify.baseline import baseline_of_run
 from ulmfit_cli.classify.scoring import score
 from ulmfit_cli.config import derive, to_yaml
 from ulmfit_cli.console import info
+from ulmfit_cli.corpus.download import download_wiki as fetch_wiki
 from ulmfit_cli.corpus.prepare import prepare as build_store
 from ulmfit_cli.corpus.store import TokenStore
 from ulmfit_cli.corpus.tables import check_table_output, read_texts
@@ -215,6 +216,7 @@ def report(path: Path) -> str:
     return card_text(Path(path)) if (Path(path) / CARD).is_file() else run_table(Path(path))
 
 
+download_wiki = command(fetch_wiki)           # `ulmfit download-wiki`
 export = command(write_bundle)                # `ulmfit export`
 lr_find = command(sweep)                      # `ulmfit lr-find`
 tune = command(search)                        # `ulmfit tune`

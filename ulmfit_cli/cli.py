@@ -178,6 +178,25 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None,
     _show(f"token store: {store.path}", store.stats)
 
 
+@command("download-wiki")
+def download_wiki(
+    lang: Annotated[str, typer.Argument(help="The Wikipedia's language code: en, de, ja, zh-yue, ...")],
+    date: Annotated[str, typer.Option(help="latest (the newest finished dump) or YYYYMMDD.")] = "latest",
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Folder for the dump and its index (default data/wikipedia/<wiki>-<date>).")]
+    = None,
+    mirror: Annotated[Optional[str], typer.Option(
+        help="Another dumps site laid out as dumps.wikimedia.org (or $ULMFIT_WIKI_MIRROR).")] = None,
+):
+    """Download a Wikipedia's pages-articles multistream dump and its index, checked against the dump's
+    published SHA-1 checksums and resumed after an interruption. Prints the size and how long `ulmfit
+    prepare` will take on this machine; `ulmfit prepare` then reads the dump on every core."""
+    api = _api()
+    with _user_errors():
+        path = api.download_wiki(lang, date, output, mirror)
+    typer.echo(str(path))
+
+
 finetune_lm = _training_command("finetune-lm", """Fine-tune a language model on your texts. Starts from
     init.from_run and reads data.train (CSV/TSV with data.text_col, fastText lines, or one document per
     line): one frozen epoch, then unfrozen with discriminative rates. Writes lm.pth, encoder.pth and
