@@ -326,7 +326,7 @@ def test_sentencepiece_samples_its_input_and_falls_back_to_bytes_for_unseen_char
     from conftest import cyrillic_sentences
     from ulmfit_cli.corpus import tokenize as tok
     text = tmp_path / "sample.txt"
-    text.write_text("\n".join(s for group in cyrillic_sentences().values() for s in group) * 3, encoding="utf-8")
-    model = tok.train_sentencepiece(text, tmp_path, 1000, sentences=40)  # a 40-line sample of 108 lines
+    text.write_text("".join(s + "\n" for group in cyrillic_sentences().values() for s in group) * 6, encoding="utf-8")
+    model = tok.train_sentencepiece(text, tmp_path, 1000, sentences=150)  # a 150-line sample of 216 lines (101 at least)
     pieces = spm.SentencePieceProcessor(model_file=str(model)).encode("Москва 字", out_type=str)
     assert pieces[-3:] == ["<0xE5>", "<0xAD>", "<0x97>"] and not text.exists()  # 字 as its UTF-8 bytes
