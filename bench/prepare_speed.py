@@ -156,7 +156,7 @@ def main() -> None:
                                               "--json", "--processes", str(args.workers), "-q", "-o", str(tmp / "wx")])
             tok_s, tok_rss, out = run_measured([py, "-c", STOCK, str(tmp / "wx"), str(args.workers)])
             stock = json.loads(out.strip().splitlines()[-1])
-            rows.append(("stock fastai (wikiextractor + tokenize_df + Numericalize)", ext_s + tok_s,
+            rows.append(("stock fastai (wikiextractor + tokenize_df + Numericalize)", ext_s + tok_s, None,
                          tuple(map(max, ext_rss, tok_rss)), stock["tokens"], stock["docs"]))
             print(f"  stock: wikiextractor {ext_s:.1f} s, tokenize_df + Numericalize {tok_s:.1f} s")
         counts = [args.workers] + [int(w) for w in args.scaling.split(",") if w and int(w) != args.workers]
@@ -165,26 +165,29 @@ def main() -> None:
             sec, rss, _ = run_measured([py, "-m", "ulmfit_cli", "prepare", "--set", f"data.source={dump}",
                                         "--set", f"data.workers={w}"], env=env)
             stats = json.loads(next((tmp / f"cache-{w}").glob("*/stats.json")).read_text())
-            rows.append((f"ulmfit prepare, {w} worker{'s' if w > 1 else ''}", sec, rss,
+            rows.append((f"ulmfit prepare, {w} worker{'s' if w > 1 else ''}", sec, stats["seconds"], rss,
                          stats["train_tokens"] + stats["valid_tokens"], stats["train_docs"] + stats["valid_docs"]))
         same = len({b"".join((next((tmp / f"cache-{w}").glob("*")) / f).read_bytes()
                              for f in ("train.bin", "valid.bin", "vocab.json")) for w in counts}) == 1
     print()
-    print("| path | seconds | MB of XML/s | tokens/s | peak RSS, sum over processes | peak PSS | "
-          "peak RSS, largest process | documents | tokens |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| path | seconds | MB of XML/s | tokens/s | the store's build alone, s (MB/s) | peak RSS, sum over "
+          "processes | peak PSS | peak RSS, largest process | documents | tokens |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     gb = 2 ** 30
-    for name, s, (r, p, top), t, d in rows:
-        print(f"| {name} | {s:.1f} | {mb / s:.2f} | {t / s:,.0f} | {r / gb:.2f} GB | {p / gb:.2f} GB | {top / gb:.2f} GB "
-              f"| {d:,} | {t:,} |")
+    for name, s, build, (r, p, top), t, d in rows:
+        build = f"{build:.1f} ({mb / build:.2f})" if build else "-"
+        print(f"| {name} | {s:.1f} | {mb / s:.2f} | {t / s:,.0f} | {build} | {r / gb:.2f} GB | {p / gb:.2f} GB "
+              f"| {top / gb:.2f} GB | {d:,} | {t:,} |")
     ours = [r for r in rows if r[0].startswith("ulmfit")]
     if not args.skip_stock:
         print(f"\nspeed-up of ulmfit prepare ({args.workers} workers) over stock fastai: "
-              f"{rows[0][1] / ours[0][1]:.2f}x; peak PSS ratio {ours[0][2][1] / rows[0][2][1]:.2f}")
-    by = {int(r[0].split(", ")[1].split()[0]): r[1] for r in ours}
+              f"{rows[0][1] / ours[0][1]:.2f}x; peak PSS ratio {ours[0][3][1] / rows[0][3][1]:.2f}")
+    by = {int(r[0].split(", ")[1].split()[0]): r[1:3] for r in ours}
     if 1 in by:
-        print("scaling: " + "; ".join(f"{w} workers {mb / s:.2f} MB of XML/s ({by[1] / s:.2f}x 1 worker)"
-                                      for w, s in sorted(by.items())))
+        print("scaling, the whole command: " + "; ".join(
+            f"{w} workers {mb / s:.2f} MB of XML/s ({by[1][0] / s:.2f}x 1 worker)" for w, (s, _) in sorted(by.items())))
+        print("scaling, the store's build alone (without the command's start-up): " + "; ".join(
+            f"{w} workers {mb / b:.2f} MB of XML/s ({by[1][1] / b:.2f}x 1 worker)" for w, (_, b) in sorted(by.items())))
     print(f"every worker count wrote the same train tokens: {same}")
 
 

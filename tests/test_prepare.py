@@ -13,6 +13,7 @@ from ulmfit_cli.corpus import wikidump
 from ulmfit_cli.corpus.store import COMPLETE, TokenStore
 from ulmfit_cli.corpus.text import numericalize, tokenize
 from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.layout import SP_MODEL
 
 
 def _data(tmp_path, source, **kw) -> PretrainData:
@@ -326,7 +327,36 @@ def test_sentencepiece_samples_its_input_and_falls_back_to_bytes_for_unseen_char
     from conftest import cyrillic_sentences
     from ulmfit_cli.corpus import tokenize as tok
     text = tmp_path / "sample.txt"
-    text.write_text("".join(s + "\n" for group in cyrillic_sentences().values() for s in group) * 6, encoding="utf-8")
-    model = tok.train_sentencepiece(text, tmp_path, 1000, sentences=150)  # a 150-line sample of 216 lines (101 at least)
+    lines = "".join(s + "\n" for group in cyrillic_sentences().values() for s in group) * 6  # 216 lines
+    models = []
+    for sentences in (101, 101, 216):
+        text.write_text(lines, encoding="utf-8")
+        model = tok.train_sentencepiece(text, tmp_path / str(len(models)), 1000, sentences=sentences)
+        models.append(_pieces(model))
+    assert models[0] == models[1] != models[2]  # a part of the input, the same part every time
     pieces = spm.SentencePieceProcessor(model_file=str(model)).encode("Москва 字", out_type=str)
     assert pieces[-3:] == ["<0xE5>", "<0xAD>", "<0x97>"] and not text.exists()  # 字 as its UTF-8 bytes
+
+
+def _pieces(model) -> list[tuple[str, float]]:
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    return [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+
+
+def test_sentencepiece_store_is_the_same_for_any_number_of_workers(tmp_path, monkeypatch):
+    """The sample SentencePiece trains on is read by the workers from pieces spread over a multistream dump,
+    then drawn with the run's seed: the same model and tokens whatever the number of workers."""
+    monkeypatch.setattr(wikidump, "CHUNK_BYTES", 1500)  # a piece a stream of 3 pages
+    dump = tmp_path / "w-pages-articles-multistream.xml.bz2"
+    wikidump.to_multistream(bz2.decompress(write_dump(tmp_path / "w.xml.bz2", n_articles=30).read_bytes()), dump,
+                            pages_per_stream=3)
+    stores = [prep.prepare(_data(tmp_path / str(w), dump, tokenizer="sentencepiece", sp_vocab_size=120,
+                                 sp_train_chars=2000).model_copy(update={"workers": w}), seed=1) for w in (0, 2)]
+    first, other = stores
+    sample = first.stats["sentencepiece_sample"]
+    assert sample["chars"] >= 2000 and sample["lines"] < 15  # a paragraph an article: half the 30 at most
+    assert _pieces(first.path / SP_MODEL) == _pieces(other.path / SP_MODEL)
+    assert other.vocab == first.vocab
+    for split in ("train", "valid"):
+        assert np.array_equal(other.tokens(split), first.tokens(split))

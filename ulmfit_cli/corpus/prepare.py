@@ -20,6 +20,7 @@ import os
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
+from contextlib import closing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -117,26 +118,26 @@ def _work(kind: str, batch, min_chars: int) -> tuple:
 
 
 # ---------------------------------------------------------------- the stream
-def _train_sentencepiece(files: list[Path], data: PretrainData, out_dir: Path, stats: DumpStats) -> Path:
-    """A first, partial pass: about `data.sp_train_chars` of clean text after fastai's rules, a paragraph a
-    line, taken from pieces spread over the whole corpus where it is a multistream dump (else from its
-    beginning); the trainer samples `tokenize.SP_SENTENCES` of those lines -> the model. The sample's size
-    goes to the store's stats."""
+def _train_sentencepiece(files: list[Path], data: PretrainData, out_dir: Path, stats: DumpStats,
+                         workers: int) -> Path:
+    """A first, partial pass on `workers` processes: about `data.sp_train_chars` of clean text after fastai's
+    rules, a paragraph a line, taken from pieces spread over the whole corpus where it is a multistream dump
+    (else from its beginning); the trainer keeps the first `tokenize.SP_SENTENCES` of those lines -> the model. The
+    sample's size goes to the store's stats."""
     sample = out_dir / "sp_train.txt"
     size = lines = 0
-    with open(sample, "w", encoding="utf-8") as f:
-        for kind, job, _, _ in _spread(_jobs(files, data, DumpStats())):
-            texts = [] if isinstance(job, BrokenChunk) else _texts(kind, job, data.min_doc_chars, {})[0]
-            for text in texts:  # (a damaged file: the token pass says what is wrong with it)
-                for line in apply_rules(text).split("\n"):
-                    if line.strip():
-                        f.write(line + "\n")
-                        size, lines = size + len(line), lines + 1
+    t0 = time.perf_counter()
+    jobs = ((_sample_lines, kind, job, data.min_doc_chars) for kind, job, _, _ in _spread(_jobs(files, data,
+                                                                                                DumpStats())))
+    with open(sample, "w", encoding="utf-8") as f, closing(_in_order(jobs, workers)) as pieces:
+        for piece in pieces:
+            f.writelines(line + "\n" for line in piece)
+            size, lines = size + sum(map(len, piece)), lines + len(piece)
             if size >= data.sp_train_chars:
                 break
     info(f"token store: training SentencePiece on {size / 1e6:.1f}M characters ({lines:,} lines, a sample "
          f"of {min(lines, tok.SP_SENTENCES):,} of them)")
-    stats.sp_sample = {"chars": size, "lines": lines, "input_sentence_size": tok.SP_SENTENCES}
+    t1 = time.perf_counter()
     try:
         model = tok.train_sentencepiece(sample, out_dir, data.sp_vocab_size)
     except RuntimeError as e:  # SentencePiece's trainer refuses too little text (or too small a vocab for it)
@@ -144,7 +145,40 @@ def _train_sentencepiece(files: list[Path], data: PretrainData, out_dir: Path, s
         raise UlmfitError(f"data.source: SentencePiece could not be trained on {size:,} characters of clean "
                           f"text from {', '.join(map(str, files))} ({why}); give it more text, or set a "
                           f"smaller data.sp_vocab_size") from None
+    stats.sp_sample = {"chars": size, "lines": lines, "input_sentence_size": tok.SP_SENTENCES,
+                       "read_seconds": round(t1 - t0, 2), "train_seconds": round(time.perf_counter() - t1, 2)}
+    info(f"token store: SentencePiece trained in {stats.sp_sample['train_seconds']:.1f} s (its sample read in "
+         f"{stats.sp_sample['read_seconds']:.1f} s)")
     return model.rename(out_dir / SP_MODEL)
+
+
+def _sample_lines(kind: str, job, min_chars: int) -> list[str]:
+    """A job's clean text after fastai's rules, a paragraph a line (SentencePiece's sample; in a worker). A
+    damaged piece gives none: the token pass says what is wrong with it."""
+    if isinstance(job, BrokenChunk):
+        return []
+    texts = _texts(kind, job, min_chars, {})[0]
+    return [line for text in texts for line in apply_rules(text).split("\n") if line.strip()]
+
+
+def _in_order(calls: Iterator[tuple], workers: int) -> Iterator:
+    """fn(*args) for each (fn, *args), in order, on `workers` processes (0: here), at most 2 x workers in
+    flight; what is still pending when the caller stops is cancelled."""
+    if not workers:
+        yield from (fn(*args) for fn, *args in calls)
+        return
+    with ProcessPoolExecutor(workers) as ex:
+        pending: deque = deque()
+        try:
+            for fn, *args in calls:
+                pending.append(ex.submit(fn, *args))
+                if len(pending) > 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _spread(jobs: Iterator[tuple]) -> Iterator[tuple]:
@@ -297,7 +331,7 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial:
         return False
 
     try:
-        sp_model = (_train_sentencepiece(files, data, writer.partial, stats)
+        sp_model = (_train_sentencepiece(files, data, writer.partial, stats, workers)
                     if data.tokenizer == "sentencepiece" else None)
         jobs = _jobs(files, data, stats, bar, warn=True)
         init_worker(sp_model, data.lang)  # here, once: forked workers start with it (spaCy takes ~0.6 s)

@@ -20,10 +20,13 @@ def train_sentencepiece(text_file: Path, out_dir: Path, vocab_size: int | None,
                         sentences: int = SP_SENTENCES) -> Path:
     """fastai's SentencePiece training (`SentencePieceTokenizer.train`: unigram, its character coverage,
     special tokens as user symbols, its vocab-size rule of thumb) with what a Wikipedia-size corpus needs,
-    which fastai's call does not pass: the trainer keeps a random sample of `sentences` lines
-    (input_sentence_size, shuffle_input_sentence: its memory stays flat however large the input) and
-    falls back to bytes for unseen characters (byte_fallback, where the vocab has room) -> the model file.
-    Removes `text_file`."""
+    which fastai's call does not pass: the trainer keeps at most `sentences` lines (input_sentence_size:
+    its memory stays flat however large the input) and falls back to bytes for unseen characters
+    (byte_fallback, where the vocab has room) -> the model file. Removes `text_file`.
+
+    The lines kept are the first ones (shuffle_input_sentence=false): the trainer's own shuffle cannot be
+    seeded (sentencepiece 0.2.x gives another model on every run, `set_random_generator_seed` or not),
+    and `prepare` writes its sample already spread over the corpus."""
     from fastai.text.core import SentencePieceTokenizer
     from sentencepiece import SentencePieceTrainer
     fastai = SentencePieceTokenizer(vocab_sz=vocab_size, cache_dir=out_dir)
@@ -34,7 +37,7 @@ def train_sentencepiece(text_file: Path, out_dir: Path, vocab_size: int | None,
         f"--character_coverage={fastai.char_coverage} --model_type={fastai.model_type} "
         f"--unk_id={len(specials)} --pad_id=-1 --bos_id=-1 --eos_id=-1 --minloglevel=2 "
         f"--user_defined_symbols={','.join(specials)} --hard_vocab_limit=false "
-        f"--input_sentence_size={sentences} --shuffle_input_sentence=true "
+        f"--input_sentence_size={sentences} --shuffle_input_sentence=false "
         f"--byte_fallback={'true' if vocab >= SP_BYTE_FALLBACK else 'false'}")
     text_file.unlink()
     (out_dir / "spm.vocab").unlink(missing_ok=True)  # the model file alone is used
