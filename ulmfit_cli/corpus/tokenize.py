@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from fastai.text.data import make_vocab
@@ -32,13 +33,17 @@ def train_sentencepiece(text_file: Path, out_dir: Path, vocab_size: int | None,
     fastai = SentencePieceTokenizer(vocab_sz=vocab_size, cache_dir=out_dir)
     vocab = fastai._get_vocab_sz(text_file) if vocab_size is None else vocab_size
     specials = ["\u2581" + t for t in fastai.special_toks]
-    SentencePieceTrainer.Train(
+    args = (
         f"--input={text_file} --vocab_size={vocab} --model_prefix={out_dir / 'spm'} "
         f"--character_coverage={fastai.char_coverage} --model_type={fastai.model_type} "
         f"--unk_id={len(specials)} --pad_id=-1 --bos_id=-1 --eos_id=-1 --minloglevel=2 "
         f"--user_defined_symbols={','.join(specials)} --hard_vocab_limit=false "
         f"--input_sentence_size={sentences} --shuffle_input_sentence=false "
         f"--byte_fallback={'true' if vocab >= SP_BYTE_FALLBACK else 'false'}")
+    # in a process of its own: the trainer's memory (its whole sample) goes back to the system when it ends,
+    # rather than staying in `prepare`'s parent, from which the tokenizing workers then fork
+    with ProcessPoolExecutor(1) as ex:
+        ex.submit(SentencePieceTrainer.Train, args).result()
     text_file.unlink()
     (out_dir / "spm.vocab").unlink(missing_ok=True)  # the model file alone is used
     return out_dir / "spm.model"
