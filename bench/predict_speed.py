@@ -59,9 +59,10 @@ def timed(f):
     return out, time.perf_counter() - t0
 
 
-def stock_learner(clf):
+def stock_learner(clf, device: str = "cpu"):
     """fastai's own classifier learner for the same model: TextDataLoaders with the model's vocab, the same
-    AWD-LSTM sizes and head, the trained weights loaded."""
+    AWD-LSTM sizes and head, the trained weights loaded, on `device` (fp32, as `load_learner` gives it)."""
+    import torch
     from fastai.text.all import AWD_LSTM, TextDataLoaders, text_classifier_learner
 
     from ulmfit_cli.train.learners import awd_config
@@ -74,10 +75,12 @@ def stock_learner(clf):
                                     drop_mult=clf.spec.drop_mult, lin_ftrs=clf.spec.lin_ftrs,
                                     max_len=clf.spec.max_len)
     learn.model.load_state_dict(clf.model.state_dict())
+    learn.dls.to(torch.device(device))
+    learn.model.to(device)
     return learn.to_fp32()
 
 
-def dataloader_outputs(clf, texts, pad=None) -> np.ndarray:
+def dataloader_outputs(clf, texts, pad=None, device: str = "cpu") -> np.ndarray:
     """ulmfit's predict_proba until the inference issue: fastai's SortedDL (bs 64, a worker process, built per
     call) padded by `pad` (default the training loader's, `loaders.clf_dl`; fastai's `pad_input_chunk` was
     the one before), its longest-first order undone as get_preds undoes it. tests/test_deploy.py holds the
@@ -88,13 +91,13 @@ def dataloader_outputs(clf, texts, pad=None) -> np.ndarray:
     from ulmfit_cli.train.loaders import clf_dl
     ids = clf.token_ids(texts)
     dl = clf_dl(orient_docs(ids, clf.spec.backwards), np.zeros(len(ids), dtype=np.int64), clf.vocab, 64,
-                clf.spec.bptt, torch.device("cpu"))
+                clf.spec.bptt, torch.device(device))
     if pad is not None:
         dl = dl.new(before_batch=pad)
     order, out, done = np.asarray(dl.get_idxs()), np.zeros((len(ids), len(clf.labels)), np.float32), 0
     with torch.no_grad():
         for x, _ in dl:
-            out[order[done:done + len(x)]] = clf.task.activation(clf.model(x)[0]).numpy()
+            out[order[done:done + len(x)]] = clf.task.activation(clf.model(x)[0].float()).cpu().numpy()
             done += len(x)
     return out
 
@@ -128,7 +131,7 @@ def cold(path: Path, runtime: str, texts_file: Path, python: str = sys.executabl
 def cli_cold(model: Path, python: str = sys.executable) -> float:
     """`echo text | ulmfit predict --model M --input - --output -`, wall seconds."""
     t0 = time.perf_counter()
-    subprocess.run([str(Path(python).parent / "ulmfit"), "predict", "--model", str(model), "--input", "-",
+    subprocess.run([python, "-m", "ulmfit_cli", "predict", "--model", str(model), "--input", "-",
                     "--output", "-"], input="What is the capital of Peru ?\n", capture_output=True, text=True,
                    timeout=600, check=True, cwd=ROOT)
     return time.perf_counter() - t0
@@ -157,6 +160,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for every row (PyTorch, onnxruntime)")
     ap.add_argument("--single", type=int, default=300, help="single-text calls per row at most")
     ap.add_argument("--quick", action="store_true", help="few texts and calls (the test's smoke run)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: the PyTorch rows and stock fastai's (the ONNX "
+                                                    "rows run on onnxruntime's CPU provider)")
     ap.add_argument("--runtime-python", help="the python of a venv with requirements-runtime.txt (no torch): "
                                              "the ONNX rows' cold start and RSS are measured there too")
     args = ap.parse_args()
@@ -166,7 +171,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     single, limit = (10, 5.0) if args.quick else (args.single, 60.0)
     work = Path(tempfile.mkdtemp(prefix="predict-speed-"))
-    (clf, load_torch) = timed(lambda: load_classifier(args.model, device="cpu", threads=args.threads))
+    (clf, load_torch) = timed(lambda: load_classifier(args.model, device=args.device, threads=args.threads))
     bundles = {"fp32": api.export(args.model, work / "onnx-fp32", fmt="onnx"),
                "int8": api.export(args.model, work / "onnx-int8", fmt="onnx", quantize="int8")}
     int8_card = json.loads((bundles["int8"] / "card.json").read_text())["export"]
@@ -180,9 +185,11 @@ def main() -> None:
         rows = {k: copy.copy(v) for k, v in rows.items()}
         for v in rows.values():
             v.blend = None
-    learn = stock_learner(clf)
+    learn = stock_learner(clf, args.device)
     print(f"model {args.model}: emb {clf.spec.arch.emb_sz}, hidden {clf.spec.arch.n_hid}, "
-          f"{clf.spec.arch.n_layers} layers; CPU, {args.threads} thread(s); torch {torch.__version__}")
+          f"{clf.spec.arch.n_layers} layers; "
+          + (f"CUDA ({torch.cuda.get_device_name()}) for the PyTorch and stock rows, " if args.device == "cuda" else "")
+          + f"CPU, {args.threads} thread(s); torch {torch.__version__}")
     for name, texts in corpora(args.quick).items():
         n_tok = sum(map(len, clf.token_ids(texts)))
         print(f"\n## {name}: {len(texts):,} texts, {n_tok:,} tokens\n")
@@ -206,10 +213,10 @@ def main() -> None:
 
         with learn.no_bar(), learn.no_logging():
             lat = latencies(lambda t: learn.predict(t), texts, min(single, 50), limit)
-            probs, s = timed(lambda: learn.get_preds(dl=learn.dls.test_dl(texts))[0].numpy())
+            probs, s = timed(lambda: learn.get_preds(dl=learn.dls.test_dl(texts))[0].float().numpy())
         row("stock fastai: learn.predict / get_preds(test_dl), bs 64", lat, len(texts) / s, probs)
-        lat = latencies(lambda t: dataloader_outputs(clf, [t]), texts, min(single, 50), limit)
-        probs, s = timed(lambda: dataloader_outputs(clf, texts))
+        lat = latencies(lambda t: dataloader_outputs(clf, [t], device=args.device), texts, min(single, 50), limit)
+        probs, s = timed(lambda: dataloader_outputs(clf, texts, device=args.device))
         row("ulmfit before (SortedDL per call), bs 64", lat, len(texts) / s, probs)
         for label, model in {**rows, **blended}.items():
             lat = latencies(lambda t: model.predict_proba([t]), texts, single, limit)

@@ -15,13 +15,17 @@ so both sides train on the same ids and validate on the same held-out articles.
 `--precision bf16` runs ulmfit and the bare loop in bf16 autocast instead (the issue's bare-loop setting;
 the LSTM then still runs in fp16, unscaled: see ulmfit_cli/train/precision.py).
 
-Prints tokens/s of each, the ratios, peak GPU memory and the validation loss each reaches.
+Prints tokens/s of each, the ratios, peak GPU memory and the validation loss each reaches (`--json FILE`:
+the same as JSON). `--store DIR` trains on a token store `ulmfit prepare` built (on another machine: no
+spaCy needed here); `--paths` runs some of the three; `--profile N` ends with torch.profiler's summary of N
+steps of ulmfit's path (the top operators, and the host-device syncs it counts).
   python bench/train_speed.py                       # CPU, small model (seconds to a minute)
   python bench/train_speed.py --device cuda --emb 400 --hid 1152 --layers 3 --bs 64 --epochs 1
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -75,7 +79,13 @@ def main() -> None:
     ap.add_argument("--max-docs", type=int, default=None, help="use only the first N articles (quick checks)")
     ap.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None,
                     help="ulmfit and bare loop (default: what `run.precision: auto` picks, fp16 on a GPU)")
+    ap.add_argument("--store", type=Path, help="a token store to train on (default: prepare the sample here)")
+    ap.add_argument("--paths", default="stock,ulmfit,bare", help="which of stock, ulmfit, bare to run")
+    ap.add_argument("--json", type=Path, help="also write the rows and ratios here")
+    ap.add_argument("--profile", type=int, default=0, help="profile this many steps of ulmfit's path at the end")
     args = ap.parse_args()
+    paths = {"stock": "stock fastai", "ulmfit": "ulmfit", "bare": "bare loop"}
+    chosen = [paths[p.strip()] for p in args.paths.split(",")]
 
     import prepare_speed
     from fastai.callback.progress import ProgressCallback
@@ -86,6 +96,7 @@ def main() -> None:
 
     from ulmfit_cli.config import LMTrain, PretrainData
     from ulmfit_cli.corpus.prepare import prepare
+    from ulmfit_cli.corpus.store import TokenStore
     from ulmfit_cli.train.learners import awd_config, lm_learner
     from ulmfit_cli.train.loaders import as_split, fastai_lm_dls, stream_lm_dls
     from ulmfit_cli.runs import Run
@@ -95,9 +106,13 @@ def main() -> None:
     gpu = device.type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = PretrainData(source=str(prepare_speed.sample_dump()), cache_dir=str(tmp / "cache"),
-                            max_vocab=args.max_vocab, max_docs=args.max_docs, workers=0 if args.max_docs else None)
-        store = prepare(data, seed=0)
+        if args.store:
+            store = TokenStore.open(args.store)
+        else:
+            data = PretrainData(source=str(prepare_speed.sample_dump()), cache_dir=str(tmp / "cache"),
+                                max_vocab=args.max_vocab, max_docs=args.max_docs,
+                                workers=0 if args.max_docs else None)
+            store = prepare(data, seed=0)
         docs = {s: [np.asarray(store.tokens(s)[a:b], dtype=np.int64)
                     for a, b in zip(store.offsets(s)[:-1], store.offsets(s)[1:])] for s in ("train", "valid")}
         arch = lm_args.arch(args)
@@ -108,7 +123,7 @@ def main() -> None:
             "bare loop": dict(loader="stream", optimizer="torch (constant lr)", precision=ulmfit_precision),
         }
         rows = []
-        for name, side in sides.items():
+        for name, side in ((n, s) for n, s in sides.items() if n in chosen):
             set_seed(0, reproducible=not gpu)
             if name == "stock fastai":  # as a tutorial writes it
                 dls = fastai_lm_dls(as_split(docs["train"]), as_split(docs["valid"]), store.vocab, args.bs, args.bptt,
@@ -142,6 +157,8 @@ def main() -> None:
                     valid_loss = float(learn.validate()[0])
             peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GB" if gpu else "n/a (CPU)"
             rows.append((name, side, tokens / seconds, seconds, valid_loss, peak))
+            if name == "ulmfit" and args.profile:
+                profiled = profile(learn, args.profile, gpu)
     print(f"\ndevice {device} ({torch.cuda.get_device_name() if gpu else f'{os.cpu_count()} CPU cores'}), "
           f"torch {torch.__version__}, AWD-LSTM emb {args.emb} hid {args.hid} layers {args.layers}, "
           f"vocab {len(store.vocab)}, bs {args.bs}, bptt {args.bptt}, {args.epochs} epoch(s), "
@@ -151,8 +168,47 @@ def main() -> None:
     for name, side, tps, sec, loss, peak in rows:
         print(f"| {name} | {side['loader']} | {side['optimizer']} | {side['precision']} | {tps:,.0f} | {sec:.1f} "
               f"| {loss:.4f} | {peak} |")
-    print(f"\nspeed ratio ulmfit / stock: {rows[1][2] / rows[0][2]:.2f}x; ulmfit / bare loop: "
-          f"{rows[1][2] / rows[2][2]:.2f}; valid loss ratio ulmfit / stock: {rows[1][4] / rows[0][4]:.4f}")
+    by = {r[0]: r for r in rows}
+    ratios = {}
+    if "ulmfit" in by and "stock fastai" in by:
+        ratios["ulmfit_over_stock"] = by["ulmfit"][2] / by["stock fastai"][2]
+        ratios["valid_loss_ulmfit_over_stock"] = by["ulmfit"][4] / by["stock fastai"][4]
+    if "ulmfit" in by and "bare loop" in by:
+        ratios["ulmfit_over_bare"] = by["ulmfit"][2] / by["bare loop"][2]
+    print("\n" + "; ".join(f"{k.replace('_', ' ')}: {v:.3f}" for k, v in ratios.items()))
+    if args.profile and "ulmfit" in by:
+        print(f"\ntorch.profiler, {args.profile} steps of ulmfit's path:\n{profiled['table']}\n"
+              f"host-device syncs: {profiled['syncs']}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "device": torch.cuda.get_device_name() if gpu else f"{os.cpu_count()} CPU cores", "torch": torch.__version__,
+            "arch": arch, "bs": args.bs, "bptt": args.bptt, "epochs": args.epochs, "vocab": len(store.vocab),
+            "train_tokens": store.stats["train_tokens"],
+            "rows": [{"path": n, **{k: v for k, v in side.items()}, "tokens_per_s": tps, "seconds": sec,
+                      "valid_loss": loss, "peak_gpu_memory": peak} for n, side, tps, sec, loss, peak in rows],
+            "ratios": ratios, **({"profile": profiled} if args.profile and "ulmfit" in by else {})}, indent=1))
+
+
+def profile(learn, steps: int, gpu: bool) -> dict:
+    """torch.profiler over `steps` training steps of `learn` (one more fit, cut short): the operators that
+    took the most time, and how often the host waited for the device (synchronizations, copies to host)."""
+    from fastai.callback.core import Callback, CancelFitException
+    from torch.profiler import ProfilerActivity
+
+    class Stop(Callback):
+        def after_step(self):
+            if self.iter + 1 >= steps:
+                raise CancelFitException()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        learn.fit(1, cbs=[Stop()])
+        if gpu:
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+    sort = "self_cuda_time_total" if gpu else "self_cpu_time_total"
+    syncs = {e.key: e.count for e in events
+             if any(k in e.key for k in ("Synchronize", "item", "_local_scalar_dense", "Memcpy DtoH", "to_copy"))}
+    return {"table": events.table(sort_by=sort, row_limit=15), "syncs": syncs}
 
 
 if __name__ == "__main__":

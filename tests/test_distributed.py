@@ -159,3 +159,13 @@ def test_a_two_process_run_resumes_in_one_process(data, tmp_path):
              torch.load(tmp_path / "lm" / "lm.pth", weights_only=True))  # loads in a single process
     ours, single = (json.loads((d / "results.json").read_text())["valid_loss"] for d in (tmp_path / "lm", data["single"]))
     assert abs(ours - single) / single < 0.05
+
+
+def test_more_processes_than_gpus_on_a_machine_is_refused_clearly():
+    """On one GPU, torchrun --nproc_per_node 2 gave process 1 CUDA's 'invalid device ordinal' (and NCCL refuses
+    two ranks on one GPU): the refusal names the process, the GPUs and what to run instead."""
+    from ulmfit_cli.errors import UlmfitError
+    from ulmfit_cli.train.distributed import gpu_of
+    assert gpu_of(0, 1) == 0 and gpu_of(3, 4) == 3
+    with pytest.raises(UlmfitError, match=r"process 1 .* \(1 GPU\(s\) here\).*--nproc_per_node 1.*run.device=cpu"):
+        gpu_of(1, 1)

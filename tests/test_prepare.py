@@ -360,3 +360,24 @@ def test_sentencepiece_store_is_the_same_for_any_number_of_workers(tmp_path, mon
     assert other.vocab == first.vocab
     for split in ("train", "valid"):
         assert np.array_equal(other.tokens(split), first.tokens(split))
+
+
+def test_a_store_built_elsewhere_is_a_source_as_it_is(cli, tmp_path):
+    """`prepare` on one machine, `pretrain` on another: the store folder as data.source, with no corpus, no
+    cache and no tokenizer run; settings that would give its ids another meaning are refused."""
+    import shutil
+    dump = write_dump(tmp_path / "w-pages-articles.xml.bz2", n_articles=10)
+    built = prep.prepare(_data(tmp_path, dump), seed=0)
+    carried = tmp_path / "carried-store"
+    shutil.copytree(built.path, carried)
+    dump.unlink()
+    store = prep.prepare(_data(tmp_path / "elsewhere", carried), seed=5)
+    assert store.path == carried and store.vocab == built.vocab
+    assert np.array_equal(store.tokens("train"), built.tokens("train"))
+    assert not (tmp_path / "elsewhere" / "cache").exists()
+    with pytest.raises(UlmfitError, match=r"data.max_vocab: 60000 there, 100 here"):
+        prep.prepare(_data(tmp_path, carried, max_vocab=100), seed=0)
+    res = cli("pretrain", "-c", TINY, "--set", f"data.source={carried}", "--set", "data.min_freq=1",
+              "--run-dir", tmp_path / "lm")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "lm" / "vocab.json").read_text()) == built.vocab

@@ -74,6 +74,16 @@ def test_multi_label_through_the_chain(cli, chain, tasks, tmp_path, form):
     assert clf.predict(texts) == [tuple(p.split(";")) if p else () for p in expected]
 
 
+@pytest.mark.parametrize("form", [MULTI_DELIM, REGRESSION], ids=["multi-label", "regression"])
+def test_a_small_set_repeated_to_min_steps_keeps_each_text_with_its_targets(cli, chain, tasks, tmp_path, form):
+    """train.min_steps repeats a small training set within each epoch: a multi-label set's targets (a row of
+    0/1 per text) were tiled along the labels, and the loss failed on the first batch (found by
+    bench/gpu_check.sh --smoke; the tests turn min_steps off elsewhere)."""
+    results, out = _train(cli, chain, tasks, tmp_path / "clf", *form, "train.min_steps=200")
+    assert "each epoch goes 3 times over them" in out  # 5 epochs of the training rows' batches: < 200 steps
+    assert results["task"] == ("multi_label" if form is MULTI_DELIM else "regression")
+
+
 def test_regression_through_the_chain(cli, chain, tasks, tmp_path):
     from ulmfit_cli import load_classifier
     run_dir = tmp_path / "reg"

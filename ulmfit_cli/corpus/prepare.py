@@ -226,8 +226,11 @@ def _jobs(files: list[Path], data: PretrainData, stats: DumpStats, bar=None,
 
 
 def prepare(data: PretrainData, seed: int, force: bool = False) -> TokenStore:
-    """The token store for `data` (built, or reused from the cache)."""
+    """The token store for `data` (built, or reused from the cache; or `data.source` itself where it is a
+    store, built on another machine)."""
     source = input_path(data.source, "data.source")
+    if (source / COMPLETE).is_file():
+        return _given_store(source, data)
     files = input_files(source)
     if data.tokenizer == "spacy":
         tok.check_lang(data.lang, "data.lang")
@@ -251,6 +254,27 @@ def prepare(data: PretrainData, seed: int, force: bool = False) -> TokenStore:
             info(f"  {s['pages']:,} pages read, {s['articles']:,} articles kept, skipped: "
                  + ", ".join(f"{k} {v:,}" for k, v in s["skipped"].items()))
         return store
+
+
+def _given_store(path: Path, data: PretrainData) -> TokenStore:
+    """A finished store named as `data.source` (`prepare` on a CPU machine, `pretrain` where the GPU is), used
+    as it is: its split and documents are its own; the settings that decide what its ids mean must be the
+    config's, since later stages tokenize with them."""
+    store = TokenStore.open(path)
+    built = store.meta
+    tokenizer = built["tokenizer"]
+    theirs = {"data.tokenizer": tokenizer["name"], "data.lang": tokenizer["lang"],
+              "data.max_vocab": built["max_vocab"], "data.min_freq": built["min_freq"]}
+    ours = {"data.tokenizer": data.tokenizer, "data.lang": data.lang, "data.max_vocab": data.max_vocab,
+            "data.min_freq": data.min_freq}
+    differ = [f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in theirs if theirs[k] != ours[k]]
+    if differ:
+        raise UlmfitError(f"data.source: the token store {path} was built with other settings ("
+                          + "; ".join(differ) + "): set them as the store has them, or point data.source at "
+                          "the corpus to build a store")
+    info(f"token store: using {path} as it is ({store.stats['train_tokens']:,} train tokens, built from "
+         f"{', '.join(Path(f[0]).name for f in built['files'])})")
+    return store
 
 
 def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial: Path) -> None:

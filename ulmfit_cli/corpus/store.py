@@ -50,6 +50,11 @@ class TokenStore:
         return cls(path=path, vocab=read(VOCAB), stats=read("stats.json"))
 
     @property
+    def meta(self) -> dict:
+        """What the store was built from: `prepare`'s cache key (input files, tokenizer, vocab settings)."""
+        return json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
+
+    @property
     def sp_model(self) -> Path | None:
         return sp_model_in(self.path)
 

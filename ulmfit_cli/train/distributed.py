@@ -40,11 +40,21 @@ def setup(run_cfg) -> World:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() and run_cfg.device != "cpu"
     if cuda:
-        torch.cuda.set_device(local_rank)
+        torch.cuda.set_device(gpu_of(local_rank, torch.cuda.device_count()))
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=run_cfg.dist_timeout))
     set_world(World(dist.get_rank(), dist.get_world_size(), local_rank))
     info(f"distributed: {world().size} processes ({dist.get_backend()}); train.bs is the global batch")
     return world()
+
+
+def gpu_of(local_rank: int, n_gpus: int) -> int:
+    """A process's GPU: its LOCAL_RANK. More processes than GPUs on a machine is refused before NCCL would
+    fail on it (NCCL cannot give two ranks one GPU; CUDA would say only 'invalid device ordinal')."""
+    if local_rank >= n_gpus:
+        raise UlmfitError(f"distributed: process {local_rank} on this machine has no GPU of its own ({n_gpus} "
+                          f"GPU(s) here): NCCL needs one GPU per process. Start at most {n_gpus} per machine "
+                          f"(torchrun --nproc_per_node {n_gpus}), or set run.device=cpu to train with Gloo")
+    return local_rank
 
 
 def teardown() -> None:
