@@ -66,11 +66,17 @@ def prepare_inputs(dest: Path, smoke: bool) -> dict:
 
 
 def device_call(dest: Path) -> None:
+    """What to carry and the command, and whether it all fits in what the device tool sends (64 MiB)."""
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file()) / 2 ** 20
     wheels = ROOT / ".whl"
     have = sum(f.stat().st_size for f in wheels.glob("*.whl")) / 2 ** 20 if wheels.is_dir() else 0
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True)
+    tree = sum((ROOT / f).stat().st_size for f in listed.stdout.decode().split("\0") if f and (ROOT / f).is_file())
+    total = size + have + tree / 2 ** 20
     print(f"\n{dest.relative_to(ROOT)}: {size:.1f} MiB; .whl: {have:.1f} MiB"
-          + ("" if have else " (none yet: run ../shared/tools/device-wheels fastapi==0.165.0 first)"))
+          + ("" if have else " (none yet: run ../shared/tools/device-wheels fastapi==0.165.0 first)")
+          + f"; with the working tree {total:.1f} MiB of the 64 MiB a call sends"
+          + ("" if total < 64 else ": TOO LARGE, carry less"))
     print("device tool call:")
     print(json.dumps({"carry": [".whl", ".gpu_check"], "timeout_s": 600,
                       "command": "bash bench/gpu_check.sh --out $OUT"}, indent=1))
@@ -167,8 +173,7 @@ def path_steps(c: Check, inputs: Path) -> None:
     tasks, lm, ft = inputs / "tasks.csv", c.runs / "lm", c.runs / "ft"
     clf_base = [*tiny, "--set", f"data.train={tasks}", "--set", f"init.from_run={ft}",
                 "--set", "train.stages=[{freeze_to: -1, epochs: 1}, {freeze_to: 0, epochs: 1}]"]
-    lm_args = [*tiny, "--set", f"data.source={inputs / 'store-tiny'}", "--set", "data.max_vocab=2000",
-               "--set", "train.epochs=2", "--set", "train.checkpoint_every=3"]
+    lm_args = tiny_lm_args(inputs)
     c.run("pretrain", c.ulmfit("pretrain", *lm_args, "--run-dir", lm), 120, parse=lambda: results(lm))
     c.run("finetune_lm", c.ulmfit("finetune-lm", *tiny, "--set", f"data.train={tasks}", "--set",
                                   f"init.from_run={lm}", "--run-dir", ft), 120, parse=lambda: results(ft))
@@ -201,7 +206,11 @@ def path_steps(c: Check, inputs: Path) -> None:
     c.run("export_onnx", c.ulmfit("export", "--model", clf, "--format", "onnx", "--output", bundle), 120,
           parse=lambda: json.loads((bundle / "card.json").read_text())["export"])
     serve_step(c, clf)
-    ddp_step(c, lm_args)
+
+
+def tiny_lm_args(inputs: Path) -> list:
+    return ["-c", "configs/tiny.yaml", "--set", "run.precision=auto", "--set", f"data.source={inputs / 'store-tiny'}",
+            "--set", "data.max_vocab=2000", "--set", "train.epochs=2", "--set", "train.checkpoint_every=3"]
 
 
 def resume_step(c: Check, lm_args: list, reference: Path) -> None:
@@ -236,7 +245,8 @@ def resume_step(c: Check, lm_args: list, reference: Path) -> None:
         diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
         log = (c.out / "logs" / "resume.log").read_text()
         return {"max_abs_weight_diff": diff, "resumed_mid_epoch": "step 3" in log,
-                "valid_loss": results(run_dir)["valid_loss"], "uninterrupted_valid_loss": results(reference)["valid_loss"]}
+                "valid_loss": results(run_dir)["valid_loss"],
+                "uninterrupted_valid_loss": results(reference)["valid_loss"]}
     c.run("resume", c.ulmfit("pretrain", "--run-dir", run_dir, "--resume"), 120, parse=compare)
 
 
@@ -292,18 +302,31 @@ def ddp_step(c: Check, lm_args: list) -> None:
 
 
 def pipeline_steps(c: Check, inputs: Path) -> None:
-    """Full size (AWD-LSTM 400/1152/3): pretrain on the excerpt, fine-tune and classify TREC-6, evaluate."""
-    lm, ft, clf = c.runs / "full-lm", c.runs / "full-ft", c.runs / "full-clf"
-    c.run("full_pretrain", c.ulmfit("pretrain", "-c", "configs/wikitext103.yaml", "--set",
-                                    f"data.source={inputs / 'store-full'}", "--set", "train.epochs=10",
-                                    "--run-dir", lm), 240, need=60, parse=lambda: results(lm))
-    c.run("full_finetune_lm", c.ulmfit("finetune-lm", "-c", "configs/trec6/finetune-lm.yaml", "--set",
+    """Full size (AWD-LSTM 400/1152/3): pretrain 10 epochs on the excerpt, fine-tune and classify TREC-6 with
+    their configs, evaluate on its test set. --smoke: the same commands, shrunk by configs/tiny.yaml."""
+    lm, ft, clf, report = (c.runs / f"full-{n}" for n in ("lm", "ft", "clf", "eval"))
+    store, epochs, lm_tiny, ft_tiny, clf_tiny, eval_tiny = inputs / "store-full", "10", [], [], [], []
+    if c.smoke:
+        store, epochs, tiny = inputs / "store-tiny", "1", ["-c", "configs/tiny.yaml"]
+        lm_tiny = [*tiny, "--set", "data.max_vocab=2000"]
+        ft_tiny = [*tiny, "--set", "train.epochs=1"]
+        clf_tiny = [*tiny, "--set", "train.stages=[{freeze_to: -1, epochs: 1}]", "--set", "data.baseline=false"]
+        eval_tiny = ["--no-baseline"]
+    c.run("full_pretrain", c.ulmfit("pretrain", "-c", "configs/wikitext103.yaml", *lm_tiny, "--set",
+                                    f"data.source={store}", "--set", f"train.epochs={epochs}", "--run-dir", lm),
+          240, need=60, parse=lambda: results(lm))
+    c.run("full_finetune_lm", c.ulmfit("finetune-lm", "-c", "configs/trec6/finetune-lm.yaml", *ft_tiny, "--set",
                                        f"init.from_run={lm}", "--run-dir", ft), 150, need=45, parse=lambda: results(ft))
-    c.run("full_train_clf", c.ulmfit("train-clf", "-c", "configs/trec6/train-clf.yaml", "--set",
+    c.run("full_train_clf", c.ulmfit("train-clf", "-c", "configs/trec6/train-clf.yaml", *clf_tiny, "--set",
                                      f"init.from_run={ft}", "--run-dir", clf), 150, need=45, parse=lambda: results(clf))
+    c.run("full_evaluate", c.ulmfit("evaluate", "--model", clf, "--input", "data/trec6/test.csv", "--output", report,
+                                    "--no-explain", *eval_tiny), 90, need=20,
+          parse=lambda: {k: v for k, v in json.loads((report / "report.json").read_text()).items()
+                         if k in ("accuracy", "macro_f1", "n", "baseline")})
 
 
 def predict_speed_step(c: Check) -> None:
+    """On the full-size classifier (--smoke: its tiny stand-in), else the tiny single-label one."""
     import torch
     model = c.runs / ("full-clf" if (c.runs / "full-clf" / "model.pth").is_file() else "clf-single_label")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -337,7 +360,7 @@ def summarize(c: Check, started: float) -> dict:
         "targets": targets,
         "pipeline": {"test_accuracy": full.get("test_accuracy"), "stock_fastai_test_accuracy": STOCK_TREC6_TEST,
                      "wall_seconds": {s: by[s].get("seconds") for s in ("full_pretrain", "full_finetune_lm",
-                                                                        "full_train_clf") if s in by}},
+                                                                        "full_train_clf", "full_evaluate") if s in by}},
         "failed": [s["name"] for s in c.steps if s.get("status") not in ("ok", "skipped")],
         "skipped": [s["name"] for s in c.steps if s.get("status") == "skipped"],
         "steps": c.steps,
@@ -377,18 +400,19 @@ def main() -> None:
                  f".gpu_check")
     budget = args.budget or (170 if args.smoke else 520)
     c = Check(out, budget - (time.monotonic() - started), args.smoke)
-    if args.smoke:  # the speed table beside the paths: its CPU figures mean nothing, and the two lanes fit in 3 min
+    if args.smoke:  # two lanes, one thread each: CPU timings mean nothing here, and so it fits in 3 minutes
         import threading
-        lane = threading.Thread(target=speed_steps, args=(c, inputs))
+        lane = threading.Thread(target=lambda: (speed_steps(c, inputs), pipeline_steps(c, inputs),
+                                                ddp_step(c, tiny_lm_args(inputs)), predict_speed_step(c)))
         lane.start()
         path_steps(c, inputs)
         lane.join()
     else:  # one at a time, so that no step's timing shares the GPU
         speed_steps(c, inputs)
         path_steps(c, inputs)
-    if not args.smoke:
+        ddp_step(c, tiny_lm_args(inputs))
         pipeline_steps(c, inputs)
-    predict_speed_step(c)
+        predict_speed_step(c)
     summary = summarize(c, started)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     print(f"\n{summary['device']}: {len(c.steps)} steps in {summary['seconds']} s; failed: "

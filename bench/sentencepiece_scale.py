@@ -76,8 +76,9 @@ def main() -> None:
             mb = make_dump(dump, copies, "multistream") / 1e6
             env = {**os.environ, "CI": "true", "ULMFIT_CACHE": str(tmp / "cache")}
             sec, (_, pss, top), _ = run_measured(
-                [py, "-m", "ulmfit_cli", "prepare", "--set", f"data.source={dump}", "--set", "data.tokenizer=sentencepiece",
-                 "--set", f"data.sp_vocab_size={args.vocab}", "--set", f"data.workers={args.workers}"], env=env)
+                [py, "-m", "ulmfit_cli", "prepare", "--set", f"data.source={dump}", "--set",
+                 "data.tokenizer=sentencepiece", "--set", f"data.sp_vocab_size={args.vocab}",
+                 "--set", f"data.workers={args.workers}"], env=env)
             sp = json.loads(next((tmp / "cache").glob("*/stats.json")).read_text())["sentencepiece_sample"]
             row = {"copies": copies, "xml_mb": mb, "prepare_s": sec, "prepare_pss": pss, "prepare_top": top, **sp}
             if not args.skip_stock:
@@ -98,7 +99,8 @@ def main() -> None:
               f"{r['train_seconds']:.1f} | {r['prepare_s']:.1f} | {r['prepare_pss'] / gb:.2f} GB | {stock} |")
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
-        print(f"\n{b['xml_mb'] / a['xml_mb']:.1f}x the dump: ulmfit's peak PSS x{b['prepare_pss'] / a['prepare_pss']:.2f}, "
+        print(f"\n{b['xml_mb'] / a['xml_mb']:.1f}x the dump: ulmfit's peak PSS "
+              f"x{b['prepare_pss'] / a['prepare_pss']:.2f}, "
               f"its SentencePiece training x{b['train_seconds'] / a['train_seconds']:.2f}"
               + (f"; stock fastai's training peak PSS x{b['stock_pss'] / a['stock_pss']:.2f}, "
                  f"time x{b['stock_train_s'] / a['stock_train_s']:.2f}" if "stock_pss" in a else ""))

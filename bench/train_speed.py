@@ -181,7 +181,8 @@ def main() -> None:
               f"host-device syncs: {profiled['syncs']}")
     if args.json:
         args.json.write_text(json.dumps({
-            "device": torch.cuda.get_device_name() if gpu else f"{os.cpu_count()} CPU cores", "torch": torch.__version__,
+            "device": torch.cuda.get_device_name() if gpu else f"{os.cpu_count()} CPU cores",
+            "torch": torch.__version__,
             "arch": arch, "bs": args.bs, "bptt": args.bptt, "epochs": args.epochs, "vocab": len(store.vocab),
             "train_tokens": store.stats["train_tokens"],
             "rows": [{"path": n, **{k: v for k, v in side.items()}, "tokens_per_s": tps, "seconds": sec,

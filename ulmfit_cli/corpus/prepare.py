@@ -122,8 +122,8 @@ def _train_sentencepiece(files: list[Path], data: PretrainData, out_dir: Path, s
                          workers: int) -> Path:
     """A first, partial pass on `workers` processes: about `data.sp_train_chars` of clean text after fastai's
     rules, a paragraph a line, taken from pieces spread over the whole corpus where it is a multistream dump
-    (else from its beginning); the trainer keeps the first `tokenize.SP_SENTENCES` of those lines -> the model. The
-    sample's size goes to the store's stats."""
+    (else from its beginning); the trainer keeps the first `tokenize.SP_SENTENCES` of those lines -> the
+    model. The sample's size goes to the store's stats."""
     sample = out_dir / "sp_train.txt"
     size = lines = 0
     t0 = time.perf_counter()
@@ -147,8 +147,8 @@ def _train_sentencepiece(files: list[Path], data: PretrainData, out_dir: Path, s
                           f"smaller data.sp_vocab_size") from None
     stats.sp_sample = {"chars": size, "lines": lines, "input_sentence_size": tok.SP_SENTENCES,
                        "read_seconds": round(t1 - t0, 2), "train_seconds": round(time.perf_counter() - t1, 2)}
-    info(f"token store: SentencePiece trained in {stats.sp_sample['train_seconds']:.1f} s (its sample read in "
-         f"{stats.sp_sample['read_seconds']:.1f} s)")
+    info(f"token store: SentencePiece trained in {stats.sp_sample['train_seconds']:.1f} s (its sample read "
+         f"in {stats.sp_sample['read_seconds']:.1f} s)")
     return model.rename(out_dir / SP_MODEL)
 
 

@@ -129,8 +129,9 @@ def plan(resolved: Resolved, run: Run, cbs=()) -> Plan:
     def learner(train_ids, train_y, extra_cbs, passes: int = 1):
         """A classifier learner on these training documents (each epoch `passes` times over them) and the
         validation split, from the encoder."""
-        dls = clf_dls(train_ids * passes, np.concatenate([train_y] * passes), ids[1], ys[1], vocab, t.bs, t.bptt,
-                      device, cfg.run.seed, balanced=t.sampler == "balanced")
+        repeated_y = np.concatenate([train_y] * passes)  # along the texts (np.tile would repeat a row's labels)
+        dls = clf_dls(train_ids * passes, repeated_y, ids[1], ys[1], vocab, t.bs, t.bptt, device, cfg.run.seed,
+                      balanced=t.sampler == "balanced")
         learn = clf_learner(dls, cfg.model.sizes(), len(labels), cfg.model, t, cfg.run.precision, run,
                             "train-clf", (*extra_cbs, *logger_callbacks(cfg.run, run)), weights,
                             task.loss_and_metrics)
