@@ -18,7 +18,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/lint-imports --no-cache  # the layers (pyproject.toml): an upward import fails here, naming its line
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers, one test file each at a time
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder  # two workers, a file each at a time, in tests/conftest.py's order
 
 clean:
 	rm -rf runs/demo-* .pytest_cache

@@ -17,8 +17,9 @@ the LSTM then still runs in fp16, unscaled: see ulmfit_cli/train/precision.py).
 
 Prints tokens/s of each, the ratios, peak GPU memory and the validation loss each reaches (`--json FILE`:
 the same as JSON). `--store DIR` trains on a token store `ulmfit prepare` built (on another machine: no
-spaCy needed here); `--paths` runs some of the three; `--profile N` ends with torch.profiler's summary of N
-steps of ulmfit's path (the top operators, and the host-device syncs it counts).
+spaCy needed here); `--paths` runs some of the three, `--also-precisions bf16,fp32` adds ulmfit rows in those
+precisions; `--profile N` ends with torch.profiler's summary of N steps of ulmfit's path (the top operators,
+and the host-device syncs it counts).
   python bench/train_speed.py                       # CPU, small model (seconds to a minute)
   python bench/train_speed.py --device cuda --emb 400 --hid 1152 --layers 3 --bs 64 --epochs 1
 """
@@ -81,11 +82,13 @@ def main() -> None:
                     help="ulmfit and bare loop (default: what `run.precision: auto` picks, fp16 on a GPU)")
     ap.add_argument("--store", type=Path, help="a token store to train on (default: prepare the sample here)")
     ap.add_argument("--paths", default="stock,ulmfit,bare", help="which of stock, ulmfit, bare to run")
+    ap.add_argument("--also-precisions", default="", help="more ulmfit rows, one per precision (bf16,fp32)")
     ap.add_argument("--json", type=Path, help="also write the rows and ratios here")
     ap.add_argument("--profile", type=int, default=0, help="profile this many steps of ulmfit's path at the end")
     args = ap.parse_args()
     paths = {"stock": "stock fastai", "ulmfit": "ulmfit", "bare": "bare loop"}
-    chosen = [paths[p.strip()] for p in args.paths.split(",")]
+    also = [p.strip() for p in args.also_precisions.split(",") if p.strip()]
+    chosen = [paths[p.strip()] for p in args.paths.split(",")] + [f"ulmfit {p}" for p in also]
 
     import prepare_speed
     from fastai.callback.progress import ProgressCallback
@@ -121,6 +124,7 @@ def main() -> None:
             "stock fastai": dict(loader="fastai", optimizer="fastai", precision="fp16" if gpu else "fp32"),
             "ulmfit": dict(loader="stream", optimizer="torch", precision=ulmfit_precision),
             "bare loop": dict(loader="stream", optimizer="torch (constant lr)", precision=ulmfit_precision),
+            **{f"ulmfit {p}": dict(loader="stream", optimizer="torch", precision=p) for p in also},
         }
         rows = []
         for name, side in ((n, s) for n, s in sides.items() if n in chosen):
@@ -175,7 +179,10 @@ def main() -> None:
         ratios["valid_loss_ulmfit_over_stock"] = by["ulmfit"][4] / by["stock fastai"][4]
     if "ulmfit" in by and "bare loop" in by:
         ratios["ulmfit_over_bare"] = by["ulmfit"][2] / by["bare loop"][2]
-    print("\n" + "; ".join(f"{k.replace('_', ' ')}: {v:.3f}" for k, v in ratios.items()))
+    if len(ratios) == 3:
+        print(f"\nspeed ratio ulmfit / stock: {ratios['ulmfit_over_stock']:.2f}x; ulmfit / bare loop: "
+              f"{ratios['ulmfit_over_bare']:.2f}; valid loss ratio ulmfit / stock: "
+              f"{ratios['valid_loss_ulmfit_over_stock']:.4f}")
     if args.profile and "ulmfit" in by:
         print(f"\ntorch.profiler, {args.profile} steps of ulmfit's path:\n{profiled['table']}\n"
               f"host-device syncs: {profiled['syncs']}")

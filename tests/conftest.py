@@ -23,9 +23,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
-# The longest test files first: `make test`'s two workers take files in collection order, and a long file
-# left for the end keeps one worker busy while the other idles.
-LONGEST_FIRST = ("test_resume.py", "test_distributed.py", "test_real_data.py", "test_hostile.py",
+# The longest test files first: `make test`'s two workers take files in collection order (with
+# --no-loadscope-reorder: xdist would otherwise order files by their number of tests), and a long file left
+# for the end keeps one worker busy while the other idles.
+LONGEST_FIRST = ("test_gpu_check.py", "test_resume.py", "test_distributed.py", "test_real_data.py", "test_hostile.py",
                  "test_classifier_tasks.py", "test_small_data.py", "test_tasks_multi_regression.py",
                  "test_pretrained.py", "test_benchmarks.py")
 

@@ -1,19 +1,11 @@
-"""The benchmarks keep running: bench/train_speed.py on a tiny model and a few articles (no timing checks)."""
+"""The benchmarks keep running, on tiny models (no timing checks). bench/train_speed.py and
+bench/predict_speed.py run in tests/test_gpu_check.py's smoke run."""
 import subprocess
 import sys
 
 import pytest
 
 from conftest import ROOT
-
-
-def test_train_speed_bench_prints_its_table():
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / "train_speed.py"), "--device", "cpu", "--emb", "16",
-                          "--hid", "32", "--layers", "2", "--bs", "8", "--bptt", "16", "--max-docs", "4"],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert res.returncode == 0, res.stderr[-3000:]
-    for row in ("| stock fastai |", "| ulmfit |", "| bare loop |", "speed ratio ulmfit / stock"):
-        assert row in res.stdout, res.stdout
 
 
 def test_lstm_grad_range_bench_prints_its_table():
@@ -30,17 +22,6 @@ def test_weight_dropout_bench_prints_its_table():
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "| FlatWeightDropout |" in res.stdout and "speed ratio flat / fastai" in res.stdout, res.stdout
-
-
-def test_predict_speed_bench_prints_its_tables(chain):
-    """Every row of bench/predict_speed.py runs (stock fastai, the DataLoader path, PyTorch, ONNX fp32/int8, cold
-    starts) on the session's tiny classifier, quickly; the figures are the benchmark's, not the test's."""
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / "predict_speed.py"), "--model", str(chain["clf"]),
-                          "--quick"], capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert res.returncode == 0, res.stderr[-3000:]
-    for row in ("| stock fastai: learn.predict / get_preds(test_dl), bs 64 |", "| ulmfit PyTorch fp32 |",
-                "| ulmfit ONNX fp32 |", "single text p50: ulmfit", "ONNX RSS / PyTorch RSS", "int8 check"):
-        assert row in res.stdout, res.stdout
 
 
 def test_explain_faithfulness_bench_prints_its_tables(chain):

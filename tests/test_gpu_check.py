@@ -25,7 +25,7 @@ def test_the_smoke_run_passes_every_step_and_writes_the_summary(tmp_path):
     steps = {s["name"]: s for s in summary["steps"]}
     assert summary["mode"] == "smoke" and summary["device"].startswith("CPU")
     assert not summary["failed"] and not summary["skipped"], json.dumps(summary["steps"], indent=1)[-4000:]
-    expected = {"train_speed_bs64", "train_speed_ulmfit_bf16", "train_speed_ulmfit_fp32", "train_speed_profile",
+    expected = {"train_speed_bs64",
                 "pretrain", "finetune_lm", "train_clf_single_label", "train_clf_multi_label", "train_clf_regression",
                 "pretrain_backward", "finetune_lm_directions_both",
                 "train_clf_directions_both", "resume_after_kill", "resume", "predict", "evaluate", "generate",
@@ -35,11 +35,19 @@ def test_the_smoke_run_passes_every_step_and_writes_the_summary(tmp_path):
     for name in expected:
         assert (out / steps[name]["log"]).is_file(), name
     rows = {r["path"]: r for r in steps["train_speed_bs64"]["result"]["rows"]}
-    assert set(rows) == {"stock fastai", "ulmfit", "bare loop"} and all(r["tokens_per_s"] > 0 for r in rows.values())
+    assert set(rows) == {"stock fastai", "ulmfit", "bare loop", "ulmfit bf16", "ulmfit fp32"}
+    assert all(r["tokens_per_s"] > 0 for r in rows.values()) and rows["ulmfit fp32"]["precision"] == "fp32"
+    profiled = steps["train_speed_bs64"]["result"]["profile"]
+    assert "Self CPU" in profiled["table"] and profiled["syncs"]
     assert set(summary["targets"]) == {"ulmfit_over_stock_bs64", "ulmfit_over_bare_bs64",
                                        "valid_loss_ulmfit_over_stock"}
     assert steps["resume"]["result"]["resumed_mid_epoch"]
     assert steps["resume"]["result"]["max_abs_weight_diff"] < 1e-5  # the CPU: the uninterrupted weights
     assert steps["serve"]["result"]["predictions"][0]["label"]
     assert steps["predict"]["result"]["rows"] == 240
+    table = (out / steps["predict_speed"]["log"]).read_text()
+    for row in ("| stock fastai: learn.predict / get_preds(test_dl), bs 64 |", "| ulmfit PyTorch fp32 |",
+                "| ulmfit ONNX fp32 |", "single text p50: ulmfit", "ONNX RSS / PyTorch RSS", "int8 check"):
+        assert row in table, table[-3000:]
+    assert "speed ratio ulmfit / stock" in (out / steps["train_speed_bs64"]["log"]).read_text()
     assert summary["pipeline"]["test_accuracy"] is not None and steps["full_evaluate"]["result"]["n"] == 500

@@ -28,8 +28,9 @@ TIMEOUT_S = 60
 RETRIES = 3         # resumed attempts per file within one run
 LATEST_TRIES = 5    # dated dumps tried for --date latest, newest first
 # `ulmfit prepare` on Wikipedia XML, measured (docs/benchmarks.md, bench/prepare_speed.py, 2-core machine):
-# MB of XML/s per worker process, and XML bytes per byte of bz2 (the sample: 3.6; enwiki: about 4)
-XML_MB_S_PER_WORKER = 3.0
+# MB of XML/s per worker process on text the tokenizer has not seen (2.48; a dump that repeats it: 4.2),
+# and XML bytes per byte of bz2 (the sample: 3.6; enwiki: about 4)
+XML_MB_S_PER_WORKER = 2.5
 XML_PER_BZ2 = 4.0
 
 

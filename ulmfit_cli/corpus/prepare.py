@@ -135,8 +135,8 @@ def _train_sentencepiece(files: list[Path], data: PretrainData, out_dir: Path, s
             size, lines = size + sum(map(len, piece)), lines + len(piece)
             if size >= data.sp_train_chars:
                 break
-    info(f"token store: training SentencePiece on {size / 1e6:.1f}M characters ({lines:,} lines, a sample "
-         f"of {min(lines, tok.SP_SENTENCES):,} of them)")
+    info(f"token store: training SentencePiece on {size / 1e6:.1f}M characters ({lines:,} lines; the trainer "
+         f"keeps {min(lines, tok.SP_SENTENCES):,})")
     t1 = time.perf_counter()
     try:
         model = tok.train_sentencepiece(sample, out_dir, data.sp_vocab_size)
