@@ -411,6 +411,7 @@ def main() -> None:
     for name, t in summary["targets"].items():
         print(f"  {name}: {t['value']} (target {t['target']}): {'met' if t['met'] else 'NOT met'}")
     print(f"summary: {out / 'summary.json'}")
+    sys.exit(1 if summary["failed"] else 0)  # skipped steps are not failures: the budget ran out
 
 
 if __name__ == "__main__":
