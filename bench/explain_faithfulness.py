@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="60 texts, 2 draws: the smoke test's size")
     args = ap.parse_args()
     from ulmfit_cli.inference.classifier import Classifier
-    from ulmfit_cli.inference.explain import METHODS, deletion
+    from ulmfit_cli.inference.explain import METHODS, deletion, explain
     torch.set_num_threads(args.threads)
     n, draws = (60, 2) if args.quick else (args.texts, args.draws)
     texts = pd.read_csv(ROOT / "data" / "trec6" / "test.csv")["text"].astype(str).tolist()[:n]
@@ -57,7 +57,7 @@ def main() -> None:
     print("| | one text, p50 | batched |")
     print("| --- | --- | --- |")
     rows = {"predict (no explanation)": lambda t, progress=False: clf.predict_proba(t)}
-    rows.update({f"explain {m}": (lambda t, m=m: clf.explain(t, method=m)) for m in METHODS})
+    rows.update({f"explain {m}": (lambda t, m=m: explain(clf, t, method=m)) for m in METHODS})
     for name, run in rows.items():
         run(texts[:2])  # warm-up
         single = []

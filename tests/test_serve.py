@@ -197,11 +197,12 @@ def test_an_ensemble_a_multi_label_and_a_regression_model(chain, served):
 
 
 def test_explain_true_answers_each_texts_token_scores(served):
-    """On an ONNX bundle (its PyTorch weights explain), as load_classifier's `explain`; in a Python without
+    """On an ONNX bundle (its PyTorch weights explain), as `inference.explain.explain`; in a Python without
     torch and Captum, a 400 that says so, while predictions go on."""
     from ulmfit_cli import load_classifier
+    from ulmfit_cli.inference.explain import explain
     texts = served["texts"][:3]
-    expected = load_classifier(served["bundle"]).explain(texts)
+    expected = explain(load_classifier(served["bundle"]), texts)
     with server("--model", served["bundle"]) as (url, _):
         assert httpx.get(f"{url}/v1/info").json()["explain"] is True
         r = _predict(url, {"texts": texts, "explain": True})

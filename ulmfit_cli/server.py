@@ -432,12 +432,13 @@ def create_app(settings: ServeSettings, loaded=None) -> FastAPI:
 
     async def explained(texts: list[str], method: str) -> list:
         """The texts' explanations, computed one request at a time beside the batcher's model thread."""
+        from ulmfit_cli.inference.predict import explanations
         if not info["explain"]:
             raise HTTPException(400, "explanations need PyTorch and Captum, which this server's Python lacks "
                                      "(pip install 'ulmfit-cli[explain]' in the full install)")
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(explainer, partial(clf.explain, texts, method=method))
+            return await loop.run_in_executor(explainer, partial(explanations, clf, texts, method=method))
         except UlmfitError as e:
             raise HTTPException(400, str(e)) from None
 

@@ -30,11 +30,24 @@ def predict_table(clf, input: str | Path, output: Path, text_col=None, input_for
         for j, label in enumerate(clf.labels):
             df[f"prob_{label}"] = probs[:, j]
     if explain:
-        found = clf.explain(texts, method=explain, progress=True)
+        found = explanations(clf, texts, method=explain, progress=True)
         whole = Path(output).suffix.lower() in (".jsonl", ".ndjson")
         df["explanation"] = [e.as_dict() if whole else top_tokens(e, top_k) for e in found]
     write_table(df, output)
     return df
+
+
+def explanations(clf, texts: list[str], target=None, **kwargs) -> list:
+    """`inference.explain.explain` of `texts` by `clf` (a classifier or ensemble, ONNX bundles included), for
+    the commands and the server, which stay torch-free until asked: where PyTorch or Captum is missing (the
+    runtime's install) a clear error, not an ImportError."""
+    try:
+        from ulmfit_cli.inference.explain import explain  # gradients need PyTorch and Captum: on call
+    except ModuleNotFoundError as e:
+        raise UlmfitError(f"explanations need PyTorch and Captum, and {e.name} is not installed: "
+                          f"pip install 'ulmfit-cli[explain]' (in the full install, not the runtime's)"
+                          ) from None
+    return explain(clf, texts, target, **kwargs)
 
 
 def top_tokens(explanation, k: int) -> str:

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from ulmfit_cli.corpus.text import BOS
 from ulmfit_cli.files import atomic_write
+from ulmfit_cli.inference.predict import explanations
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:.25em .6em;border-bottom:1px solid #ddd;
@@ -36,7 +37,8 @@ def explain_cases(clf, texts: list[str], shown: dict, method: str = "ig") -> dic
     found = {}
     for j, rows in wanted.items():
         rows = sorted(rows)
-        for i, e in zip(rows, clf.explain([texts[i] for i in rows], target=j, method=method, progress=True)):
+        shown_texts = [texts[i] for i in rows]
+        for i, e in zip(rows, explanations(clf, shown_texts, target=j, method=method, progress=True)):
             found[(i, j)] = e
     return found
 

@@ -40,7 +40,7 @@ class TextClassifier:
     `spec` holds at least max_chars, lang, backwards, text_col and label_delim (a `ClassifierSpec`, or a
     bundle's `RuntimeSpec`)."""
     runtime, precision = "torch", "fp32"  # what /v1/info reports; OnnxClassifier's own
-    torch_twin = None  # an ONNX bundle's PyTorch classifier, which `explain` loads on first use
+    torch_twin = None  # an ONNX bundle's PyTorch classifier, which `inference.explain` loads on first use
 
     def __init__(self, path: Path, spec, vocab: list[str], labels: list[str], sp_model: Path | None,
                  task: Outputs, thresholds: np.ndarray | None = None,
@@ -92,17 +92,6 @@ class TextClassifier:
     def predict(self, texts: list[str], **kwargs) -> list:
         return self.task.decide(self.predict_proba(texts, **kwargs), self.labels, self.thresholds)
 
-    def explain(self, texts: list[str], target=None, **kwargs) -> list:
-        """Each text's tokens in reading order with a score per token for the predicted class (or `target`),
-        as `inference.explain.explain`; needs PyTorch and Captum (an ONNX bundle's weights are used)."""
-        try:
-            from ulmfit_cli.inference.explain import explain  # gradients need PyTorch and Captum: on call
-        except ModuleNotFoundError as e:
-            raise UlmfitError(f"explanations need PyTorch and Captum, and {e.name} is not installed: "
-                              f"pip install 'ulmfit-cli[explain]' (in the full install, not the runtime's)"
-                              ) from None
-        return explain(self, texts, target, **kwargs)
-
     @property
     def text_col(self):
         """The column(s) it was trained on (data.text_col): what predict and evaluate read by default."""
@@ -146,7 +135,6 @@ class Ensemble:
     def predict(self, texts: list[str], **kwargs) -> list:
         return self.task.decide(self.predict_proba(texts, **kwargs), self.labels, self.thresholds)
 
-    explain = TextClassifier.explain  # the members' normalised scores, averaged
 
 
 # ---------------------------------------------------------------- the files every loader checks
