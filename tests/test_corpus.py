@@ -118,6 +118,20 @@ def test_ported_rules_and_tokenizer_match_fastai_on_real_text():
     assert list(ours(texts)) == [list(tokenize1(t, spacy_tok)) for t in texts]
 
 
+def test_word_tokenizer_is_the_same_when_its_memo_is_small(monkeypatch):
+    """A memo that fills up is emptied and the text's words learnt again: the tokens stay the same, as they
+    do whether a word was learnt alone or in a batch with others (`WordTokenizer._learn`)."""
+    from ulmfit_cli.corpus import text
+    texts = EDGE_CASES + _real_texts()[:400]
+    expected = list(text.WordTokenizer("en")(texts))
+    one_by_one = text.WordTokenizer("en")
+    assert [one_by_one.tokenize(t) for t in texts[::-1]][::-1] == expected  # other batches, other order
+    monkeypatch.setattr(text, "_MEMO_MAX", 40)
+    small = text.WordTokenizer("en")
+    assert list(small(texts)) == expected
+    assert len(small.memo) <= max(40, max(len(set(text._RUNS.findall(text.apply_rules(t)))) for t in texts) + 1)
+
+
 def test_subword_tokenizer_matches_fastai(tmp_path):
     from fastai.text.core import SentencePieceTokenizer, tokenize1
 

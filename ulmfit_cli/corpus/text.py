@@ -16,6 +16,7 @@ import html
 import os
 import re
 from collections.abc import Iterator
+from itertools import chain
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -102,10 +103,11 @@ class WordTokenizer:
 
     spaCy's tokenizer cuts the text at whitespace and tokenizes each run of non-space characters
     on its own (prefixes, suffixes, infixes, special cases); a run of whitespace becomes a token,
-    less the single space that marks the previous token's trailing whitespace. The loop below
-    repeats that cut (a port of `Tokenizer._tokenize_affixes`) and asks spaCy only about runs
-    it has not seen before: most words of a corpus repeat, and building a spaCy `Doc` per token
-    is where spaCy spends its time. Tests compare the output with fastai's on real text.
+    less the single space that marks the previous token's trailing whitespace. `tokenize` repeats
+    that cut (a port of `Tokenizer._tokenize_affixes`) and looks each run up in a memo: most words
+    of a corpus repeat. The runs it has not seen go to spaCy together, as one text (`_learn`):
+    building a spaCy `Doc` per run is where the time went. Tests compare the output with fastai's
+    on real text.
     """
 
     def __init__(self, lang: str = "en"):
@@ -115,29 +117,47 @@ class WordTokenizer:
         for w in SPECIAL_TOKENS:
             self.nlp.tokenizer.add_special_case(w, [{ORTH: w}])
         self.nlp.max_length = 10 ** 9  # spaCy's 1M-char guard is for its parser; we only split words
-        self.memo: dict[str, list[str]] = {}
+        # the lexical attributes spaCy computes for each new word (its shape, like_num, ...) are for its
+        # models, not its tokenizer: half the cost of a word not seen before
+        self.nlp.vocab.lex_attr_getters = {}
+        # a run as it stands after the text's first run -> its tokens: a whitespace run less the one space
+        # that marks the previous token's trailing whitespace (" " alone: no token)
+        self.memo: dict[str, list[str]] = {" ": []}
 
-    def _run(self, run: str) -> list[str]:
-        toks = self.memo.get(run)
-        if toks is None:
-            # fastai's one post rule (replace_space): spaces inside a token become '▁'
-            toks = [t.text.replace(" ", "▁") if " " in t.text else t.text for t in self.nlp.tokenizer(run)]
-            if len(self.memo) >= _MEMO_MAX:
-                self.memo.clear()
-            self.memo[run] = toks
-        return toks
+    def _spacy(self, text: str) -> list[str]:
+        # fastai's one post rule (replace_space): spaces inside a token become '▁'
+        return [t.text.replace(" ", "▁") if " " in t.text else t.text for t in self.nlp.tokenizer(text)]
+
+    def _learn(self, runs: set[str]) -> None:
+        """Put `runs` (not in the memo) in the memo. The runs of non-space characters are tokenized in one
+        call, joined by newlines: spaCy cuts its input at whitespace first, each newline becomes a token of
+        its own (where one word's tokens end), and unlike a space it keeps special cases from reaching
+        across words."""
+        words = [r for r in runs if not r[0].isspace()]
+        for run in runs:
+            if run[0].isspace():
+                body = run[1:] if run[0] == " " else run
+                self.memo[run] = self._spacy(body) if body else []
+        if not words:
+            return
+        i, toks = 0, []
+        for t in self.nlp.tokenizer("\n".join(words)):
+            if t.text == "\n":  # a separator (a word holds no whitespace)
+                self.memo[words[i]], i, toks = toks, i + 1, []
+            else:
+                toks.append(t.text)
+        self.memo[words[i]] = toks
 
     def tokenize(self, text: str) -> list[str]:
-        """Tokens of one text after fastai's rules."""
-        out: list[str] = []
-        for m in _RUNS.finditer(apply_rules(text)):
-            run = m.group()
-            if m.start() and run[0] == " ":  # marks the previous token's trailing space
-                run = run[1:]
-                if not run:
-                    continue
-            out.extend(self._run(run))
-        return out
+        """Tokens of one text after fastai's rules (which begin it with `xxbos`: every other run follows a
+        token, as the memo's runs do)."""
+        runs = _RUNS.findall(apply_rules(text))
+        unseen = set(runs).difference(self.memo)
+        if len(self.memo) + len(unseen) > _MEMO_MAX:
+            self.memo, unseen = {" ": []}, set(runs)
+        if unseen:
+            self._learn(unseen)
+        return list(chain.from_iterable(map(self.memo.__getitem__, runs)))
 
     def __call__(self, texts: list[str]) -> Iterator[list[str]]:
         return map(self.tokenize, texts)
