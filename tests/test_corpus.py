@@ -132,6 +132,18 @@ def test_word_tokenizer_is_the_same_when_its_memo_is_small(monkeypatch):
     assert len(small.memo) <= max(40, max(len(set(text._RUNS.findall(text.apply_rules(t)))) for t in texts) + 1)
 
 
+def test_ported_make_vocab_matches_fastai():
+    from collections import Counter
+
+    from fastai.text.data import make_vocab as fastai_make_vocab
+
+    from ulmfit_cli.corpus.text import WordTokenizer
+    from ulmfit_cli.corpus.tokenize import make_vocab
+    count = Counter(t for doc in WordTokenizer("en")(_real_texts()[:600]) for t in doc)
+    for min_freq, max_vocab in ((3, 60000), (1, 60000), (2, 100), (5, 13), (1, 16), (1, len(count) + 9)):
+        assert make_vocab(count, min_freq, max_vocab) == fastai_make_vocab(count, min_freq, max_vocab)
+
+
 def test_subword_tokenizer_matches_fastai(tmp_path):
     from fastai.text.core import SentencePieceTokenizer, tokenize1
 

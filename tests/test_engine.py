@@ -51,15 +51,15 @@ def test_the_fingerprint_holds_what_fixes_the_model_and_data_but_not_what_may_ch
     from ulmfit_cli.config import load_config
     from ulmfit_cli.recipes import STAGES
     from ulmfit_cli.train.fingerprint import DATA_KEY, check_fingerprint, data_signature, fingerprint
-    cfg = load_config(STAGES["pretrain"], [TINY], ["data.source=x.xml"])
+    cfg = load_config(STAGES["pretrain"].config, [TINY], ["data.source=x.xml"], "pretrain config")
     sig = data_signature(["a", "b"], np.arange(10))
     fp = fingerprint(cfg, sig)
     assert fp["model.n_hid"] == 32 and fp["train.bs"] == 8 and fp[DATA_KEY] == sig
     assert "train.epochs" not in fp and "run.device" not in fp and "train.lr" not in fp
     assert data_signature(["a", "b"], np.arange(11)) != sig and data_signature(["a", "c"], np.arange(10)) != sig
-    more_epochs = load_config(STAGES["pretrain"], [TINY], ["data.source=x.xml", "train.epochs=9"])
+    more_epochs = load_config(STAGES["pretrain"].config, [TINY], ["data.source=x.xml", "train.epochs=9"], "p")
     check_fingerprint(fp, fingerprint(more_epochs, sig), tmp_path / "last.pt")  # allowed
-    wider = load_config(STAGES["pretrain"], [TINY], ["data.source=x.xml", "model.n_hid=48"])
+    wider = load_config(STAGES["pretrain"].config, [TINY], ["data.source=x.xml", "model.n_hid=48"], "p")
     with pytest.raises(UlmfitError, match="model.n_hid: checkpoint 32, now 48"):
         check_fingerprint(fp, fingerprint(wider, sig), tmp_path / "last.pt")
 
@@ -123,7 +123,7 @@ def test_config_yaml_records_what_ran_and_asks_again_when_read_back(tmp_path, ea
     assert recorded["run"]["device"] == "cpu" and recorded["run"]["precision"] == "fp32"
     assert recorded["run"]["dir"] == str(tmp_path / "clf") and recorded["model"]["emb_sz"] == 16
     assert recorded["_meta"]["requested"] == {"run.device": "auto", "run.precision": "auto"}
-    again = load_config(STAGES["train-clf"], [tmp_path / "clf" / "config.yaml"], [])
+    again = load_config(STAGES["train-clf"].config, [tmp_path / "clf" / "config.yaml"], [], "c")
     assert (again.run.device, again.run.precision) == ("auto", "auto")
     with pytest.raises(Exception):  # frozen: nothing changes the config after resolving
         again.run.precision = "fp16"

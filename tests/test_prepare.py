@@ -1,6 +1,7 @@
 """`ulmfit prepare` and the token store: streaming extraction, caching, interruption, memmap loading."""
 import bz2
 import json
+import os
 
 import numpy as np
 import pytest
@@ -381,3 +382,23 @@ def test_a_store_built_elsewhere_is_a_source_as_it_is(cli, tmp_path):
               "--run-dir", tmp_path / "lm")
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "lm" / "vocab.json").read_text()) == built.vocab
+
+
+def test_the_prepare_command_imports_no_training_stack(tmp_path, dump):
+    """`ulmfit prepare` reads and tokenizes without torch, fastai or scikit-learn (their imports were most of
+    its start-up); with 2 workers, as it runs by default, the store is the one built in this process."""
+    import subprocess
+    import sys
+    code = ("import runpy, sys\n"
+            "sys.argv = ['ulmfit', 'prepare', '--set', sys.argv[1], '--set', sys.argv[2], '--set', 'data.workers=2',"
+            " '--set', 'data.min_freq=1', '--set', 'run.seed=0']\n"
+            "try:\n    runpy.run_module('ulmfit_cli', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('imported:', sorted(m for m in ('torch', 'fastai', 'sklearn', 'thinc') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code, f"data.source={dump}", f"data.cache_dir={tmp_path / 'c'}"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "CI": "true"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "imported: ['thinc']" in out.stdout  # spaCy's thinc, told there is no torch
+    built = TokenStore.open(next((tmp_path / "c").iterdir()))
+    here = prep.prepare(_data(tmp_path, dump), seed=0)
+    assert _all_tokens(built) == _all_tokens(here) and built.vocab == here.vocab

@@ -84,7 +84,8 @@ def _api():
 
 
 def _lite():
-    """`ulmfit_cli.lite`, imported on first use: predict on ONNX bundles without torch or fastai."""
+    """`ulmfit_cli.lite`, imported on first use: predict on ONNX bundles, and prepare, without torch or
+    fastai."""
     from ulmfit_cli import lite
     return lite
 
@@ -169,12 +170,11 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None,
             print_config: PrintOpt = False):
     """Tokenize a pretrain config's data into a cached token store. data.source (dump, dump parts, text
     files) is read as a stream, in parallel (data.workers), into data.cache_dir; `pretrain` reuses it."""
-    api = _api()
     with _user_errors():
         if print_config:
-            typer.echo(api.config_yaml("prepare", config or [], set_ or []), nl=False)
+            typer.echo(_api().config_yaml("prepare", config or [], set_ or []), nl=False)
             return
-        store = api.prepare(config or [], set_ or [], force=force)
+        store = _lite().prepare(config or [], set_ or [], force=force)  # without torch: seconds sooner
     _show(f"token store: {store.path}", store.stats)
 
 

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ulmfit_cli.errors import UlmfitError
+from ulmfit_cli.files import PKG_PREFIX, reads
 from ulmfit_cli.classify.task import SINGLE_LABEL, TASKS, Task, task_of  # the one import back up the layers
 
 # what train.monitor may name: the figures of every task
@@ -584,10 +585,9 @@ def _format_errors(err: ValidationError, origin: dict, cls: type[BaseModel], wha
     return "\n".join(lines)
 
 
-def load_config(stage, paths: list[Path], overrides: list[str]) -> StageConfig:
-    """Merge the YAML files and overrides into the validated config of `stage` (a `recipes.Stage`: its
-    `name` and `config` class)."""
-    cls = stage.config
+def load_config(cls: type[StageConfig], paths: list[Path], overrides: list[str], what: str) -> StageConfig:
+    """Merge the YAML files and overrides into the validated config `cls` (a stage's: `recipes.Stage.config`);
+    `what` names it in errors ("pretrain config")."""
     data: dict = {}
     origin: dict = {}
     for path in paths:
@@ -604,7 +604,23 @@ def load_config(stage, paths: list[Path], overrides: list[str]) -> StageConfig:
         _set(node, keys[-1], value, origin, keys, f"--set {item}")
     for name in cls.model_fields:  # an absent section reports its missing keys, not itself
         data.setdefault(name, {})
-    return validate(cls, data, f"{stage.name} config", origin)
+    return validate(cls, data, what, origin)
+
+
+# the keys whose values name files or runs the stage reads: inputs no output of the command may touch
+INPUT_KEYS = ("data.source", "data.train", "data.valid", "data.test", "data.extra_text", "data.unlabelled",
+              "init.from_run", "init.from_run_backward")
+
+
+def read_inputs(cfg: StageConfig) -> None:
+    """Record the files and runs `cfg` names (`INPUT_KEYS`) as the command's inputs (`files.reads`)."""
+    data = cfg.model_dump()
+    for key in INPUT_KEYS:
+        section, _, name = key.partition(".")
+        value = (data.get(section) or {}).get(name)
+        for i, path in enumerate(value if isinstance(value, list) else [value]):
+            if path and not str(path).startswith(PKG_PREFIX):
+                reads(path, f"{key}[{i}]" if isinstance(value, list) else key)
 
 
 def validate(cls: type[BaseModel], data: dict, what: str, origin: dict | None = None,

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ulmfit_cli.config import ARCH_KEYS, PretrainModel, StageConfig, load_config, validate
+from ulmfit_cli.config import ARCH_KEYS, PretrainModel, StageConfig, load_config, read_inputs, validate
 from ulmfit_cli.corpus.tokenize import check_lang
 from ulmfit_cli.errors import UlmfitError
-from ulmfit_cli.files import PKG_PREFIX, reads, staging_dir
+from ulmfit_cli.files import reads, staging_dir
 from ulmfit_cli.runs import UpstreamRun, read_run, resume_config
 from ulmfit_cli.train.device import decide
 
@@ -34,11 +34,6 @@ class Resolved:
         return Path(self.cfg.run.dir)
 
 
-# the keys whose values name files or runs the stage reads: inputs no output of the command may touch
-INPUT_KEYS = ("data.source", "data.train", "data.valid", "data.test", "data.extra_text", "data.unlabelled",
-              "init.from_run", "init.from_run_backward")
-
-
 def config_of(stage, configs=(), overrides=(), run_dir: Path | None = None, resume: bool = False,
               own: bool = False) -> StageConfig:
     """The stage's typed config from YAML files and `--set` overrides (with `--resume` and no file: the
@@ -49,19 +44,13 @@ def config_of(stage, configs=(), overrides=(), run_dir: Path | None = None, resu
     own = own or (resume and not configs)
     if resume and not configs:
         configs = [resume_config(resumed_dir(run_dir))]
-    cfg = load_config(stage, configs, list(overrides))
+    cfg = load_config(stage.config, configs, list(overrides), f"{stage.name} config")
     final = run_dir_of(cfg, run_dir)  # a resumed run's own config (`--config RUN/config.yaml`) is no input
     continued = [final.resolve(), staging_dir(final).resolve()] if resume else []
     for path in ([] if own else configs):
         if not any(folder in Path(path).resolve().parents for folder in continued):  # not the run's own
             reads(path, "the config file")
-    data = cfg.model_dump()
-    for key in INPUT_KEYS:
-        section, _, name = key.partition(".")
-        value = (data.get(section) or {}).get(name)
-        for i, path in enumerate(value if isinstance(value, list) else [value]):
-            if path and not str(path).startswith(PKG_PREFIX):
-                reads(path, f"{key}[{i}]" if isinstance(value, list) else key)
+    read_inputs(cfg)
     return cfg
 
 

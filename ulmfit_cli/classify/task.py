@@ -22,19 +22,14 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
-from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, MSELossFlat
-from fastai.metrics import (AccumMetric, ActivationType, F1Score, PearsonCorrCoef, SpearmanCorrCoef, accuracy,
-                            accuracy_multi, mae, skm_to_fastai)
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import f1_score
-from sklearn.multiclass import OneVsRestClassifier
 
 from ulmfit_cli.classify.outputs import MultiLabelOutputs, Outputs, RegressionOutputs, SingleLabelOutputs
-from ulmfit_cli.classify.scoring import choose_thresholds, class_scores, multi_scores, regression_scores
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.layout import PREDICTIONS, PROBABILITIES
-from ulmfit_cli.train.device_metrics import DeviceAvgMetric
+
+# torch, fastai and scikit-learn (and `scoring`, which imports scikit-learn) are imported in the methods that
+# train, fit or score: `config` imports this module, and `ulmfit prepare` runs without them (seconds of
+# start-up; the import-linter contract on `lite`)
 
 LOWER_IS_BETTER = frozenset({"valid_loss", "mae", "rmse"})
 ZERO_ONE = {"0": False, "1": True, "0.0": False, "1.0": True, "false": False, "true": True}
@@ -235,16 +230,21 @@ class SingleLabel(SingleLabelOutputs, Task):
         return [float(len(ys) / (len(labels) * c)) if c else 0.0 for c in counts]
 
     def loss_and_metrics(self, weights) -> tuple:
+        from fastai.losses import CrossEntropyLossFlat
+        from fastai.metrics import F1Score, accuracy
 
+        from ulmfit_cli.train.device_metrics import DeviceAvgMetric
         return CrossEntropyLossFlat(weight=weights), [DeviceAvgMetric(accuracy), F1Score(average="macro")]
 
     def activation(self, logits):
         return logits.softmax(-1)
 
     def figures(self, y_true, outputs, labels, thresholds=None) -> dict:
+        from ulmfit_cli.classify.scoring import class_scores
         return class_scores(y_true, outputs.argmax(1), labels)
 
     def linear_fits(self, x, y):
+        from sklearn.linear_model import LogisticRegression
         model = LogisticRegression(max_iter=3000, warm_start=True)  # C ascending, each fit from the last
         for c in self.baseline_grid:
             yield c, model.set_params(C=c).fit(x, y)
@@ -320,7 +320,11 @@ class MultiLabel(MultiLabelOutputs, Task):
         return [float((len(ys) - p) / p) if p else 1.0 for p in pos]
 
     def loss_and_metrics(self, weights) -> tuple:
+        from fastai.losses import BCEWithLogitsLossFlat
+        from fastai.metrics import ActivationType, accuracy_multi, skm_to_fastai
+        from sklearn.metrics import f1_score
 
+        from ulmfit_cli.train.device_metrics import DeviceAvgMetric
 
         # fastai's F1ScoreMulti at 0.5, named for train.monitor, quiet about absent labels
         def f1(average: str):
@@ -333,12 +337,16 @@ class MultiLabel(MultiLabelOutputs, Task):
         return logits.sigmoid()
 
     def choose_thresholds(self, y_valid, outputs, fixed):
+        from ulmfit_cli.classify.scoring import choose_thresholds
         return choose_thresholds(y_valid, outputs, fixed)
 
     def figures(self, y_true, outputs, labels, thresholds=None) -> dict:
+        from ulmfit_cli.classify.scoring import multi_scores
         return multi_scores(y_true, outputs, labels, thresholds)
 
     def linear_fits(self, x, y):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.multiclass import OneVsRestClassifier
         for c in self.baseline_grid:
             yield c, OneVsRestClassifier(LogisticRegression(C=c, max_iter=3000)).fit(x, y)
 
@@ -399,7 +407,11 @@ class Regression(RegressionOutputs, Task):
         return f"regression of '{labels[0]}'"
 
     def loss_and_metrics(self, weights) -> tuple:
+        import torch
+        from fastai.losses import MSELossFlat
+        from fastai.metrics import AccumMetric, PearsonCorrCoef, SpearmanCorrCoef, mae
 
+        from ulmfit_cli.train.device_metrics import DeviceAvgMetric
 
         def rmse(inp, targ):
             return torch.sqrt(torch.nn.functional.mse_loss(inp, targ))
@@ -410,9 +422,11 @@ class Regression(RegressionOutputs, Task):
         return logits
 
     def figures(self, y_true, outputs, labels, thresholds=None) -> dict:
+        from ulmfit_cli.classify.scoring import regression_scores
         return regression_scores(y_true, outputs)
 
     def linear_fits(self, x, y):
+        from sklearn.linear_model import Ridge
         for alpha in self.baseline_grid:
             yield alpha, Ridge(alpha=alpha).fit(x, y)
 
