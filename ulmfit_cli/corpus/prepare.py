@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -277,8 +278,14 @@ def _given_store(path: Path, data: PretrainData) -> TokenStore:
     return store
 
 
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds so far of this process, and of its child processes that have ended."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
 def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial: Path) -> None:
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     workers = (os.cpu_count() or 1) if data.workers is None else data.workers
     writer = StoreWriter(partial)
     stats = DumpStats()
@@ -390,7 +397,7 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial:
                 raise UlmfitError(f"data.source: {files[0]} has a single document: need at least 2 to hold "
                                   f"some out for validation")
             writer.move_last_doc("train", "valid")
-        _finish(writer, data, key, itos, counts[:len(itos)], stats, t0, total_bytes)
+        _finish(writer, data, key, itos, counts[:len(itos)], stats, t0, cpu0, total_bytes)
     except BaseException:
         bar.close()
         writer.close()
@@ -398,13 +405,15 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial:
 
 
 def _finish(writer: StoreWriter, data: PretrainData, key: dict, itos: list[str], counts: np.ndarray,
-            stats: DumpStats, t0: float, n_bytes: int) -> None:
+            stats: DumpStats, t0: float, cpu0: tuple[float, float], n_bytes: int) -> None:
     vocab = tok.make_vocab(Counter(dict(zip(itos, counts.tolist()))), min_freq=data.min_freq,
                            max_vocab=data.max_vocab)
     remap = numericalize([itos], vocab)[0]  # provisional id -> final id
     n_unk = int(counts[remap == vocab.index(UNK)].sum())
     n_tokens = int(writer.offsets["train"][-1] + writer.offsets["valid"][-1])
     seconds = time.perf_counter() - t0
+    # where the time went: the parent (scheduling, counting, writing) against the workers it waited for
+    parent_cpu, workers_cpu = (now - then for now, then in zip(_cpu_seconds(), cpu0))
     out = {
         "pages": stats.pages, "articles": stats.pages - sum(stats.skipped.values()) if stats.pages else 0,
         "skipped": stats.skipped,
@@ -412,6 +421,7 @@ def _finish(writer: StoreWriter, data: PretrainData, key: dict, itos: list[str],
         "train_tokens": int(writer.offsets["train"][-1]), "valid_tokens": int(writer.offsets["valid"][-1]),
         "vocab_size": len(vocab), "unk_rate": n_unk / max(n_tokens, 1),
         "seconds": round(seconds, 2), "input_mb_per_s": round(n_bytes / 1e6 / seconds, 2),
+        "parent_cpu_seconds": round(parent_cpu, 2), "workers_cpu_seconds": round(workers_cpu, 2),
         "tokens_per_s": round(n_tokens / seconds, 1), "truncated_input": stats.truncated,
         **({"sentencepiece_sample": stats.sp_sample} if stats.sp_sample else {}),
     }
