@@ -167,11 +167,14 @@ def test_the_api_key_is_required_and_checked(served, tmp_path):
 
 
 def test_sigterm_under_load_answers_the_requests_in_flight_and_exits_0(served):
-    with server("--model", served["bundle"], "--max-wait-ms", 500) as (url, proc):
+    with server("--model", served["bundle"], "--max-wait-ms", 5000) as (url, proc):
         with ThreadPoolExecutor(12) as pool:
             futures = [pool.submit(_predict, url, {"texts": served["texts"][i:i + 3]}) for i in range(12)]
-            time.sleep(0.25)  # the requests wait in the batcher (500 ms) when the signal comes
-            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while "ulmfit_queue_depth 12.0" not in httpx.get(f"{url}/metrics").text:  # all 12 in the batcher
+                assert time.monotonic() < deadline, "the 12 requests never waited in the batcher together"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)  # while they wait (5 s)
             responses = [f.result() for f in futures]
         assert [r.status_code for r in responses] == [200] * 12
         assert proc.wait(30) == 0

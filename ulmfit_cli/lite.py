@@ -40,14 +40,16 @@ def predict(models: Sequence[Path | str], input: str | Path, output: Path, text_
                              max_tokens=max_tokens)
 
 
-def prepare(configs: Sequence[Path | str] = (), overrides: Sequence[str] = (), force: bool = False) -> TokenStore:
+def prepare(configs: Sequence[Path | str] = (), overrides: Sequence[str] = (),
+            force: bool = False) -> TokenStore:
     """`api.prepare` in a process without torch: the token store of a pretrain config's data."""
-    _spacy_without_torch()
     with command_inputs():
         for path in configs:
             reads(path, "the config file")
         cfg = load_config(PretrainConfig, [Path(c) for c in configs], list(overrides), "pretrain config")
         read_inputs(cfg)
+        if cfg.data.tokenizer == "spacy":
+            _spacy_without_torch()
         return build_store(cfg.data, cfg.run.seed, force=force)
 
 
