@@ -1,7 +1,7 @@
 """fastai's word tokenizer against ulmfit's, on the same real text in one process: speed and agreement.
 
 fastai: `TokenizeWithRules(SpacyTokenizer(), rules=defaults.text_proc_rules)`, what `tokenize_df`
-runs in each worker. ulmfit: `corpus.tokenize.WordTokenizer`, which memoizes spaCy per
+runs in each worker. ulmfit: `corpus.text.WordTokenizer`, which memoizes spaCy per
 whitespace run. Text: the Wikipedia sample's articles (each once, so the memo starts cold and
 sees no repeated documents), plus TREC-6 and SST-2 when ../shared/data is there.
   python bench/tokenizer_speed.py
