@@ -402,3 +402,5 @@ def test_the_prepare_command_imports_no_training_stack(tmp_path, dump):
     built = TokenStore.open(next((tmp_path / "c").iterdir()))
     here = prep.prepare(_data(tmp_path, dump), seed=0)
     assert _all_tokens(built) == _all_tokens(here) and built.vocab == here.vocab
+    assert built.stats["workers_cpu_seconds"] > 0 and built.stats["parent_cpu_seconds"] > 0  # where time went
+    assert here.stats["workers_cpu_seconds"] == 0  # workers=0: no worker process
