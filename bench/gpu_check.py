@@ -98,13 +98,20 @@ class Check:
     def left(self) -> float:
         return self.end - time.monotonic()
 
-    def run(self, name: str, cmd: list, limit: float, need: float | None = None, parse=None) -> dict:
-        """`cmd` with a time limit of `limit` s (cut to what is left), skipped when less than `need` s is left."""
-        step = {"name": name, "command": " ".join(map(str, cmd)), "log": f"logs/{name}.log"}
+    def begin(self, name: str, need: float, **fields) -> dict:
+        """A step's record, appended to the summary's steps: marked skipped where less than `need` s of the
+        budget is left."""
+        step = {"name": name, **fields, "log": f"logs/{name}.log"}
         self.steps.append(step)
-        if self.left() < (need if need is not None else min(limit, 30)):
+        if self.left() < need:
             step.update(status="skipped", why=f"{self.left():.0f} s of the budget left")
             print(f"-- {name}: skipped ({step['why']})", flush=True)
+        return step
+
+    def run(self, name: str, cmd: list, limit: float, need: float | None = None, parse=None) -> dict:
+        """`cmd` with a time limit of `limit` s (cut to what is left), skipped when less than `need` s is left."""
+        step = self.begin(name, need if need is not None else min(limit, 30), command=" ".join(map(str, cmd)))
+        if step.get("status") == "skipped":
             return step
         t0 = time.monotonic()
         with open(self.out / step["log"], "w") as log:
@@ -207,10 +214,8 @@ def resume_step(c: Check, lm_args: list, reference: Path) -> None:
     and how far its weights are from the uninterrupted run's (bitwise on the CPU; cuDNN may differ a little)."""
     run_dir = c.runs / "lm-resumed"
     staging = run_dir.parent / f".{run_dir.name}.partial"
-    name = "resume_after_kill"
-    step = {"name": name, "log": f"logs/{name}.log"}
-    if c.left() < 60:
-        c.steps.append({**step, "status": "skipped", "why": f"{c.left():.0f} s of the budget left"})
+    step = c.begin("resume_after_kill", 60)
+    if step.get("status") == "skipped":
         return
     t0 = time.monotonic()
     with open(c.out / step["log"], "w") as log:
@@ -222,8 +227,7 @@ def resume_step(c: Check, lm_args: list, reference: Path) -> None:
         proc.kill()
         proc.wait()
     killed = (staging / "checkpoints" / "last.pt").exists()
-    c.steps.append({**step, "status": "ok" if killed else "no checkpoint to kill after",
-                    "seconds": round(time.monotonic() - t0, 1)})
+    step.update(status="ok" if killed else "no checkpoint to kill after", seconds=round(time.monotonic() - t0, 1))
     if not killed:
         return
 
@@ -241,15 +245,10 @@ def resume_step(c: Check, lm_args: list, reference: Path) -> None:
 
 def serve_step(c: Check, clf: Path) -> None:
     """`ulmfit serve` as a subprocess on 127.0.0.1, one prediction over HTTP, stopped."""
-    name = "serve"
-    step = {"name": name, "log": f"logs/{name}.log"}
-    c.steps.append(step)
-    if c.left() < 45:
-        step.update(status="skipped", why=f"{c.left():.0f} s of the budget left")
+    step = c.begin("serve", 45)
+    if step.get("status") == "skipped":
         return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     t0 = time.monotonic()
     with open(c.out / step["log"], "w") as log:
         proc = subprocess.Popen(c.ulmfit("serve", "--model", clf, "--host", "127.0.0.1", "--port", port), stdout=log,
@@ -273,18 +272,22 @@ def serve_step(c: Check, clf: Path) -> None:
                 proc.kill()
     step.update(status="ok" if answer else "no answer", seconds=round(time.monotonic() - t0, 1),
                 **({"result": answer} if answer else {}))
-    print(f"-- {name}: {step['status']}", flush=True)
+    print(f"-- serve: {step['status']}", flush=True)
+
+
+def _free_port() -> int:
+    """A free port on 127.0.0.1 (bench/serve_load.py's free_port imports httpx, which the device lacks)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def ddp_step(c: Check, lm_args: list) -> None:
     """Two processes (torchrun) on this machine: NCCL on a GPU, Gloo on the CPU."""
     import torch
     run_dir = c.runs / "lm-ddp"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", port, "-m", "ulmfit_cli", "pretrain", *lm_args, "--run-dir", run_dir]
+           "--master_port", _free_port(), "-m", "ulmfit_cli", "pretrain", *lm_args, "--run-dir", run_dir]
     step = c.run("ddp_2_processes", [*cmd, "--set", "train.epochs=1"], 150, parse=lambda: results(run_dir))
     if torch.cuda.is_available() and torch.cuda.device_count() < 2:
         step["note"] = "one GPU: two processes would share it, which NCCL refuses; the run must say so clearly"

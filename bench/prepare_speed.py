@@ -171,7 +171,7 @@ def main() -> None:
         mb = xml_bytes / 1e6
         print(f"dump: {args.copies} copies of the sample, {mb:.1f} MB of XML ({dump.stat().st_size / 1e6:.1f} MB bz2, "
               f"{args.layout}), {args.workers} workers, {os.cpu_count()} cores")
-        runs: dict[str, list[tuple]] = {}  # path -> a row per repeat
+        runs: dict[str, list[dict]] = {}  # path -> a row per repeat
         counts = [args.workers] + [int(w) for w in args.scaling.split(",") if w and int(w) != args.workers]
         ceiling = []
         for r in range(args.repeat):  # the paths alternate: a slow spell of a shared machine hits them all
@@ -184,7 +184,8 @@ def main() -> None:
                 tok_s, tok_rss, out = run_measured([py, "-c", STOCK, str(tmp / "wx"), str(args.workers)])
                 stock = json.loads(out.strip().splitlines()[-1])
                 runs.setdefault("stock fastai (wikiextractor + tokenize_df + Numericalize)", []).append(
-                    (ext_s + tok_s, None, None, tuple(map(max, ext_rss, tok_rss)), stock["tokens"], stock["docs"]))
+                    {"workers": None, "seconds": ext_s + tok_s, "build": None, "cpu": None,
+                     "mem": tuple(map(max, ext_rss, tok_rss)), "tokens": stock["tokens"], "docs": stock["docs"]})
                 print(f"  run {r + 1}, stock: wikiextractor {ext_s:.1f} s, tokenize_df + Numericalize {tok_s:.1f} s")
             for w in counts:
                 cache = tmp / f"cache-{w}-{r}"
@@ -192,13 +193,16 @@ def main() -> None:
                 sec, rss, _ = run_measured([py, "-m", "ulmfit_cli", "prepare", "--set", f"data.source={dump}",
                                             "--set", f"data.workers={w}"], env=env)
                 stats = json.loads(next(cache.glob("*/stats.json")).read_text())
-                runs.setdefault(f"ulmfit prepare, {w} worker{'s' if w > 1 else ''}", []).append(
-                    (sec, stats["seconds"], (stats["parent_cpu_seconds"], stats["workers_cpu_seconds"]), rss,
-                     stats["train_tokens"] + stats["valid_tokens"], stats["train_docs"] + stats["valid_docs"]))
-                print(f"  run {r + 1}, ulmfit prepare, {w} worker{'s' if w > 1 else ''}: {sec:.1f} s")
-        # each path's fastest run (its peaks: the largest of any run)
-        rows = [(name, *min(rs, key=lambda row: row[0])[:3], tuple(max(c) for c in zip(*(row[3] for row in rs))),
-                 *rs[0][4:]) for name, rs in runs.items()]
+                name = f"ulmfit prepare, {w} worker{'s' if w > 1 else ''}"
+                runs.setdefault(name, []).append(
+                    {"workers": w, "seconds": sec, "build": stats["seconds"],
+                     "cpu": (stats["parent_cpu_seconds"], stats["workers_cpu_seconds"]), "mem": rss,
+                     "tokens": stats["train_tokens"] + stats["valid_tokens"],
+                     "docs": stats["train_docs"] + stats["valid_docs"]})
+                print(f"  run {r + 1}, {name}: {sec:.1f} s")
+        # each path's fastest run, with the largest memory peaks of any of its runs
+        rows = {name: {**min(rs, key=lambda row: row["seconds"]),
+                       "mem": tuple(max(m) for m in zip(*(row["mem"] for row in rs)))} for name, rs in runs.items()}
         same = len({b"".join((next((tmp / f"cache-{w}-0").glob("*")) / f).read_bytes()
                              for f in ("train.bin", "valid.bin", "vocab.json")) for w in counts}) == 1
     print()
@@ -206,25 +210,27 @@ def main() -> None:
           "workers | peak RSS, sum over processes | peak PSS | peak RSS, largest process | documents | tokens |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     gb = 2 ** 30
-    for name, s, build, cpu, (r, p, top), t, d in rows:
-        build = f"{build:.1f} ({mb / build:.2f})" if build else "-"
-        cpu = f"{cpu[0]:.1f} / {cpu[1]:.1f}" if cpu else "-"
+    for name, row in rows.items():
+        s, t, (r, p, top) = row["seconds"], row["tokens"], row["mem"]
+        build = f"{row['build']:.1f} ({mb / row['build']:.2f})" if row["build"] else "-"
+        cpu = f"{row['cpu'][0]:.1f} / {row['cpu'][1]:.1f}" if row["cpu"] else "-"
         print(f"| {name} | {s:.1f} | {mb / s:.2f} | {t / s:,.0f} | {build} | {cpu} | {r / gb:.2f} GB | "
-              f"{p / gb:.2f} GB | {top / gb:.2f} GB | {d:,} | {t:,} |")
-    ours = [r for r in rows if r[0].startswith("ulmfit")]
+              f"{p / gb:.2f} GB | {top / gb:.2f} GB | {row['docs']:,} | {t:,} |")
+    by = {row["workers"]: row for row in rows.values() if row["workers"]}  # ulmfit's, by worker count
     if not args.skip_stock:
+        stock, ours = next(row for row in rows.values() if not row["workers"]), by[args.workers]
         print(f"\nspeed-up of ulmfit prepare ({args.workers} workers) over stock fastai: "
-              f"{rows[0][1] / ours[0][1]:.2f}x; peak PSS ratio {ours[0][4][1] / rows[0][4][1]:.2f}")
-    by = {int(r[0].split(", ")[1].split()[0]): r[1:3] for r in ours}
-    if 1 in by:
-        print("scaling, the whole command: " + "; ".join(
-            f"{w} workers {mb / s:.2f} MB of XML/s ({by[1][0] / s:.2f}x 1 worker)" for w, (s, _) in sorted(by.items())))
-        print("scaling, the store's build alone (without the command's start-up): " + "; ".join(
-            f"{w} workers {mb / b:.2f} MB of XML/s ({by[1][1] / b:.2f}x 1 worker)" for w, (_, b) in sorted(by.items())))
+              f"{stock['seconds'] / ours['seconds']:.2f}x; peak PSS ratio {ours['mem'][1] / stock['mem'][1]:.2f}")
+    for what, key in (("the whole command", "seconds"),
+                      ("the store's build alone (without the command's start-up)", "build")):
+        if 1 in by:
+            print(f"scaling, {what}: " + "; ".join(
+                f"{w} workers {mb / row[key]:.2f} MB of XML/s ({by[1][key] / row[key]:.2f}x 1 worker)"
+                for w, row in sorted(by.items())))
     print(f"this machine's own scaling, pure CPU work in {max(counts)} processes against 1: "
           + ", ".join(f"{c:.2f}x" for c in ceiling) + " (one per run): the ceiling of the figures above")
     print("the parent process's CPU (scheduling, counting, writing) against the build's wall time: " + "; ".join(
-        f"{r[0].split(', ')[1]}: {r[3][0]:.1f} s of {r[2]:.1f} s" for r in ours))
+        f"{w} worker(s): {row['cpu'][0]:.1f} s of {row['build']:.1f} s" for w, row in sorted(by.items())))
     print(f"every worker count wrote the same train tokens: {same}")
 
 

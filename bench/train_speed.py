@@ -192,7 +192,7 @@ def main() -> None:
             "torch": torch.__version__,
             "arch": arch, "bs": args.bs, "bptt": args.bptt, "epochs": args.epochs, "vocab": len(store.vocab),
             "train_tokens": store.stats["train_tokens"],
-            "rows": [{"path": n, **{k: v for k, v in side.items()}, "tokens_per_s": tps, "seconds": sec,
+            "rows": [{"path": n, **side, "tokens_per_s": tps, "seconds": sec,
                       "valid_loss": loss, "peak_gpu_memory": peak} for n, side, tps, sec, loss, peak in rows],
             "ratios": ratios, **({"profile": profiled} if args.profile and "ulmfit" in by else {})}, indent=1))
 

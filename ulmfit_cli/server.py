@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ulmfit_cli.classify.pairs import members as pair_members
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.files import read_json, sha256
+from ulmfit_cli.inference.predict import explanations
 from ulmfit_cli.layout import CARD, CLASSIFIER, ONNX_MODEL, __version__
 
 SETTINGS_ENV = "ULMFIT_SERVE_SETTINGS"  # the settings of `--workers` processes, as JSON
@@ -432,7 +433,6 @@ def create_app(settings: ServeSettings, loaded=None) -> FastAPI:
 
     async def explained(texts: list[str], method: str) -> list:
         """The texts' explanations, computed one request at a time beside the batcher's model thread."""
-        from ulmfit_cli.inference.predict import explanations
         if not info["explain"]:
             raise HTTPException(400, "explanations need PyTorch and Captum, which this server's Python lacks "
                                      "(pip install 'ulmfit-cli[explain]' in the full install)")

@@ -133,11 +133,13 @@ class WordTokenizer:
         call, joined by newlines: spaCy cuts its input at whitespace first, each newline becomes a token of
         its own (where one word's tokens end), and unlike a space it keeps special cases from reaching
         across words."""
-        words = [r for r in runs if not r[0].isspace()]
+        words = []
         for run in runs:
             if run[0].isspace():
                 body = run[1:] if run[0] == " " else run
                 self.memo[run] = self._spacy(body) if body else []
+            else:
+                words.append(run)
         if not words:
             return
         i, toks = 0, []

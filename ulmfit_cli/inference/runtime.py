@@ -136,7 +136,6 @@ class Ensemble:
         return self.task.decide(self.predict_proba(texts, **kwargs), self.labels, self.thresholds)
 
 
-
 # ---------------------------------------------------------------- the files every loader checks
 def read_labels(path: Path, task: Outputs, key: str) -> list[str]:
     labels = read_json(path / LABELS, key)

@@ -52,8 +52,8 @@ def gpu_of(local_rank: int, n_gpus: int) -> int:
     fail on it (NCCL cannot give two ranks one GPU; CUDA would say only 'invalid device ordinal')."""
     if local_rank >= n_gpus:
         raise UlmfitError(f"distributed: process {local_rank} on this machine has no GPU of its own "
-                          f"({n_gpus} GPU(s) here): NCCL needs one GPU per process. Start at most {n_gpus} per machine "
-                          f"(torchrun --nproc_per_node {n_gpus}), or set run.device=cpu to train with Gloo")
+                          f"({n_gpus} GPU(s) here): NCCL needs one GPU per process. Start at most {n_gpus} per "
+                          f"machine (torchrun --nproc_per_node {n_gpus}), or set run.device=cpu to train with Gloo")
     return local_rank
 
 
