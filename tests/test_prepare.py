@@ -385,8 +385,8 @@ def test_a_store_built_elsewhere_is_a_source_as_it_is(cli, tmp_path):
 
 
 def test_the_prepare_command_imports_no_training_stack(tmp_path, dump):
-    """`ulmfit prepare` reads and tokenizes without torch, fastai or scikit-learn (their imports were most of
-    its start-up); with 2 workers, as it runs by default, the store is the one built in this process."""
+    """`ulmfit prepare` reads and tokenizes without torch, fastai, scikit-learn or pandas (their imports were
+    most of its start-up); with 2 workers, as it runs by default, the store is the one built in this process."""
     import subprocess
     import sys
     code = ("import runpy, sys\n"
@@ -394,7 +394,7 @@ def test_the_prepare_command_imports_no_training_stack(tmp_path, dump):
             " '--set', 'data.min_freq=1', '--set', 'run.seed=0']\n"
             "try:\n    runpy.run_module('ulmfit_cli', run_name='__main__')\n"
             "except SystemExit as e:\n    assert not e.code, e.code\n"
-            "print('imported:', sorted(m for m in ('torch', 'fastai', 'sklearn', 'thinc') if m in sys.modules))\n")
+            "print('imported:', sorted(m for m in ('torch', 'fastai', 'sklearn', 'pandas', 'thinc') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code, f"data.source={dump}", f"data.cache_dir={tmp_path / 'c'}"],
                          capture_output=True, text=True, timeout=300, env={**os.environ, "CI": "true"})
     assert out.returncode == 0, out.stderr[-2000:]
@@ -404,3 +404,19 @@ def test_the_prepare_command_imports_no_training_stack(tmp_path, dump):
     assert _all_tokens(built) == _all_tokens(here) and built.vocab == here.vocab
     assert built.stats["workers_cpu_seconds"] > 0 and built.stats["parent_cpu_seconds"] > 0  # where time went
     assert here.stats["workers_cpu_seconds"] == 0  # workers=0: no worker process
+
+
+def test_prepare_builds_spacy_pipeline_once_and_not_on_a_cache_hit(tmp_path, dump, monkeypatch):
+    """Checking data.lang builds the tokenizer the build then uses (spaCy's pipeline is ~0.5 s of start-up);
+    a store in the cache was built with a valid language: no pipeline at all."""
+    import spacy
+    from ulmfit_cli.corpus import text
+    built = []
+    blank = spacy.blank
+    monkeypatch.setattr(spacy, "blank", lambda *a, **kw: built.append(a) or blank(*a, **kw))
+    monkeypatch.setattr(text, "_tokenizer", None)
+    prep.prepare(_data(tmp_path, dump), seed=0)
+    assert built == [("en",)]
+    monkeypatch.setattr(text, "_tokenizer", None)
+    prep.prepare(_data(tmp_path, dump), seed=0)
+    assert built == [("en",)]

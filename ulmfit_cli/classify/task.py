@@ -18,18 +18,20 @@ layers: the schema is below everything, and the task's rules belong here).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import pandas as pd
 
 from ulmfit_cli.classify.outputs import MultiLabelOutputs, Outputs, RegressionOutputs, SingleLabelOutputs
 from ulmfit_cli.errors import UlmfitError
 from ulmfit_cli.layout import PREDICTIONS, PROBABILITIES
 
-# torch, fastai and scikit-learn (and `scoring`, which imports scikit-learn) are imported in the methods that
-# train, fit or score: `config` imports this module, and `ulmfit prepare` runs without them (seconds of
-# start-up; the import-linter contract on `lite`)
+if TYPE_CHECKING:
+    import pandas as pd
+
+# torch, fastai, scikit-learn and pandas (and `scoring`, which imports scikit-learn) are imported in the
+# methods that read labels, train, fit or score: `config` imports this module, and `ulmfit prepare` runs
+# without them (seconds of start-up; the import-linter contract on `lite`)
 
 LOWER_IS_BETTER = frozenset({"valid_loss", "mae", "rmse"})
 ZERO_ONE = {"0": False, "1": True, "0.0": False, "1.0": True, "false": False, "true": True}
@@ -289,9 +291,11 @@ class MultiLabel(MultiLabelOutputs, Task):
                               f"(one column per label), or give one column of delimited labels with "
                               f"data.label_delim")
         ones = values.replace(ZERO_ONE).to_numpy(dtype=bool)
+        import pandas as pd
         return pd.Series([tuple(c for c, on in zip(label_col, row) if on) for row in ones], index=df.index)
 
     def parse_fasttext(self, labels, key, path) -> pd.Series:  # every __label__ of a line
+        import pandas as pd
         return self.parse_labels(pd.DataFrame({"label": labels.fillna("")}), "label", " ", key, path)
 
     def label_names(self, train, data) -> list[str]:
@@ -378,6 +382,7 @@ class Regression(RegressionOutputs, Task):
 
     def parse_labels(self, df, label_col, delim, key, path) -> pd.Series:
         col = df[label_col].astype(str).str.strip()
+        import pandas as pd
         numbers = pd.to_numeric(col, errors="coerce")
         with np.errstate(over="ignore"):  # checked in float32, the dtype that trains: 1e308 is inf there
             bad = ~np.isfinite(numbers.to_numpy(dtype=float).astype(np.float32))
@@ -392,6 +397,7 @@ class Regression(RegressionOutputs, Task):
 
     def parse_fasttext(self, labels, key, path) -> pd.Series:
         Task.parse_fasttext(self, labels, key, path)  # every line has a label
+        import pandas as pd
         return self.parse_labels(pd.DataFrame({"label": labels}), "label", " ", key, path)
 
     def label_names(self, train, data) -> list[str]:

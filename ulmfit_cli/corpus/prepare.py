@@ -233,10 +233,10 @@ def prepare(data: PretrainData, seed: int, force: bool = False) -> TokenStore:
     if (source / COMPLETE).is_file():
         return _given_store(source, data)
     files = input_files(source)
-    if data.tokenizer == "spacy":
-        tok.check_lang(data.lang, "data.lang")
     key = cache_key(data, seed, files)
     path = store_path(data, source, key)
+    if data.tokenizer == "spacy" and not (path / COMPLETE).is_file():  # a store was built with a valid one
+        tok.check_lang(data.lang, "data.lang")
     # a second run waits, then reuses what the first built
     with exclusive(path, f"token store {path}", wait=True):
         if (path / COMPLETE).is_file() and not force:
@@ -365,7 +365,7 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial:
         sp_model = (_train_sentencepiece(files, data, writer.partial, stats, workers)
                     if data.tokenizer == "sentencepiece" else None)
         jobs = _jobs(files, data, stats, bar, warn=True)
-        init_worker(sp_model, data.lang)  # here, once: forked workers start with it (spaCy takes ~0.6 s)
+        init_worker(sp_model, data.lang)  # here, once (or kept from check_lang): forked workers start with it
         if workers == 0:
             for kind, job, split, f in jobs:
                 if take(job if isinstance(job, BrokenChunk) or f in cut_off

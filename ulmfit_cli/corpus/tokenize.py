@@ -7,7 +7,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from ulmfit_cli.corpus.text import PAD, SPECIAL_TOKENS
+from ulmfit_cli.corpus.text import PAD, SPECIAL_TOKENS, init_worker
 from ulmfit_cli.errors import UlmfitError
 
 
@@ -48,10 +48,11 @@ def train_sentencepiece(text_file: Path, out_dir: Path, vocab_size: int | None,
 
 
 def check_lang(lang: str, key: str) -> None:
-    """`lang` is a language spaCy's blank pipelines know (as fastai's `SpacyTokenizer(lang=...)` needs)."""
-    import spacy
+    """`lang` is a language spaCy's blank pipelines know (as fastai's `SpacyTokenizer(lang=...)` needs). The
+    check builds this process's word tokenizer for `lang` (`text.init_worker`), which the tokenizing that
+    follows uses (and forked workers inherit) rather than building spaCy's pipeline again (~0.5 s)."""
     try:
-        spacy.blank(lang)
+        init_worker(None, lang)
     except (ImportError, ValueError, KeyError) as e:
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UlmfitError(f"{key}: spaCy cannot tokenize language {lang!r} ({why}); use an ISO code spaCy "
