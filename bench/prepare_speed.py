@@ -15,7 +15,9 @@ the same number of worker processes:
 Each path runs in its own process tree, sampled every 0.25 s: peak RSS summed over the tree
 (counts pages shared by forked workers once per process), peak PSS (shares them out: the
 memory really used) and the largest single process RSS.
-`ulmfit prepare` runs once more per `--scaling` worker count, to show how reading scales.
+`ulmfit prepare` runs once more per `--scaling` worker count, to show how reading scales, beside this
+machine's own ceiling: pure CPU work, and prepare's own work in independent processes, in N processes
+against 1.
 With `--repeat N` every path runs N times, the paths alternating, and the table shows each one's
 fastest run: on a shared machine whose speed drifts (the 2-core one drifts by a third within
 minutes), one slow spell then cannot decide a ratio.
@@ -135,6 +137,34 @@ def machine_scaling(workers: int) -> float:
     return workers * wall(1) / wall(workers)
 
 
+WORK = r"""
+import sys, time
+from pathlib import Path
+from ulmfit_cli.corpus import prepare, text, wikidump
+text.init_worker(None, "en")
+jobs = [j for j in wikidump.chunks(Path(sys.argv[1]), wikidump.DumpStats()) if isinstance(j, tuple)]
+t0 = time.perf_counter()
+for job in jobs[:int(sys.argv[2])]:
+    prepare._work("dump", job, 0)
+print(time.perf_counter() - t0)
+"""
+
+
+def workload_scaling(dump: Path, workers: int, pieces: int = 6) -> float:
+    """The same again for this work: the dump's first `pieces` read, cleaned and tokenized as a worker does,
+    in `workers` independent processes against one (each its own memo; no parent, no scheduling, nothing
+    shared): what this machine gives `prepare`'s own work in `workers` processes (memory-bound work shares
+    caches that pure CPU work does not)."""
+    def wall(n: int) -> float:  # the slowest process's work, its start-up left out
+        procs = [subprocess.Popen([sys.executable, "-c", WORK, str(dump), str(pieces)], stdout=subprocess.PIPE,
+                                  text=True) for _ in range(n)]
+        outs = [proc.communicate()[0] for proc in procs]
+        if any(proc.returncode for proc in procs):
+            sys.exit("the workload ceiling's process failed")
+        return max(float(out) for out in outs)
+    return workers * wall(1) / wall(workers)
+
+
 STOCK = r'''
 import json, sys, glob, time, warnings
 warnings.filterwarnings("ignore")
@@ -173,9 +203,11 @@ def main() -> None:
               f"{args.layout}), {args.workers} workers, {os.cpu_count()} cores")
         runs: dict[str, list[dict]] = {}  # path -> a row per repeat
         counts = [args.workers] + [int(w) for w in args.scaling.split(",") if w and int(w) != args.workers]
-        ceiling = []
+        ceiling, work_ceiling = [], []
         for r in range(args.repeat):  # the paths alternate: a slow spell of a shared machine hits them all
             ceiling.append(machine_scaling(max(counts)))
+            if args.layout == "multistream" and 1 in counts:
+                work_ceiling.append(workload_scaling(dump, max(counts)))
             if not args.skip_stock:
                 shutil.rmtree(tmp / "wx", ignore_errors=True)
                 ext_s, ext_rss, _ = run_measured([py, "-m", "wikiextractor.WikiExtractor", str(dump), "--no-templates",
@@ -229,6 +261,9 @@ def main() -> None:
                 for w, row in sorted(by.items())))
     print(f"this machine's own scaling, pure CPU work in {max(counts)} processes against 1: "
           + ", ".join(f"{c:.2f}x" for c in ceiling) + " (one per run): the ceiling of the figures above")
+    if work_ceiling:
+        print(f"this machine's scaling for prepare's own work (read, clean, tokenize) in {max(counts)} independent "
+              f"processes against 1: " + ", ".join(f"{c:.2f}x" for c in work_ceiling) + " (one per run)")
     print("the parent process's CPU (scheduling, counting, writing) against the build's wall time: " + "; ".join(
         f"{w} worker(s): {row['cpu'][0]:.1f} s of {row['build']:.1f} s" for w, row in sorted(by.items())))
     print(f"every worker count wrote the same train tokens: {same}")

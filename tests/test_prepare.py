@@ -42,7 +42,8 @@ def test_store_holds_fastai_tokens_of_every_article(tmp_path):
 
 def test_neither_workers_nor_the_dumps_layout_change_the_store(tmp_path, monkeypatch):
     """The same pages as one bz2 stream, as plain XML, and in Wikimedia's multistream layout read by its
-    index or by finding the streams, with 0, 1 or 2 workers and pieces of a few pages: the same store."""
+    index or by finding the streams, with 0, 1 or 2 workers and pieces of a few pages: the same store (and
+    the folder where 2 workers share the words they learnt is gone from it)."""
     monkeypatch.setattr(wikidump, "XML_BYTES", 3000)  # many small pieces, out-of-order completion
     monkeypatch.setattr(wikidump, "CHUNK_BYTES", 1500)
     single = write_dump(tmp_path / "w-pages-articles.xml.bz2", n_articles=30)
@@ -63,6 +64,8 @@ def test_neither_workers_nor_the_dumps_layout_change_the_store(tmp_path, monkeyp
               for i, src in enumerate((single, plain, multi, bare)) for w in (0, 1, 2)]
     first = stores[0]
     assert first.stats["articles"] == 30 and first.stats["pages"] == 32
+    assert all(s.stats["words_shared_between_workers"] == 0 for s in stores[0::3] + stores[1::3])
+    assert not [p for s in stores for p in s.path.iterdir() if p.is_dir()]
     for other in stores[1:]:
         assert other.vocab == first.vocab
         assert {k: other.stats[k] for k in ("pages", "articles", "skipped")} == \
@@ -420,3 +423,25 @@ def test_prepare_builds_spacy_pipeline_once_and_not_on_a_cache_hit(tmp_path, dum
     monkeypatch.setattr(text, "_tokenizer", None)
     prep.prepare(_data(tmp_path, dump), seed=0)
     assert built == [("en",)]
+
+
+def test_a_worker_takes_the_words_another_learnt_and_tokenizes_the_same(tmp_path, dump, monkeypatch):
+    """Worker processes share what their word tokenizers learnt (through files): a second worker that reads
+    the texts a first one read asks spaCy about none of their words, and encodes them as the first did."""
+    from concurrent.futures import ProcessPoolExecutor
+    from ulmfit_cli.corpus import text
+    monkeypatch.setattr(text, "_tokenizer", None)  # forked workers start with an empty memo
+    texts = articles(dump)
+    folder = tmp_path / "words"
+    folder.mkdir()
+    results = []
+    for _ in range(2):  # one worker after the other: the second finds the first's file
+        with ProcessPoolExecutor(1, initializer=prep._init_worker, initargs=(None, "en", folder)) as ex:
+            results.append(ex.submit(prep._work, "text", texts, 0).result())
+    first, second = results
+    learnt = [f for f in folder.iterdir()]
+    assert len(learnt) == 1 and learnt[0].stat().st_size > 0  # the second learnt nothing to pass on
+    assert first[5] == 0 and second[5] > len(set(" ".join(texts).split())) // 2  # runs taken from the first
+    assert second[2] == first[2] and np.array_equal(second[1], first[1]) and np.array_equal(second[0], first[0])
+    alone = tokenize(texts, workers=0)
+    assert [[second[2][i] for i in ids] for ids in np.split(second[1], np.cumsum(second[0])[:-1])] == alone

@@ -123,6 +123,8 @@ class WordTokenizer:
         # a run as it stands after the text's first run -> its tokens: a whitespace run less the one space
         # that marks the previous token's trailing whitespace (" " alone: no token)
         self.memo: dict[str, list[str]] = {" ": []}
+        # runs put in the memo since `take_learnt`, where noted (a list): `prepare`'s workers share them
+        self.learnt: list[str] | None = None
 
     def _spacy(self, text: str) -> list[str]:
         # fastai's one post rule (replace_space): spaces inside a token become '▁'
@@ -133,6 +135,8 @@ class WordTokenizer:
         call, joined by newlines: spaCy cuts its input at whitespace first, each newline becomes a token of
         its own (where one word's tokens end), and unlike a space it keeps special cases from reaching
         across words."""
+        if self.learnt is not None:
+            self.learnt.extend(runs)
         words = []
         for run in runs:
             if run[0].isspace():
@@ -157,12 +161,29 @@ class WordTokenizer:
         unseen = set(runs).difference(self.memo)
         if len(self.memo) + len(unseen) > _MEMO_MAX:
             self.memo, unseen = {" ": []}, set(runs)
+            if self.learnt is not None:  # what it noted is gone from the memo
+                self.learnt = []
         if unseen:
             self._learn(unseen)
         return list(chain.from_iterable(map(self.memo.__getitem__, runs)))
 
     def __call__(self, texts: list[str]) -> Iterator[list[str]]:
         return map(self.tokenize, texts)
+
+    def take_learnt(self) -> dict[str, list[str]]:
+        """The memo's entries learnt since the last call (for another process's `teach`); noting them starts
+        with `learnt = []`."""
+        learnt, self.learnt = self.learnt, []
+        return {run: self.memo[run] for run in learnt}
+
+    def teach(self, entries: dict[str, list[str]]) -> int:
+        """Take another tokenizer's memo entries (`take_learnt`), while the memo is under half full (the rest
+        is left to what this one reads); returns how many were new here."""
+        if len(self.memo) + len(entries) > _MEMO_MAX // 2:
+            return 0
+        n = len(self.memo)
+        self.memo.update(entries)
+        return len(self.memo) - n
 
 
 class SubwordTokenizer:
@@ -202,6 +223,11 @@ def init_worker(sp_model: Path | None = None, lang: str = "en") -> None:
     global _tokenizer, _tokenizer_for
     if _tokenizer is None or _tokenizer_for != (sp_model, lang):
         _tokenizer, _tokenizer_for = make_tokenizer(sp_model, lang), (sp_model, lang)
+
+
+def worker_tokenizer():
+    """The tokenizer `init_worker` made in this process."""
+    return _tokenizer
 
 
 def tokenize_batch(texts: list[str]) -> list[list[str]]:

@@ -55,6 +55,7 @@ class DumpStats:
     truncated: bool = False
     skipped: dict = field(default_factory=lambda: {"namespace": 0, "redirect": 0})
     sp_sample: dict | None = None  # what SentencePiece was trained on (chars, lines, the trainer's sample)
+    shared_words: int = 0     # words a worker took from the others rather than learn them (`prepare._take_words`)
 
 
 def clean_wikitext(title: str, wikitext: str) -> str:
