@@ -156,8 +156,8 @@ def workload_scaling(dump: Path, workers: int, pieces: int = 6) -> float:
     shared): what this machine gives `prepare`'s own work in `workers` processes (memory-bound work shares
     caches that pure CPU work does not)."""
     def wall(n: int) -> float:  # the slowest process's work, its start-up left out
-        procs = [subprocess.Popen([sys.executable, "-c", WORK, str(dump), str(pieces)], stdout=subprocess.PIPE,
-                                  text=True) for _ in range(n)]
+        procs = [subprocess.Popen([sys.executable, "-c", WORK, str(dump), str(pieces)],
+                                  stdout=subprocess.PIPE, text=True) for _ in range(n)]
         outs = [proc.communicate()[0] for proc in procs]
         if any(proc.returncode for proc in procs):
             sys.exit("the workload ceiling's process failed")

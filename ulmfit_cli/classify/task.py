@@ -278,6 +278,7 @@ class MultiLabel(MultiLabelOutputs, Task):
                            "or one column of delimited labels (data.label_delim: ';')")
 
     def parse_labels(self, df, label_col, delim, key, path) -> pd.Series:
+        import pandas as pd
         if not isinstance(label_col, list):  # one column of delimited names
             col = df[label_col].astype(str).str.strip()
             return col.map(lambda s: tuple(sorted({p.strip() for p in s.split(delim) if p.strip()})))
@@ -291,7 +292,6 @@ class MultiLabel(MultiLabelOutputs, Task):
                               f"(one column per label), or give one column of delimited labels with "
                               f"data.label_delim")
         ones = values.replace(ZERO_ONE).to_numpy(dtype=bool)
-        import pandas as pd
         return pd.Series([tuple(c for c, on in zip(label_col, row) if on) for row in ones], index=df.index)
 
     def parse_fasttext(self, labels, key, path) -> pd.Series:  # every __label__ of a line
@@ -381,8 +381,8 @@ class Regression(RegressionOutputs, Task):
     baseline_grid = (10.0, 1.0, 0.1)  # ridge's alpha, strongest first
 
     def parse_labels(self, df, label_col, delim, key, path) -> pd.Series:
-        col = df[label_col].astype(str).str.strip()
         import pandas as pd
+        col = df[label_col].astype(str).str.strip()
         numbers = pd.to_numeric(col, errors="coerce")
         with np.errstate(over="ignore"):  # checked in float32, the dtype that trains: 1e308 is inf there
             bad = ~np.isfinite(numbers.to_numpy(dtype=float).astype(np.float32))
@@ -396,8 +396,8 @@ class Regression(RegressionOutputs, Task):
         return numbers.astype("float64")
 
     def parse_fasttext(self, labels, key, path) -> pd.Series:
-        Task.parse_fasttext(self, labels, key, path)  # every line has a label
         import pandas as pd
+        Task.parse_fasttext(self, labels, key, path)  # every line has a label
         return self.parse_labels(pd.DataFrame({"label": labels}), "label", " ", key, path)
 
     def label_names(self, train, data) -> list[str]:

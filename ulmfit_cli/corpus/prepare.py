@@ -32,8 +32,8 @@ import numpy as np
 from ulmfit_cli.config import PretrainData
 from ulmfit_cli.console import info, progress
 from ulmfit_cli.corpus import tokenize as tok
-from ulmfit_cli.corpus.text import (UNK, WordTokenizer, apply_rules, init_worker, numericalize, tokenize_batch,
-                                   worker_tokenizer)
+from ulmfit_cli.corpus.text import (UNK, WordTokenizer, apply_rules, init_worker, numericalize,
+                                   tokenize_batch, worker_tokenizer)
 from ulmfit_cli.corpus.store import COMPLETE, StoreWriter, TokenStore
 from ulmfit_cli.corpus.tables import iter_text_documents
 from ulmfit_cli.corpus.wikidump import (BrokenChunk, DumpStats, broken, check_head, chunks, clean_pages,
@@ -108,10 +108,11 @@ def _texts(kind: str, batch, min_chars: int, skipped: dict) -> tuple[list[str], 
 
 
 # The word tokenizer asks spaCy about each word its memo has not seen: every worker would learn the corpus's
-# common words anew (a second worker paid ~6 % more CPU on the benchmark dump). So each worker appends
-# what it learnt in a job to a file of its own in a folder they share, and reads the others' files before
-# its next job. Files, not the parent: a job's words reach the others as soon as it ends, and the parent,
-# the one process that does not scale, passes nothing on.
+# common words anew (on the benchmark dump, whose text repeats, 2 workers asked spaCy about 107k runs to
+# 1 worker's 54k; sharing them as follows, 65k). So each worker appends what it learnt in a job to a file
+# of its own in a folder they share, and reads the others' files before its next job. Files, not the
+# parent: a job's words reach the others as soon as it ends, and the parent, the one process that does not
+# scale, passes nothing on.
 _SHARE_MAX = 1 << 17   # runs one worker passes on: the common words come first, a rare one seldom recurs
 _shared: dict = {}     # in a worker: the folder, its own file, the bytes taken of each other file, runs given
 
@@ -432,7 +433,8 @@ def _build(data: PretrainData, seed: int, files: list[Path], key: dict, partial:
             words = writer.partial / "shared-words" if workers > 1 else None  # the workers' learnt words
             if words:
                 words.mkdir()
-            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(sp_model, data.lang, words)) as ex:
+            with ProcessPoolExecutor(workers, initializer=_init_worker,
+                                     initargs=(sp_model, data.lang, words)) as ex:
                 pending: deque = deque()
                 stop = False
                 for kind, job, split, f in jobs:

@@ -198,6 +198,7 @@ def read_texts(path: str | Path, key: str, text_col="text", label_col: str | lis
     For fastText files the columns are always `text` and `label` (every `__label__` of a line, for a
     multi-label task); for a plain text file (one document per line) there is only `text`.
     """
+    import pandas as pd
     sniffed = named_columns(text_col) + (tuple(_label_columns(label_col)) if label_col else ())
     df, fmt = read_frame(path, key, encoding, errors, fmt, sniffed)
     if fmt in ("fasttext", "lines") and isinstance(text_col, list) and len(text_col) > 1:
@@ -213,7 +214,6 @@ def read_texts(path: str | Path, key: str, text_col="text", label_col: str | lis
                               f"('{FASTTEXT_PREFIX}pos some text')")
         names = {"text": "text", "label": None}
     fields = text_columns(df, names["text"], "data.text_col", key, path)
-    import pandas as pd
     out = pd.DataFrame({"text": join_fields(df, fields)})
     if names["label"] is not None:
         for col in _label_columns(names["label"]):
