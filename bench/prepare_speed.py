@@ -121,48 +121,40 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, tuple[
     return seconds, peak, out
 
 
-SPIN = "s = 0\nfor i in range(20_000_000): s += i"  # pure Python CPU work, nothing shared
-
-
-def machine_scaling(workers: int) -> float:
-    """How much more pure CPU work `workers` processes get done at once than one alone, on this machine
-    (2.0 for 2 free cores; less where its cores are hyperthreads of one or its host is busy): the ceiling
-    of any scaling measured here."""
-    def wall(n: int) -> float:
-        t0 = time.perf_counter()
-        procs = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(n)]
-        for proc in procs:
-            proc.wait()
-        return time.perf_counter() - t0
-    return workers * wall(1) / wall(workers)
-
+SPIN = """import time
+t0 = time.perf_counter()
+s = 0
+for i in range(20_000_000): s += i
+print(time.perf_counter() - t0)
+"""  # pure Python CPU work, nothing shared
 
 WORK = r"""
 import sys, time
 from pathlib import Path
 from ulmfit_cli.corpus import prepare, text, wikidump
 text.init_worker(None, "en")
-jobs = [j for j in wikidump.chunks(Path(sys.argv[1]), wikidump.DumpStats()) if isinstance(j, tuple)]
+jobs = [j for j in wikidump.chunks(Path(sys.argv[1]), wikidump.DumpStats())
+        if not isinstance(j, wikidump.BrokenChunk)]
 t0 = time.perf_counter()
 for job in jobs[:int(sys.argv[2])]:
     prepare._work("dump", job, 0)
 print(time.perf_counter() - t0)
-"""
+"""  # the dump's first pieces read, cleaned and tokenized as a worker does (its own memo, nothing shared)
 
 
-def workload_scaling(dump: Path, workers: int, pieces: int = 6) -> float:
-    """The same again for this work: the dump's first `pieces` read, cleaned and tokenized as a worker does,
-    in `workers` independent processes against one (each its own memo; no parent, no scheduling, nothing
-    shared): what this machine gives `prepare`'s own work in `workers` processes (memory-bound work shares
-    caches that pure CPU work does not)."""
-    def wall(n: int) -> float:  # the slowest process's work, its start-up left out
-        procs = [subprocess.Popen([sys.executable, "-c", WORK, str(dump), str(pieces)],
-                                  stdout=subprocess.PIPE, text=True) for _ in range(n)]
+def scaling(workers: int, code: str, *args: str) -> float:
+    """How much more of the work `code` does (it prints its own seconds, start-up left out) `workers`
+    independent processes get done at once than one alone, on this machine: 2.0 for 2 free cores, less
+    where its host is busy. With SPIN, pure CPU work; with WORK, `prepare`'s own, memory-bound work, which
+    shares caches that pure CPU work does not: the ceilings of any scaling measured here."""
+    def slowest(n: int) -> float:
+        procs = [subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
+                 for _ in range(n)]
         outs = [proc.communicate()[0] for proc in procs]
         if any(proc.returncode for proc in procs):
-            sys.exit("the workload ceiling's process failed")
+            sys.exit("a ceiling's process failed")
         return max(float(out) for out in outs)
-    return workers * wall(1) / wall(workers)
+    return workers * slowest(1) / slowest(workers)
 
 
 STOCK = r'''
@@ -205,9 +197,8 @@ def main() -> None:
         counts = [args.workers] + [int(w) for w in args.scaling.split(",") if w and int(w) != args.workers]
         ceiling, work_ceiling = [], []
         for r in range(args.repeat):  # the paths alternate: a slow spell of a shared machine hits them all
-            ceiling.append(machine_scaling(max(counts)))
-            if args.layout == "multistream" and 1 in counts:
-                work_ceiling.append(workload_scaling(dump, max(counts)))
+            ceiling.append(scaling(max(counts), SPIN))
+            work_ceiling.append(scaling(max(counts), WORK, str(dump), "6"))
             if not args.skip_stock:
                 shutil.rmtree(tmp / "wx", ignore_errors=True)
                 ext_s, ext_rss, _ = run_measured([py, "-m", "wikiextractor.WikiExtractor", str(dump), "--no-templates",
@@ -261,9 +252,8 @@ def main() -> None:
                 for w, row in sorted(by.items())))
     print(f"this machine's own scaling, pure CPU work in {max(counts)} processes against 1: "
           + ", ".join(f"{c:.2f}x" for c in ceiling) + " (one per run): the ceiling of the figures above")
-    if work_ceiling:
-        print(f"this machine's scaling for prepare's own work (read, clean, tokenize) in {max(counts)} independent "
-              f"processes against 1: " + ", ".join(f"{c:.2f}x" for c in work_ceiling) + " (one per run)")
+    print(f"this machine's scaling for prepare's own work (read, clean, tokenize) in {max(counts)} independent "
+          f"processes against 1: " + ", ".join(f"{c:.2f}x" for c in work_ceiling) + " (one per run)")
     print("the parent process's CPU (scheduling, counting, writing) against the build's wall time: " + "; ".join(
         f"{w} worker(s): {row['cpu'][0]:.1f} s of {row['build']:.1f} s" for w, row in sorted(by.items())))
     print(f"every worker count wrote the same train tokens: {same}")

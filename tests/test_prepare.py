@@ -439,7 +439,7 @@ def test_a_worker_takes_the_words_another_learnt_and_tokenizes_the_same(tmp_path
         with ProcessPoolExecutor(1, initializer=prep._init_worker, initargs=(None, "en", folder)) as ex:
             results.append(ex.submit(prep._work, "text", texts, 0).result())
     first, second = results
-    learnt = [f for f in folder.iterdir()]
+    learnt = list(folder.iterdir())
     assert len(learnt) == 1 and learnt[0].stat().st_size > 0  # the second learnt nothing to pass on
     assert first[5] == 0 and second[5] > len(set(" ".join(texts).split())) // 2  # runs taken from the first
     assert second[2] == first[2] and np.array_equal(second[1], first[1]) and np.array_equal(second[0], first[0])
